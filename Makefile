@@ -1,0 +1,27 @@
+# Set-up and everyday commands. `make demo` and `make test` are the README's first lines.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= train,cpu,dev
+
+.PHONY: install demo test bench clean
+
+$(BIN)/vae-edge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(BIN)/vae-edge
+
+demo: install  ## train `small` on the embedded digits, export, verify, benchmark, report
+	$(BIN)/vae-edge run --out runs/demo --force
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install  ## the committed reference report in benchmarks/
+	$(BIN)/python benchmarks/reference.py
+
+clean:
+	rm -rf runs export/*/ .pytest_cache

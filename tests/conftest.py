@@ -1,0 +1,40 @@
+"""Shared, expensive fixtures: built once per test session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max_samples=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Real MNIST digits from the embedded data set, float32 (N, 28, 28, 1) in [0, 1]."""
+    from vae_edge.data import load_dataset
+
+    return load_dataset("mnist-5k", max_samples=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny model trained on real digits through the public `train` API."""
+    from vae_edge.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = train(TrainConfig(**TINY_TRAINING), run_dir, verbose=0)
+    return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def trained_model(trained_run):
+    from vae_edge.keras_io import load_vae
+
+    return load_vae(trained_run / "model.keras")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from vae_edge.data import load_dataset, load_images, split
+from vae_edge.errors import BadInputError, MissingFileError
+
+
+def test_embedded_digits_load_offline_and_split_deterministically():
+    a = load_dataset("mnist-5k", seed=3)
+    b = load_dataset("mnist-5k", seed=3)
+    assert (len(a.train), len(a.val), len(a.test)) == (4000, 500, 500)
+    assert a.image_shape == (28, 28, 1) and a.train.dtype == np.float32
+    assert 0.0 <= a.train.min() and a.train.max() <= 1.0
+    np.testing.assert_array_equal(a.test, b.test)
+    assert not np.array_equal(a.test, load_dataset("mnist-5k", seed=4).test)
+
+
+def test_splits_do_not_overlap():
+    images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1) * 5
+    s = split(images / 255.0, "toy", seed=0)
+    seen = np.concatenate([s.train, s.val, s.test]).ravel()
+    assert len(np.unique(seen)) == 50
+
+
+def _write_images(folder, sizes, mode="L"):
+    folder.mkdir()
+    for i, size in enumerate(sizes):
+        Image.fromarray(np.full(size[::-1] + ((3,) if mode == "RGB" else ()), 40 * i, np.uint8), mode).save(folder / f"{i}.png")
+    return folder
+
+
+def test_image_folder_of_any_size_is_resized(tmp_path):
+    folder = _write_images(tmp_path / "imgs", [(30, 20), (64, 64), (10, 12)])
+    images = load_images(str(folder), image_size=16)
+    assert images.shape == (3, 16, 16, 1)
+    assert load_images(str(folder), image_size=16, channels=3).shape == (3, 16, 16, 3)
+
+
+def test_rgb_folder_keeps_colour_and_first_image_size(tmp_path):
+    folder = _write_images(tmp_path / "rgb", [(20, 20), (40, 40)], mode="RGB")
+    assert load_images(str(folder)).shape == (2, 20, 20, 3)
+
+
+def test_npy_and_npz_arrays(tmp_path):
+    np.save(tmp_path / "a.npy", np.full((5, 8, 8), 255, np.uint8))
+    np.savez(tmp_path / "b.npz", x=np.zeros((5, 8, 8, 3), np.float32))
+    assert load_images(str(tmp_path / "a.npy")).max() == 1.0
+    assert load_images(str(tmp_path / "b.npz")).shape == (5, 8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((5, 8)), "expected images of shape"),
+        (np.full((5, 8, 8), np.nan, np.float32), "NaN or Inf"),
+        (np.full((5, 8, 8), 3.0, np.float32), r"must be in \[0, 1\]"),
+        (np.full((5, 8, 8), -1, np.int16), "0..255"),
+        (np.zeros((5, 8, 8, 2), np.float32), "1 or 3 channels"),
+        (np.zeros((0, 8, 8), np.float32), "no images"),
+    ],
+)
+def test_bad_arrays_name_the_problem(tmp_path, array, message):
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(BadInputError, match=message):
+        load_images(str(tmp_path / "bad.npy"))
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(MissingFileError, match="neither a known name"):
+        load_images(str(tmp_path / "nope"))
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no image files"):
+        load_images(str(tmp_path / "empty"))
+
+
+def test_unreadable_image(tmp_path):
+    folder = _write_images(tmp_path / "imgs", [(8, 8)])
+    (folder / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(BadInputError, match="broken.png: cannot read this image"):
+        load_images(str(folder))
+
+
+def test_corrupt_array_file(tmp_path):
+    (tmp_path / "x.npy").write_bytes(b"garbage")
+    with pytest.raises(BadInputError, match="cannot read this array file"):
+        load_images(str(tmp_path / "x.npy"))
+
+
+def test_too_few_images_to_split():
+    with pytest.raises(BadInputError, match="too few"):
+        split(np.zeros((2, 4, 4, 1), np.float32), "tiny")
+
+
+def test_offline_keras_dataset_points_to_the_embedded_one(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(BadInputError, match="mnist-5k.*folder"):
+        load_images("mnist")

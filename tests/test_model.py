@@ -1,0 +1,119 @@
+import keras
+import numpy as np
+import pytest
+
+from vae_edge import elbo
+from vae_edge.errors import BadInputError
+from vae_edge.model import PRESETS, VAE, Sampling
+from vae_edge.model.annealing import kl_weight_at
+
+
+@pytest.mark.parametrize("variant", list(PRESETS))
+def test_every_variant_gives_the_four_outputs_with_their_shapes(variant):
+    model = VAE.from_variant(variant, input_shape=(16, 16, 1))
+    latent = PRESETS[variant]["latent_dim"]
+    out = model(np.random.rand(2, 16, 16, 1).astype("float32"))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "reconstruction": (2, 16, 16, 1), "z_mean": (2, latent), "z_log_var": (2, latent), "z": (2, latent),
+    }
+    recon = keras.ops.convert_to_numpy(out["reconstruction"])
+    assert recon.min() >= 0.0 and recon.max() <= 1.0
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 3), (28, 28, 1), (20, 12, 3)])
+def test_rgb_and_odd_sizes_reconstruct_at_the_input_shape(shape):
+    model = VAE.from_variant("medium", input_shape=shape, latent_dim=4)
+    assert model.decode(np.zeros((3, 4))).shape == (3, *shape)
+
+
+def test_shape_too_small_for_the_depth_is_a_clear_error():
+    with pytest.raises(BadInputError, match="too small for 4 downsampling stages"):
+        VAE.from_variant("xlarge", input_shape=(8, 8, 1))
+
+
+def test_unknown_variant_lists_the_valid_ones():
+    with pytest.raises(BadInputError, match="micro, small, medium, large, xlarge"):
+        VAE.from_variant("huge")
+
+
+def test_config_round_trips():
+    model = VAE.from_variant("micro", input_shape=(16, 16, 3), latent_dim=5, kl_loss_weight=0.5, free_bits=0.1)
+    clone = VAE.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    assert clone.count_params() == model.count_params()
+
+
+def test_keras_file_round_trip_gives_identical_outputs(trained_model, digits, tmp_path):
+    path = tmp_path / "m.keras"
+    trained_model.save(path)
+    loaded = keras.models.load_model(path)  # no custom_objects needed
+    assert isinstance(loaded, VAE)
+    assert loaded.get_config() == trained_model.get_config()
+    x = digits.test[:8]
+    for a, b in zip(loaded.encode(x), trained_model.encode(x)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.sample(4, seed=1), trained_model.sample(4, seed=1))
+
+
+def test_seeded_sampling_is_reproducible_and_noise_is_fresh_each_call():
+    model = VAE.from_variant("micro", input_shape=(16, 16, 1), latent_dim=4)
+    np.testing.assert_array_equal(model.sample(3, seed=7), model.sample(3, seed=7))
+    assert not np.array_equal(model.sample(3, seed=7), model.sample(3, seed=8))
+    stats = [np.zeros((2, 4), "float32"), np.zeros((2, 4), "float32")]
+    first, second = Sampling(seed=3), Sampling(seed=3)
+    z1 = keras.ops.convert_to_numpy(first(stats))
+    np.testing.assert_array_equal(z1, keras.ops.convert_to_numpy(second(stats)))
+    assert not np.array_equal(z1, keras.ops.convert_to_numpy(first(stats)))
+
+
+def test_sampling_draws_in_its_compute_dtype():
+    layer = Sampling(seed=0, dtype="mixed_bfloat16")
+    z = layer([np.zeros((2, 3), "float32"), np.zeros((2, 3), "float32")])
+    assert keras.backend.standardize_dtype(z.dtype) == "bfloat16"
+
+
+@pytest.mark.parametrize("kind", ["bce", "mse"])
+def test_training_loss_equals_the_numpy_elbo(kind, rng):
+    model = VAE.from_variant("micro", input_shape=(16, 16, 1), latent_dim=4, reconstruction_loss=kind)
+    x = rng.random((4, 16, 16, 1)).astype("float32")
+    y_pred = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
+    loss = float(model.compute_loss(x, None, y_pred))
+    expected = np.mean(elbo.reconstruction_nll(x, y_pred["reconstruction"], kind) + elbo.gaussian_kl(y_pred["z_mean"], y_pred["z_log_var"]))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_free_bits_floor_the_optimised_kl(rng):
+    x = rng.random((4, 16, 16, 1)).astype("float32")
+    plain = VAE.from_variant("micro", input_shape=(16, 16, 1), latent_dim=4, seed=0)
+    floored = VAE.from_config({**plain.get_config(), "free_bits": 5.0})
+    floored.set_weights(plain.get_weights())
+    y_pred = {k: keras.ops.convert_to_numpy(v) for k, v in plain(x).items()}
+    assert float(floored.compute_loss(x, None, y_pred)) > float(plain.compute_loss(x, None, y_pred))
+
+
+def test_kl_annealing_schedules():
+    assert kl_weight_at(0, 1.0, "linear", 100) == 0.0
+    assert kl_weight_at(50, 2.0, "linear", 100) == pytest.approx(1.0)
+    assert kl_weight_at(500, 1.0, "linear", 100) == 1.0
+    assert kl_weight_at(125, 1.0, "cyclical", 100) == pytest.approx(0.5)
+    assert kl_weight_at(180, 1.0, "cyclical", 100) == 1.0
+    assert kl_weight_at(3, 0.7, "none", 100) == 0.7
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_a_few_steps_lower_the_loss_under_each_precision_policy(precision, digits, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = VAE.from_variant("micro", input_shape=(28, 28, 1), latent_dim=4, dtype=precision)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    x = digits.train[:128]
+    before = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]
+    model.fit(x, epochs=3, batch_size=32, verbose=0)
+    after = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]
+    assert after < before
+    assert all(v.dtype == "float32" for v in model.weights)
+    assert all(v.dtype == "float32" for v in model(x[:2]).values())
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.dtype_policy.name == precision
+    np.testing.assert_array_equal(loaded.encode(x[:4])[0], model.encode(x[:4])[0])

@@ -1,0 +1,102 @@
+"""The `vae-edge` command line.
+
+Commands import their heavy dependencies (Keras, TensorFlow, converters) only when they
+run, so `vae-edge --help` and the runtime commands start fast. Errors a user can fix are
+printed as one line: exit status 2 for bad input, 1 for a failed export or verification.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+class VaeEdgeGroup(click.Group):
+    """Turns package errors into one-line messages with meaningful exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VaeEdgeError as error:
+            click.secho(f"Error: {error}", fg="red", err=True)
+            ctx.exit(2 if isinstance(error, (BadInputError, MissingFileError)) else 1)
+
+
+@click.group(cls=VaeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vae-edge")
+def main():
+    """Train a ResNet VAE, export it for devices, verify and benchmark the exports."""
+
+
+def read_run_config(model_path: Path) -> dict:
+    """The `train_config.json` saved beside a trained model, or {} if there is none."""
+    config = Path(model_path).parent / "train_config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
+@main.command()
+@click.option("--variant", default="small", show_default=True, help="micro, small, medium, large or xlarge.")
+@click.option("--dataset", default="mnist-5k", show_default=True, help="mnist-5k (embedded), mnist, fashion_mnist, cifar10, a folder of images or a .npy/.npz file.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
+@click.option("--beta", "kl_loss_weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the KL term.")
+@click.option("--kl-annealing", type=click.Choice(["none", "linear", "cyclical"]), default="none", show_default=True)
+@click.option("--kl-warmup-steps", default=1000, show_default=True, type=click.IntRange(min=0), help="Steps of the warm-up (or of one cycle).")
+@click.option("--free-bits", default=0.0, show_default=True, type=click.FloatRange(min=0), help="KL floor per latent dimension, in nats.")
+@click.option("--reconstruction-loss", type=click.Choice(["bce", "mse"]), default="bce", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-samples", type=click.IntRange(min=3), help="Use at most this many images.")
+@click.option("--image-size", type=click.IntRange(min=1), help="Resize folder images to this square size.")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="Grayscale (1) or RGB (3) for folder images.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+def train(out, force, channels, **options):
+    """Train a VAE and write model.keras, history.json and pictures to --out."""
+    from vae_edge.train import TrainConfig, train as run_training
+
+    config = TrainConfig(channels=int(channels) if channels else None, **options)
+    result = run_training(config, out, force=force)
+    history = result.history
+    click.echo(
+        f"\nbest validation loss {min(history['val_loss']):.2f} nats/image, "
+        f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.run_dir}/"
+    )
+
+
+@main.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--dataset", help="Default: the data set the model was trained on.")
+@click.option("--seed", type=int, help="Split seed. Default: the training seed.")
+@click.option("--importance-samples", "-k", default=64, show_default=True, type=click.IntRange(min=0), help="Samples for the importance-weighted NLL (0 to skip).")
+@click.option("--max-samples", type=click.IntRange(min=3))
+@click.option("--json-out", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
+def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
+    """Test ELBO, importance-weighted NLL, PSNR and active units of a trained model."""
+    from vae_edge.data import load_dataset
+    from vae_edge.evaluation import evaluate_model
+    from vae_edge.fsutil import write_json
+    from vae_edge.keras_io import load_vae
+
+    model = load_vae(model_path)
+    run = read_run_config(model_path)
+    splits = load_dataset(
+        dataset or run.get("dataset", "mnist-5k"),
+        seed=run.get("seed", 0) if seed is None else seed,
+        max_samples=max_samples or run.get("max_samples"),
+        image_size=run.get("image_size"), channels=run.get("channels"),
+    )
+    results = evaluate_model(model, splits.test, importance_samples=importance_samples)
+    for key, value in results.items():
+        click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    if json_out:
+        write_json(json_out, results)

