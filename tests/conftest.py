@@ -38,3 +38,24 @@ def trained_model(trained_run):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(trained_run, trained_model, digits, tmp_path_factory):
+    """Every format and mode of the tiny model, exported and verified once per session."""
+    from vae_edge.export import export_bundle
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    return export_bundle(
+        trained_model, out, calibration_images=digits.train, validation_images=digits.test,
+        calibration_samples=32, log=lambda message: None,
+        model_facts={"source_model": str(trained_run / "model.keras"), "dataset": "mnist-5k"},
+    )
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir, tmp_path):
+    """A private copy of the session bundle that a test may damage."""
+    import shutil
+
+    return shutil.copytree(bundle_dir, tmp_path / "bundle")

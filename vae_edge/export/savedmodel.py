@@ -59,6 +59,9 @@ class SavedModelEngine:
         self.inputs = [tensor_spec(name, spec.shape, "float32") for name, spec in inputs.items()]
         self.outputs = [tensor_spec(name, spec.shape, "float32") for name, spec in self.function.structured_outputs.items()]
 
+    def ops(self) -> list[str]:
+        return sorted({op.type for op in self.function.graph.get_operations()})
+
     def run(self, feeds):
         import tensorflow as tf
 

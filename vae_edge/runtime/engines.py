@@ -105,8 +105,15 @@ class OnnxEngine(Engine):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for bad files
             raise BadInputError(f"{path}: onnxruntime cannot load this file ({str(error).splitlines()[0][:200]})") from None
+        self.path = Path(path)
         self.inputs = [self._spec(t) for t in self.session.get_inputs()]
         self.outputs = [self._spec(t) for t in self.session.get_outputs()]
+
+    def ops(self) -> list[str]:
+        """The operator types the graph uses, sorted (needs the `onnx` package)."""
+        import onnx
+
+        return sorted({node.op_type for node in onnx.load(str(self.path)).graph.node})
 
     @staticmethod
     def _spec(tensor) -> dict:

@@ -1,47 +1,13 @@
-"""The `vae-edge` command line.
+"""`vae-edge train` and `vae-edge evaluate`."""
 
-Commands import their heavy dependencies (Keras, TensorFlow, converters) only when they
-run, so `vae-edge --help` and the runtime commands start fast. Errors a user can fix are
-printed as one line: exit status 2 for bad input, 1 for a failed export or verification.
-"""
-
-import json
-import os
 from pathlib import Path
 
 import click
 
-from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
-
 PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-class VaeEdgeGroup(click.Group):
-    """Turns package errors into one-line messages with meaningful exit codes."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except VaeEdgeError as error:
-            click.secho(f"Error: {error}", fg="red", err=True)
-            ctx.exit(2 if isinstance(error, (BadInputError, MissingFileError)) else 1)
-
-
-@click.group(cls=VaeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vae-edge")
-def main():
-    """Train a ResNet VAE, export it for devices, verify and benchmark the exports."""
-
-
-def read_run_config(model_path: Path) -> dict:
-    """The `train_config.json` saved beside a trained model, or {} if there is none."""
-    config = Path(model_path).parent / "train_config.json"
-    return json.loads(config.read_text()) if config.is_file() else {}
-
-
-@main.command()
+@click.command()
 @click.option("--variant", default="small", show_default=True, help="micro, small, medium, large or xlarge.")
 @click.option("--dataset", default="mnist-5k", show_default=True, help="mnist-5k (embedded), mnist, fashion_mnist, cifar10, a folder of images or a .npy/.npz file.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
@@ -73,7 +39,7 @@ def train(out, force, channels, **options):
     )
 
 
-@main.command()
+@click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--dataset", help="Default: the data set the model was trained on.")
 @click.option("--seed", type=int, help="Split seed. Default: the training seed.")
@@ -82,19 +48,13 @@ def train(out, force, channels, **options):
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
 def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
     """Test ELBO, importance-weighted NLL, PSNR and active units of a trained model."""
-    from vae_edge.data import load_dataset
+    from vae_edge.cli.common import run_splits
     from vae_edge.evaluation import evaluate_model
     from vae_edge.fsutil import write_json
     from vae_edge.keras_io import load_vae
 
     model = load_vae(model_path)
-    run = read_run_config(model_path)
-    splits = load_dataset(
-        dataset or run.get("dataset", "mnist-5k"),
-        seed=run.get("seed", 0) if seed is None else seed,
-        max_samples=max_samples or run.get("max_samples"),
-        image_size=run.get("image_size"), channels=run.get("channels"),
-    )
+    splits = run_splits(model_path, dataset, seed, max_samples)
     results = evaluate_model(model, splits.test, importance_samples=importance_samples)
     for key, value in results.items():
         click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")

@@ -1,0 +1,93 @@
+"""`vae-edge export`, `vae-edge verify` and `vae-edge info`."""
+
+from pathlib import Path
+
+import click
+
+from vae_edge.errors import BadInputError
+
+
+def parse_tolerances(pairs: tuple[str, ...]) -> dict:
+    """`MODE.KEY=VALUE` pairs, e.g. `float16.max_abs=0.02`."""
+    tolerances = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            tolerances[key] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise BadInputError(f"--tolerance takes MODE.KEY=NUMBER (e.g. float16.max_abs=0.02), got {pair!r}")
+    return tolerances
+
+
+def _tolerance_option(function):
+    return click.option("--tolerance", "tolerances", multiple=True, metavar="MODE.KEY=VALUE",
+                        help="Override a verification tolerance, e.g. int8.min_psnr_db=35 (repeatable).")(function)
+
+
+@click.command()
+@click.argument("model_path", type=click.Path(path_type=Path))
+@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
+              help="savedmodel, tflite, onnx or all (repeatable).")
+@click.option("--quantize", "modes", multiple=True,
+              help="float32, float16, dynamic, int8, int8-io (repeatable). Default: every mode of each format.")
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
+@click.option("--calibration-samples", default=256, show_default=True, type=int, help="Real training images for int8 calibration.")
+@click.option("--opset", type=click.IntRange(min=13), help="ONNX opset. Default: the newest tf2onnx writes.")
+@click.option("--dataset", help="Calibration and verification data. Default: the model's training data.")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
+@_tolerance_option
+@click.option("--force", is_flag=True, help="Replace an existing bundle.")
+def export(model_path, formats, modes, out, calibration_samples, opset, dataset, verify, tolerances, force):
+    """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
+    from vae_edge.cli.common import run_splits
+    from vae_edge.export import export_bundle
+    from vae_edge.keras_io import load_vae
+
+    out = out or Path("export") / model_path.resolve().parent.name
+    model = load_vae(model_path)
+    splits = run_splits(model_path, dataset)
+    click.echo(f"exporting {model_path} -> {out}/")
+    bundle = export_bundle(
+        model, out, calibration_images=splits.train, validation_images=splits.test,
+        formats=formats, modes=modes or None, calibration_samples=calibration_samples, opset=opset,
+        verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
+        model_facts={"source_model": str(model_path.resolve()), "dataset": splits.name},
+    )
+    click.echo(f"\nwrote {bundle}/ (manifest.json lists every artifact with its sha256)")
+
+
+@click.command()
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), help="The Keras model. Default: the one the bundle was exported from.")
+@click.option("--dataset", help="Held-out images. Default: the model's test split.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the latent inputs and noise.")
+@_tolerance_option
+@click.pass_context
+def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
+    """Compare every artifact of a bundle with the Keras model; exit 1 if any is out of tolerance."""
+    from vae_edge.bundle import Bundle
+    from vae_edge.cli.common import run_splits
+    from vae_edge.keras_io import load_vae
+    from vae_edge.verify import verify_bundle
+
+    bundle = Bundle(bundle_dir)
+    model_path = model_path or Path(bundle.model.get("source_model", ""))
+    if not model_path.name:
+        raise BadInputError(f"{bundle_dir}: the manifest does not name its Keras model; pass --model")
+    model = load_vae(model_path)
+    images = run_splits(model_path, dataset).test
+    report = verify_bundle(bundle_dir, model, images, tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)
+    click.echo(f"\nwrote {bundle_dir}/verify.md, verify.json, verify.png")
+    ctx.exit(0 if report["passed"] else 1)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def info(path):
+    """Describe a bundle, or a single .tflite/.onnx file: inputs, outputs, quantization, ops."""
+    from vae_edge.bundle import Bundle
+    from vae_edge.inspect import describe_bundle, describe_file
+
+    click.echo(describe_file(path) if path.is_file() else describe_bundle(Bundle(path)))
