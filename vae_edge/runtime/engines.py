@@ -2,7 +2,8 @@
 
 `LiteRTEngine` runs a `.tflite` signature with ai-edge-litert, `OnnxEngine` an `.onnx`
 model with onnxruntime. Both quantize int8 inputs and dequantize int8 outputs with the
-model's own parameters, accept any batch size, and are safe to call from many threads.
+model's own parameters, accept any batch size (run in chunks of at most `CHUNK` rows, so
+a huge batch cannot exhaust memory), and are safe to call from many threads.
 Neither imports TensorFlow.
 """
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError
+
+CHUNK = 256  # rows per engine call: large enough to be fast, small enough to bound the arena
 
 
 def tensor_spec(name: str, shape, dtype, quantization=None) -> dict:
@@ -31,6 +34,15 @@ class Engine:
     outputs: list[dict]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float arrays by input name in, float32 arrays by output name out, any batch size."""
+        arrays = {spec["name"]: np.ascontiguousarray(feeds[spec["name"]], dtype=np.float32) for spec in self.inputs}
+        rows = len(next(iter(arrays.values())))
+        if rows <= CHUNK:
+            return self._run(arrays)
+        parts = [self._run({k: v[start : start + CHUNK] for k, v in arrays.items()}) for start in range(0, rows, CHUNK)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
 
@@ -75,10 +87,10 @@ class LiteRTEngine(Engine):
         """The operator names the model uses, sorted."""
         return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
 
-    def run(self, feeds):
+    def _run(self, arrays):
         prepared = {}
         for spec in self.inputs:
-            x = np.ascontiguousarray(feeds[spec["name"]], dtype=np.float32)
+            x = arrays[spec["name"]]
             prepared[spec["name"]] = _quantize(x, spec["quantization"], spec["dtype"]) if spec["dtype"] != "float32" else x
         with self._lock:
             results = self.runner(**prepared)
@@ -121,8 +133,7 @@ class OnnxEngine(Engine):
         shape = [d if isinstance(d, int) else -1 for d in tensor.shape]
         return tensor_spec(tensor.name, shape, dtype)
 
-    def run(self, feeds):
-        arrays = {spec["name"]: np.ascontiguousarray(feeds[spec["name"]], dtype=np.float32) for spec in self.inputs}
+    def _run(self, arrays):
         values = self.session.run([spec["name"] for spec in self.outputs], arrays)
         return {spec["name"]: value for spec, value in zip(self.outputs, values)}
 

@@ -1,0 +1,300 @@
+"""The TensorFlow-free runtime: `EdgeVAE` on LiteRT and onnxruntime, its validation and its CLI."""
+
+import json
+import re
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from vae_edge.cli import VaeEdgeGroup
+from vae_edge.cli.runtime import interpolate, reconstruct, sample, score
+from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
+from vae_edge.runtime import EdgeVAE, default_mode
+
+PIPELINES = [("tflite", "float32"), ("tflite", "float16"), ("tflite", "dynamic"), ("tflite", "int8"),
+             ("tflite", "int8-io"), ("onnx", "float32"), ("onnx", "int8")]
+INT8_SAMPLE_BOUND = 0.15  # max |int8 - float32| per pixel of the tiny model's samples; measured 0.04 to 0.06
+
+
+@pytest.fixture(scope="module")
+def vaes(bundle_dir):
+    return {pipeline: EdgeVAE.load(bundle_dir, *pipeline) for pipeline in PIPELINES}
+
+
+@pytest.fixture(scope="module")
+def vae(vaes):
+    return vaes["tflite", "float32"]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids="/".join)
+def test_every_pipeline_samples_encodes_and_reconstructs(vaes, digits, pipeline):
+    vae = vaes[pipeline]
+    images = vae.sample(5, seed=1)
+    assert images.shape == (5, 28, 28, 1) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    np.testing.assert_array_equal(images, vae.sample(5, seed=1))
+    assert not np.array_equal(images, vae.sample(5, seed=2))
+    z_mean, z_log_var = vae.encode(digits.test[:7])
+    assert z_mean.shape == z_log_var.shape == (7, vae.latent_dim)
+    assert vae.reconstruct(digits.test[:7]).shape == (7, 28, 28, 1)
+    assert vae.decode(z_mean).shape == (7, 28, 28, 1)
+
+
+def test_float32_backends_agree_with_each_other_and_with_keras(vaes, trained_model, digits):
+    keras_samples = trained_model.sample(16, seed=3)
+    for pipeline in (("tflite", "float32"), ("onnx", "float32")):
+        np.testing.assert_allclose(vaes[pipeline].sample(16, seed=3), keras_samples, atol=1e-4)
+    litert, onnx = vaes["tflite", "float32"], vaes["onnx", "float32"]
+    np.testing.assert_allclose(litert.encode(digits.test[:16])[0], onnx.encode(digits.test[:16])[0], atol=1e-4)
+    np.testing.assert_allclose(litert.anomaly_score(digits.test[:16]), onnx.anomaly_score(digits.test[:16]), rtol=1e-4)
+
+
+@pytest.mark.parametrize("pipeline", [p for p in PIPELINES if p[1] != "float32"], ids="/".join)
+def test_compressed_modes_stay_near_float32(vaes, pipeline):
+    reference = vaes[pipeline[0], "float32"].sample(32, seed=4)
+    assert np.abs(vaes[pipeline].sample(32, seed=4) - reference).max() < INT8_SAMPLE_BOUND
+
+
+def test_batches_of_any_size_match_one_at_a_time(vaes, digits):
+    for pipeline in (("tflite", "int8-io"), ("onnx", "int8")):
+        vae = vaes[pipeline]
+        x = np.concatenate([digits.test] * 2)[:300]  # more than one engine chunk
+        batch = vae.reconstruct(x)
+        for i in (0, 1, 255, 256, 299):
+            np.testing.assert_allclose(vae.reconstruct(x[i : i + 1])[0], batch[i], atol=1e-6)
+
+
+def test_noise_scores_higher_than_digits(vaes, digits):
+    noise = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    for vae in vaes.values():
+        assert vae.anomaly_score(noise).min() > np.median(vae.anomaly_score(digits.test))
+        assert vae.is_anomaly(noise).all()
+        assert vae.is_anomaly(digits.test).mean() < 0.5
+
+
+def test_scores_match_the_exported_threshold_definition(vae, digits, bundle_dir):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert vae.threshold == manifest["anomaly"]["threshold"]
+    # the threshold is the 99th percentile of the same score on the same validation images
+    assert np.quantile(vae.anomaly_score(digits.test), 0.99) == pytest.approx(vae.threshold, rel=1e-4)
+
+
+def test_uint8_pixels_equal_float_pixels(vae, digits):
+    pixels = (digits.test[:4] * 255).round().astype(np.uint8)
+    np.testing.assert_allclose(vae.encode(pixels)[0], vae.encode(pixels / np.float32(255))[0], atol=1e-6)
+    np.testing.assert_allclose(vae.encode(digits.test[:4, ..., 0])[0], vae.encode(digits.test[:4])[0])
+
+
+@pytest.mark.parametrize("method", ["linear", "slerp"])
+def test_interpolation_starts_and_ends_at_the_reconstructions(vae, digits, method):
+    a, b = digits.test[0], digits.test[1]
+    frames = vae.interpolate(a, b, steps=6, method=method)
+    assert frames.shape == (6, 28, 28, 1)
+    np.testing.assert_allclose(frames[[0, -1]], vae.reconstruct(digits.test[:2]), atol=1e-5)
+
+
+def test_temperature_zero_decodes_the_prior_mean(vae):
+    images = vae.sample(3, seed=0, temperature=0.0)
+    np.testing.assert_allclose(images, vae.decode(np.zeros((3, vae.latent_dim))), atol=1e-6)
+
+
+GOOD = np.full((2, 28, 28, 1), 0.5, np.float32)
+BAD_IMAGES = {
+    "no batch axis": (GOOD[0], "shape (N, 28, 28, 1)"),
+    "wrong size": (np.zeros((2, 32, 32, 1), np.float32), "shape (N, 28, 28, 1)"),
+    "wrong channels": (np.zeros((2, 28, 28, 3), np.float32), "shape (N, 28, 28, 1)"),
+    "wrong rank": (np.zeros((2, 784), np.float32), "shape (N, 28, 28, 1)"),
+    "empty batch": (np.zeros((0, 28, 28, 1), np.float32), "empty batch"),
+    "strings": (np.full((2, 28, 28, 1), "a"), "numeric"),
+    "booleans": (np.zeros((2, 28, 28, 1), bool), "numeric"),
+    "complex": (np.zeros((2, 28, 28, 1), complex), "numeric"),
+    "int64 pixels": (np.zeros((2, 28, 28, 1), np.int64), "uint8 pixels 0..255"),
+    "nan": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.nan, GOOD), "NaN or Inf"),
+    "inf": (np.where(np.arange(784).reshape(1, 28, 28, 1) == 5, np.inf, GOOD), "NaN or Inf"),
+    "0..255 floats": (GOOD * 255, "[0, 1]"),
+    "negative": (GOOD - 1, "[0, 1]"),
+    "ragged list": ([[0.5], [0.5, 0.5]], "numeric"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES, ids=str)
+@pytest.mark.parametrize("method", ["encode", "reconstruct", "anomaly_score", "is_anomaly"])
+def test_bad_images_are_refused_with_what_was_expected(vaes, case, method):
+    images, expected = BAD_IMAGES[case]
+    for vae in (vaes["tflite", "int8-io"], vaes["onnx", "float32"]):
+        with pytest.raises(BadInputError, match=re.escape(expected)):
+            getattr(vae, method)(images)
+
+
+@pytest.mark.parametrize("z, expected", [
+    (np.zeros((2, 7), np.float32), "shape (N, 8)"),
+    (np.zeros(8, np.float32), "shape (N, 8)"),
+    (np.zeros((0, 8), np.float32), "empty batch"),
+    (np.full((2, 8), np.nan, np.float32), "NaN or Inf"),
+    (np.full((2, 8), "x"), "numeric"),
+], ids=["width", "rank", "empty", "nan", "strings"])
+def test_bad_latents_are_refused(vaes, z, expected):
+    for vae in (vaes["tflite", "int8-io"], vaes["onnx", "int8"]):
+        with pytest.raises(BadInputError, match=re.escape(expected)):
+            vae.decode(z)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"n": 0}, "n must be a positive integer"),
+    ({"n": -3}, "n must be a positive integer"),
+    ({"n": 2.5}, "n must be a positive integer"),
+    ({"n": True}, "n must be a positive integer"),
+    ({"n": 2, "seed": -1}, "seed must be"),
+    ({"n": 2, "temperature": float("nan")}, "temperature must be"),
+    ({"n": 2, "temperature": -1.0}, "temperature must be"),
+])
+def test_bad_sample_arguments_are_refused(vae, kwargs, expected):
+    with pytest.raises(BadInputError, match=expected):
+        vae.sample(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"steps": 1}, "at least 2"),
+    ({"steps": 0}, "positive integer"),
+    ({"method": "cubic"}, "linear, slerp"),
+    ({"x_a": GOOD}, "one image, got a batch of 2"),
+])
+def test_bad_interpolation_arguments_are_refused(vae, kwargs, expected):
+    arguments = {"x_a": GOOD[0], "x_b": GOOD[1], "steps": 4, "method": "linear", **kwargs}
+    with pytest.raises(BadInputError, match=expected):
+        vae.interpolate(**arguments)
+
+
+def test_defaults_pick_litert_and_the_most_compact_verified_mode(bundle_dir):
+    vae = EdgeVAE.load(bundle_dir)
+    assert vae.backend == "tflite" and vae.mode == default_mode(vae.bundle, "tflite")
+    assert vae.mode != "float32"  # every mode of the tiny model passes verification
+    sizes = {a.mode: a.size_bytes for a in vae.bundle.artifacts if a.format == "tflite" and a.graph == "decoder"}
+    assert sizes[vae.mode] == min(sizes.values())
+    assert EdgeVAE.load(bundle_dir, backend="onnx").mode == "int8"
+
+
+def test_default_mode_falls_back_to_float32_without_verification(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["verification"]["pipelines"]["tflite/dynamic"]["passed"] = False
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert EdgeVAE.load(bundle_copy).mode != "dynamic"
+    del manifest["verification"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert EdgeVAE.load(bundle_copy).mode == "float32"
+    assert EdgeVAE.load(bundle_copy, backend="onnx").mode == "float32"
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"backend": "coreml"}, "choose one of tflite, onnx"),
+    ({"backend": "tflite", "mode": "int4"}, "float32, float16, dynamic, int8, int8-io"),
+    ({"backend": "onnx", "mode": "float16"}, "choose one of float32, int8"),
+])
+def test_unknown_backend_or_mode_names_the_valid_ones(bundle_dir, kwargs, expected):
+    with pytest.raises(BadInputError, match=expected):
+        EdgeVAE.load(bundle_dir, **kwargs)
+
+
+def test_missing_tampered_or_escaping_files_are_refused(bundle_copy, tmp_path):
+    with pytest.raises(MissingFileError):
+        EdgeVAE.load(tmp_path / "nowhere")
+    (bundle_copy / "tflite" / "decoder.int8.tflite").write_bytes(b"not a model")
+    with pytest.raises(IntegrityError, match="sha256"):
+        EdgeVAE.load(bundle_copy, "tflite", "int8")
+    (bundle_copy / "onnx" / "encoder.float32.onnx").unlink()
+    with pytest.raises(MissingFileError, match="missing"):
+        EdgeVAE.load(bundle_copy, "onnx", "float32")
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["path"] == "tflite/encoder.float16.tflite":
+            artifact["path"] = "../../etc/passwd"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="outside the bundle"):
+        EdgeVAE.load(bundle_copy, "tflite", "float16")
+
+
+@pytest.mark.parametrize("pipeline", [("tflite", "int8-io"), ("onnx", "float32")], ids="/".join)
+def test_concurrent_calls_give_single_threaded_results(vaes, digits, pipeline):
+    vae = vaes[pipeline]
+    sizes = [1, 3, 8, 17, 2]
+    expected = {n: (vae.sample(n, seed=n), vae.anomaly_score(digits.test[:n])) for n in sizes}
+    failures = []
+
+    def worker(index):
+        for call in range(20):
+            n = sizes[(index + call) % len(sizes)]
+            if not (np.array_equal(vae.sample(n, seed=n), expected[n][0])
+                    and np.array_equal(vae.anomaly_score(digits.test[:n]), expected[n][1])):
+                failures.append((index, call, n))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_importing_the_runtime_imports_no_tensorflow_or_keras():
+    code = ("import sys, vae_edge.runtime, vae_edge.cli.runtime; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _cli(command, args):
+    """Run a runtime command the way the main group does, turning package errors into exit 2."""
+    return CliRunner().invoke(VaeEdgeGroup(commands=[command]), [command.name, *map(str, args)])
+
+
+def test_cli_sample_writes_png_and_npy(bundle_dir, tmp_path):
+    result = _cli(sample, [bundle_dir, "-n", 6, "--seed", 0, "--backend", "onnx", "--mode", "int8", "-o", tmp_path / "s.png"])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "s.png") as picture:
+        assert picture.size[0] > 28 * 3
+    result = _cli(sample, [bundle_dir, "-n", 6, "--seed", 0, "--mode", "float32", "-o", tmp_path / "s.npy"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), EdgeVAE.load(bundle_dir, "onnx", "float32").sample(6, seed=0), atol=1e-4)
+
+
+def test_cli_reconstruct_score_and_interpolate_read_images_and_npy(bundle_dir, digits, tmp_path):
+    files = []
+    for i in range(2):  # 56x56 pictures, resized to the model's 28x28
+        files.append(tmp_path / f"digit{i}.png")
+        Image.fromarray((digits.test[i, ..., 0] * 255).astype(np.uint8)).resize((56, 56)).save(files[-1])
+    np.save(tmp_path / "noise.npy", np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32))
+    result = _cli(reconstruct, [bundle_dir, *files, tmp_path / "noise.npy", "-o", tmp_path / "r.npy"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "r.npy").shape == (5, 28, 28, 1)
+    assert _cli(reconstruct, [bundle_dir, files[0], "-o", tmp_path / "r.png"]).exit_code == 0
+    assert (tmp_path / "r.png").is_file()
+
+    result = _cli(score, [bundle_dir, *files, tmp_path / "noise.npy"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("threshold") and len(lines) == 6
+    assert all("ANOMALY" in line for line in lines[3:]) and "noise.npy[2]" in lines[5]
+
+    result = _cli(interpolate, [bundle_dir, files[0], files[1], "--steps", 5, "--method", "slerp", "-o", tmp_path / "i.npy"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "i.npy").shape == (5, 28, 28, 1)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-n", 0], "n must be a positive integer"),
+    (["-o", "samples.jpg"], "must end in .png or .npy"),
+    (["--mode", "int4"], "choose one of"),
+], ids=["n", "suffix", "mode"])
+def test_cli_errors_are_one_line_with_exit_2(bundle_dir, tmp_path, args, expected):
+    result = _cli(sample, [bundle_dir, "-o", tmp_path / "s.png", *args])
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+def test_cli_missing_image_is_a_one_line_error(bundle_dir, tmp_path):
+    result = _cli(score, [bundle_dir, tmp_path / "missing.png"])
+    assert result.exit_code == 2 and "no such image" in result.output

@@ -1,0 +1,66 @@
+"""The machine a benchmark ran on, and its FP32 ceiling, so reports from different hosts compare."""
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
+FMA_UNITS = 2  # per core on recent x86 server cores (Zen 2+, Skylake-SP and later): an assumption
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo ({} off Linux)."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return {}
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, e.g. a container's CPU set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fp32_lanes(flags: set[str]) -> int:
+    """float32 lanes of the widest FMA vector unit the CPU reports."""
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags or "fma" in flags:
+        return 8
+    return 4
+
+
+def theoretical_gflops(mhz: float, lanes: int, threads: int) -> float:
+    """FMA units x lanes x 2 flops per FMA x clock, per core, times cores used."""
+    return FMA_UNITS * lanes * 2 * mhz / 1e3 * threads
+
+
+def describe() -> dict:
+    """CPU model, clock, vector extensions, core counts, OS and package versions."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    mhz = float(info["cpu MHz"]) if "cpu MHz" in info else None
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "cpu": info.get("model name", platform.processor() or platform.machine()),
+        "cpu_mhz": mhz,
+        "vector_extensions": sorted(flags & {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"}),
+        "fp32_lanes": fp32_lanes(flags),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }

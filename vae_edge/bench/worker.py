@@ -1,0 +1,181 @@
+"""One benchmark subject at one thread count, alone in a fresh process.
+
+`python -m vae_edge.bench.worker JOB.json RESULT.json`. A process of its own per subject
+keeps peak RSS (`ru_maxrss` is per process and only grows) and thread pools from leaking
+between engines. Results go to a file because engines print to the standard streams.
+"""
+
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vae_edge.bench.stats import summarize
+
+Feeds = dict[str, np.ndarray]
+
+
+def rss_mib() -> float | None:
+    """Resident memory of this process now (Linux), None elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def timed_runs(call: Callable[[], object], warmup: int, runs: int, min_seconds: float, max_seconds: float) -> list[float]:
+    """Warm up, then time back-to-back calls until at least `runs` calls and `min_seconds`
+    (the TFLite benchmark tool's rule), or until `max_seconds` after at least one call."""
+    for _ in range(warmup):
+        call()
+    latencies = []
+    gc.disable()  # a collection inside a timed call would be the harness's cost, not the engine's
+    try:
+        start = time.perf_counter()
+        while True:
+            before = time.perf_counter()
+            call()
+            after = time.perf_counter()
+            latencies.append(after - before)
+            elapsed = after - start
+            if (len(latencies) >= runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+                return latencies
+    finally:
+        gc.enable()
+
+
+def _random_input(spec: dict, graph: str, batch: int, rng: np.random.Generator) -> np.ndarray:
+    shape = (batch, *spec["shape"][1:])
+    if graph == "decoder":
+        return rng.standard_normal(shape).astype(np.float32)  # latents from the prior
+    return rng.uniform(0, 1, shape).astype(np.float32)  # images in [0, 1]
+
+
+def _set_tf_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # as onnxruntime's session here
+
+
+def _open_artifact(bundle, key: str, threads: int):
+    """The artifact's engine without re-hashing it: the parent checked every file once."""
+    artifact = next(a for a in bundle.artifacts if a.key == key)
+    path = bundle.path_of(artifact, check=False)
+    if artifact.format == "savedmodel":
+        from vae_edge.export.savedmodel import SavedModelEngine
+
+        return artifact, SavedModelEngine(path, artifact.signature)
+    from vae_edge.runtime.engines import open_engine
+
+    return artifact, open_engine(path, artifact.signature, threads)
+
+
+def _open_bundle_subject(subject: dict, bundle_dir: str, threads: int):
+    from vae_edge.bundle import Bundle
+
+    bundle = Bundle(bundle_dir)
+    opened = [_open_artifact(bundle, key, threads) for key in subject["artifacts"]]
+    first = opened[0][0]
+    if len(opened) == 1:
+        engine = opened[0][1]
+        return engine.run, lambda batch, rng: {s["name"]: _random_input(s, first.graph, batch, rng) for s in first.inputs}
+    (_, encoder), (decoder_artifact, decoder) = opened
+    latent_name = decoder_artifact.inputs[0]["name"]
+
+    def pipeline(feeds: Feeds) -> Feeds:
+        return decoder.run({latent_name: encoder.run(feeds)["z_mean"]})
+
+    return pipeline, lambda batch, rng: {s["name"]: _random_input(s, "encoder", batch, rng) for s in first.inputs}
+
+
+def _open_keras_subject(subject: dict, model_info: dict):
+    """The Keras model called eagerly, or through one `tf.function` with a dynamic batch."""
+    import tensorflow as tf
+
+    from vae_edge.keras_io import load_vae
+
+    model = load_vae(subject["model_path"])
+    graph = subject["graph"]
+
+    def forward(x):
+        if graph == "encoder":
+            return model.encoder(x, training=False)
+        if graph == "decoder":
+            return model.decoder(x, training=False)
+        return model.decoder(model.encoder(x, training=False)[0], training=False)
+
+    shape = [model_info["latent_dim"]] if graph == "decoder" else list(model_info["input_shape"])
+    if subject["mode"] == "tf.function":
+        forward = tf.function(forward, input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+
+    def run(feeds: Feeds):
+        return tf.nest.map_structure(lambda t: t.numpy(), forward(feeds["x"]))
+
+    spec = {"name": "x", "shape": [-1, *shape]}
+    return run, lambda batch, rng: {"x": _random_input(spec, "decoder" if graph == "decoder" else "encoder", batch, rng)}
+
+
+def bench_subject(job: dict) -> list[dict]:
+    """Load once, then per batch size: first inference, warm-up and timed runs."""
+    subject, threads = job["subject"], job["threads"]
+    if subject["format"] in ("savedmodel", "keras"):
+        _set_tf_threads(threads)
+    rss_before = rss_mib()
+    start = time.perf_counter()
+    if subject["format"] == "keras":
+        run, make_feeds = _open_keras_subject(subject, job["model"])
+    else:
+        run, make_feeds = _open_bundle_subject(subject, job["bundle"], threads)
+    load_s = time.perf_counter() - start
+    rng = np.random.default_rng(job["seed"])
+    cells = []
+    for batch in sorted(job["batch_sizes"]):
+        feeds = make_feeds(batch, rng)
+        before = time.perf_counter()
+        run(feeds)
+        first_s = time.perf_counter() - before
+        latencies = timed_runs(lambda: run(feeds), job["warmup"], job["runs"], job["min_seconds"], job["max_seconds"])
+        cells.append({
+            "batch": batch, "threads": threads, "load_s": load_s, "first_s": first_s,
+            **summarize(latencies, batch),
+            "rss_before_load_mib": rss_before, "peak_rss_mib": peak_rss_mib(),
+        })
+    return cells
+
+
+def measure_peak(size: int, min_seconds: float) -> dict:
+    """Best float32 GFLOP/s of a size x size numpy matmul: a practical FP32 ceiling of the
+    BLAS threads the parent allowed through OPENBLAS/OMP/MKL_NUM_THREADS."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    a @ b
+    best, runs, start = float("inf"), 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - start < min_seconds:
+        before = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - before)
+        runs += 1
+    return {"matmul_size": size, "gflops": 2 * size**3 / best / 1e9}
+
+
+def main(argv: list[str]) -> None:
+    job = json.loads(Path(argv[0]).read_text())
+    result = measure_peak(job["size"], job["min_seconds"]) if job["kind"] == "peak" else bench_subject(job)
+    Path(argv[1]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main(sys.argv[1:])

@@ -1,0 +1,147 @@
+"""`vae-edge sample`, `reconstruct`, `score` and `interpolate`: a bundle on the runtime alone.
+
+These commands never import TensorFlow, so they run where only `vae-edge[runtime]` is installed.
+"""
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from vae_edge.data import IMAGE_SUFFIXES, validate_images
+from vae_edge.errors import BadInputError, MissingFileError
+
+OUTPUT_SUFFIXES = (".png", ".npy")
+
+
+def _engine_options(function):
+    function = click.option("--threads", type=click.IntRange(min=1), help="Engine threads. Default: the engine's own.")(function)
+    function = click.option("--mode", help="Quantization mode. Default: the most compact one that passed verification.")(function)
+    function = click.option("--backend", type=click.Choice(["tflite", "onnx"]), help="Default: tflite if ai-edge-litert is installed.")(function)
+    return click.argument("bundle", type=click.Path(path_type=Path))(function)
+
+
+def _output_option(default: str):
+    return click.option("-o", "--out", default=default, show_default=True, type=click.Path(path_type=Path),
+                        help="A .png grid, or a .npy array of float32 images.")
+
+
+def _load(bundle, backend, mode, threads):
+    from vae_edge.runtime import EdgeVAE
+
+    return EdgeVAE.load(bundle, backend=backend, mode=mode, num_threads=threads)
+
+
+def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray]:
+    """Image files (resized to `shape`) and .npy arrays (of `shape`) as names and one float32 batch."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = shape
+    names, batches = [], []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no such image or .npy file")
+        if path.suffix.lower() == ".npy":
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as error:
+                raise BadInputError(f"{path}: cannot read this array file ({error})") from None
+            if array.shape in (tuple(shape), tuple(shape[:2])):
+                array = array[np.newaxis]  # one image
+            array = validate_images(array, str(path))
+            if array.shape[1:] != tuple(shape):
+                raise BadInputError(f"{path}: expected images of shape (N, {height}, {width}, {channels}), got {array.shape}")
+            names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                with Image.open(path) as picture:
+                    picture = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+            except (UnidentifiedImageError, OSError) as error:
+                raise BadInputError(f"{path}: cannot read this image ({error})") from None
+            array = np.asarray(picture, dtype=np.uint8).reshape(1, height, width, channels)
+            array = validate_images(array, str(path))
+            names.append(str(path))
+        else:
+            raise BadInputError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file")
+        batches.append(array)
+    if not batches:
+        raise BadInputError("no images given")
+    return names, np.concatenate(batches)
+
+
+def _check_output(out: Path) -> Path:
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise BadInputError(f"{out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write(images: np.ndarray, out: Path, columns: int | None = None) -> None:
+    from vae_edge.plots import save_image_grid
+
+    if out.suffix.lower() == ".npy":
+        np.save(out, images.astype(np.float32))
+    else:
+        save_image_grid(images, out, columns)
+
+
+@click.command()
+@_engine_options
+@click.option("-n", "--num-samples", default=64, show_default=True, type=int, help="How many images.")
+@click.option("--seed", type=click.IntRange(min=0), help="Same seed, same images (on every backend).")
+@click.option("--temperature", default=1.0, show_default=True, type=float, help="Prior standard deviation.")
+@_output_option("samples.png")
+def sample(bundle, backend, mode, threads, num_samples, seed, temperature, out):
+    """Draw new images from an exported model."""
+    out = _check_output(out)
+    vae = _load(bundle, backend, mode, threads)
+    _write(vae.sample(num_samples, seed=seed, temperature=temperature), out)
+    click.echo(f"wrote {out} ({num_samples} samples, {vae.backend}/{vae.mode})")
+
+
+@click.command()
+@_engine_options
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_output_option("reconstructions.png")
+def reconstruct(bundle, backend, mode, threads, images, out):
+    """Reconstruct images (files, resized to the model's input, or .npy): originals above, reconstructions below."""
+    out = _check_output(out)
+    vae = _load(bundle, backend, mode, threads)
+    _, x = read_images(images, vae.input_shape)
+    reconstructions = vae.reconstruct(x)
+    if out.suffix.lower() == ".npy":
+        _write(reconstructions, out)
+    else:
+        _write(np.concatenate([x, reconstructions]), out, columns=len(x))
+    click.echo(f"wrote {out} ({len(x)} reconstructions, {vae.backend}/{vae.mode})")
+
+
+@click.command()
+@_engine_options
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+def score(bundle, backend, mode, threads, images):
+    """Anomaly score of each image (negative ELBO, nats) and its verdict against the bundle's threshold."""
+    vae = _load(bundle, backend, mode, threads)
+    names, x = read_images(images, vae.input_shape)
+    scores = vae.anomaly_score(x)
+    click.echo(f"threshold {vae.threshold:.2f} ({vae.backend}/{vae.mode})")
+    for name, value in zip(names, scores):
+        click.echo(f"{value:10.2f}  {'ANOMALY' if value > vae.threshold else 'normal':<7}  {name}")
+
+
+@click.command()
+@_engine_options
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@click.option("--steps", default=8, show_default=True, type=int, help="Images in the sequence, both ends included.")
+@click.option("--method", type=click.Choice(["linear", "slerp"]), default="linear", show_default=True)
+@_output_option("interpolation.png")
+def interpolate(bundle, backend, mode, threads, image_a, image_b, steps, method, out):
+    """Morph one image into another through the latent space."""
+    out = _check_output(out)
+    vae = _load(bundle, backend, mode, threads)
+    (_, a), (_, b) = read_images([image_a], vae.input_shape), read_images([image_b], vae.input_shape)
+    if len(a) != 1 or len(b) != 1:
+        raise BadInputError("IMAGE_A and IMAGE_B must each hold one image")
+    _write(vae.interpolate(a[0], b[0], steps, method), out, columns=steps)
+    click.echo(f"wrote {out} ({steps} steps, {method}, {vae.backend}/{vae.mode})")

@@ -1,0 +1,214 @@
+"""`EdgeVAE`: an export bundle as a VAE an app can use, with numpy and one inference engine.
+
+This is the reference the Kotlin and Swift apps mirror, so it stays plain: every input is
+checked here, before it reaches an engine, and fails with a `BadInputError` that names what
+was expected. Images are float arrays in [0, 1] or uint8 pixels 0..255, channels last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+
+from vae_edge.bundle import Bundle
+from vae_edge.elbo import anomaly_scores, prior_latents
+from vae_edge.errors import BadInputError
+
+BACKENDS = {"tflite": ("float32", "float16", "dynamic", "int8", "int8-io"), "onnx": ("float32", "int8")}
+ENGINE_MODULES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}
+INTERPOLATIONS = ("linear", "slerp")
+
+
+def default_backend() -> str:
+    """LiteRT where it is installed (it is what phones run), else onnxruntime."""
+    return "tflite" if importlib.util.find_spec("ai_edge_litert") else "onnx"
+
+
+def default_mode(bundle: Bundle, backend: str) -> str:
+    """The smallest mode of `backend` whose whole pipeline passed verification, else float32.
+
+    Ties in size go to the mode listed first in `BACKENDS` (float I/O before int8 I/O).
+    """
+    pipelines = bundle.manifest.get("verification", {}).get("pipelines", {})
+    sizes = {}
+    for artifact in bundle.artifacts:
+        if artifact.format == backend and pipelines.get(f"{backend}/{artifact.mode}", {}).get("passed"):
+            sizes.setdefault(artifact.mode, []).append(artifact.size_bytes)
+    complete = [m for m in BACKENDS[backend] if len(sizes.get(m, ())) == 2]  # an encoder and a decoder
+    return min(complete, key=lambda m: (sum(sizes[m]), BACKENDS[backend].index(m))) if complete else "float32"
+
+
+class EdgeVAE:
+    """Sample, encode, decode, reconstruct, interpolate and score images with an exported VAE.
+
+    Load with `EdgeVAE.load(folder)`. Methods take and return numpy arrays, accept any
+    batch size, and may be called from many threads at once.
+    """
+
+    def __init__(self, bundle: Bundle, backend: str, mode: str, encoder, decoder):
+        self.bundle, self.backend, self.mode = bundle, backend, mode
+        self.encoder, self.decoder = encoder, decoder
+        model = bundle.model
+        self.input_shape = tuple(int(d) for d in model["input_shape"])
+        self.latent_dim = int(model["latent_dim"])
+        self.reconstruction_loss = model["reconstruction_loss"]
+        self.threshold = float(bundle.manifest["anomaly"]["threshold"])
+        """Anomaly scores above this are anomalies: the validation images' 99th percentile."""
+
+    @classmethod
+    def load(cls, folder, backend: str | None = None, mode: str | None = None, num_threads: int | None = None) -> EdgeVAE:
+        """Open a bundle's encoder and decoder, each checked against the manifest's sha256.
+
+        Without `backend`, LiteRT if installed else onnxruntime; without `mode`, the most
+        compact mode that passed verification.
+        """
+        bundle = Bundle(folder)
+        backend = backend or default_backend()
+        if backend not in BACKENDS:
+            raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if importlib.util.find_spec(ENGINE_MODULES[backend]) is None:
+            raise BadInputError(
+                f"backend {backend!r} needs the {ENGINE_MODULES[backend]} package; "
+                f"install it with `pip install vae-edge[{'litert' if backend == 'tflite' else 'onnx'}]`"
+            )
+        mode = mode or default_mode(bundle, backend)
+        if mode not in BACKENDS[backend]:
+            raise BadInputError(f"unknown {backend} mode {mode!r}; choose one of {', '.join(BACKENDS[backend])}")
+        encoder = bundle.open(bundle.find(backend, "encoder", mode), num_threads)
+        decoder = bundle.open(bundle.find(backend, "decoder", mode), num_threads)
+        return cls(bundle, backend, mode, encoder, decoder)
+
+    def __repr__(self) -> str:
+        return f"EdgeVAE({str(self.bundle.folder)!r}, backend={self.backend!r}, mode={self.mode!r})"
+
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        """`n` new images from z ~ N(0, temperature² I); a seed gives the same z as Keras' `VAE.sample`."""
+        n = _positive_int(n, "n")
+        if seed is not None and (not _is_int(seed) or seed < 0):
+            raise BadInputError(f"seed must be None or a non-negative integer, got {seed!r}")
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
+            raise BadInputError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)))
+
+    def decode(self, z) -> np.ndarray:
+        """Latent vectors (N, latent_dim) -> images (N, H, W, C) float32 in [0, 1]."""
+        return self._decode(self.check_latents(z))
+
+    def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Images -> (z_mean, z_log_var), each float32 (N, latent_dim)."""
+        return self._encode(self.check_images(x))
+
+    def reconstruct(self, x) -> np.ndarray:
+        """Images -> their reconstructions, decoded from the posterior mean (deterministic)."""
+        return self._decode(self._encode(self.check_images(x))[0])
+
+    def interpolate(self, x_a, x_b, steps: int = 8, method: str = "linear") -> np.ndarray:
+        """`steps` images morphing from `x_a` to `x_b` (both ends included) through latent space.
+
+        "slerp" follows the great circle between the two codes, which keeps intermediate codes
+        at the norm the prior expects; "linear" is the straight line.
+        """
+        steps = _positive_int(steps, "steps")
+        if steps < 2:
+            raise BadInputError(f"steps must be at least 2 (the two ends), got {steps}")
+        if method not in INTERPOLATIONS:
+            raise BadInputError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
+        ends = np.concatenate([self._single_image(x_a, "x_a"), self._single_image(x_b, "x_b")])
+        z_a, z_b = self._encode(ends)[0].astype(np.float64)
+        t = np.linspace(0.0, 1.0, steps)[:, np.newaxis]
+        omega = np.arccos(np.clip(np.dot(z_a, z_b) / (np.linalg.norm(z_a) * np.linalg.norm(z_b) + 1e-12), -1.0, 1.0))
+        if method == "slerp" and np.sin(omega) > 1e-6:
+            z = (np.sin((1 - t) * omega) * z_a + np.sin(t * omega) * z_b) / np.sin(omega)
+        else:  # linear, or slerp between (anti)parallel codes where it is undefined
+            z = (1 - t) * z_a + t * z_b
+        return self._decode(z.astype(np.float32))
+
+    def anomaly_score(self, x) -> np.ndarray:
+        """Negative ELBO per image (nats) with the decoder at the posterior mean: higher is stranger."""
+        x = self.check_images(x)
+        z_mean, z_log_var = self._encode(x)
+        return anomaly_scores(x, z_mean, z_log_var, self._decode(z_mean), self.reconstruction_loss)
+
+    def is_anomaly(self, x) -> np.ndarray:
+        """True per image whose anomaly score is above the bundle's `threshold`."""
+        return self.anomaly_score(x) > self.threshold
+
+    def check_images(self, x) -> np.ndarray:
+        """Images as float32 (N, H, W, C) in [0, 1], or a BadInputError naming what was expected.
+
+        Accepted: float arrays in [0, 1], or uint8 pixels 0..255. (N, H, W) is fine for
+        one-channel models. A single image needs a batch axis: `x[None]`.
+        """
+        expected = f"images of shape (N, {', '.join(map(str, self.input_shape))})"
+        x = _numeric(x, expected)
+        if x.ndim == 3 and self.input_shape[-1] == 1:
+            x = x[..., np.newaxis]
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise BadInputError(f"expected {expected}, got shape {x.shape}")
+        if len(x) == 0:
+            raise BadInputError(f"expected {expected} with N >= 1, got an empty batch")
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / 255.0
+        if not np.issubdtype(x.dtype, np.floating):
+            raise BadInputError(f"expected float pixels in [0, 1] or uint8 pixels 0..255, got dtype {x.dtype}")
+        _check_finite(x, "images")
+        if x.min() < 0.0 or x.max() > 1.0:
+            raise BadInputError(
+                f"float pixels must be in [0, 1], found {x.min():.4g}..{x.max():.4g} "
+                "(divide 0..255 pixels by 255, or pass them as uint8)"
+            )
+        return x.astype(np.float32)
+
+    def check_latents(self, z) -> np.ndarray:
+        """Latent vectors as float32 (N, latent_dim), or a BadInputError naming what was expected."""
+        expected = f"latent vectors of shape (N, {self.latent_dim})"
+        z = _numeric(z, expected)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise BadInputError(f"expected {expected}, got shape {z.shape}")
+        if len(z) == 0:
+            raise BadInputError(f"expected {expected} with N >= 1, got an empty batch")
+        _check_finite(z, "latent vectors")
+        return z.astype(np.float32)
+
+    def _single_image(self, x, name: str) -> np.ndarray:
+        x = _numeric(x, f"one image of shape ({', '.join(map(str, self.input_shape))})")
+        if x.ndim == len(self.input_shape) or (x.ndim == 2 and self.input_shape[-1] == 1):
+            x = x[np.newaxis]
+        x = self.check_images(x)
+        if len(x) != 1:
+            raise BadInputError(f"{name}: expected one image, got a batch of {len(x)}")
+        return x
+
+    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.encoder.run({self.encoder.inputs[0]["name"]: x})
+        return out["z_mean"], out["z_log_var"]
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        return self.decoder.run({self.decoder.inputs[0]["name"]: z})["reconstruction"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _positive_int(value, name: str) -> int:
+    if not _is_int(value) or value <= 0:
+        raise BadInputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _numeric(array, expected: str) -> np.ndarray:
+    try:
+        array = np.asarray(array)
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise BadInputError(f"expected {expected} as a numeric array ({error})") from None
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise BadInputError(f"expected {expected} as a real-valued numeric array, got dtype {array.dtype}")
+    return array
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(array)):
+        raise BadInputError(f"{what} contain NaN or Inf values")
