@@ -18,7 +18,7 @@ from vae_edge.runtime import EdgeVAE, default_mode
 
 PIPELINES = [("tflite", "float32"), ("tflite", "float16"), ("tflite", "dynamic"), ("tflite", "int8"),
              ("tflite", "int8-io"), ("onnx", "float32"), ("onnx", "int8")]
-INT8_SAMPLE_BOUND = 0.15  # max |int8 - float32| per pixel of the tiny model's samples; measured 0.04 to 0.06
+COMPRESSED_SAMPLE_BOUND = 0.05  # max |mode - float32| per pixel of the tiny model's samples; measured 0.0002 (float16) to 0.011 (onnx int8)
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,13 @@ def test_float32_backends_agree_with_each_other_and_with_keras(vaes, trained_mod
 @pytest.mark.parametrize("pipeline", [p for p in PIPELINES if p[1] != "float32"], ids="/".join)
 def test_compressed_modes_stay_near_float32(vaes, pipeline):
     reference = vaes[pipeline[0], "float32"].sample(32, seed=4)
-    assert np.abs(vaes[pipeline].sample(32, seed=4) - reference).max() < INT8_SAMPLE_BOUND
+    assert np.abs(vaes[pipeline].sample(32, seed=4) - reference).max() < COMPRESSED_SAMPLE_BOUND
 
 
 def test_batches_of_any_size_match_one_at_a_time(vaes, digits):
     for pipeline in (("tflite", "int8-io"), ("onnx", "int8")):
         vae = vaes[pipeline]
-        x = np.concatenate([digits.test] * 2)[:300]  # more than one engine chunk
+        x = np.concatenate([digits.test] * 8)[:300]  # more than one engine chunk
         batch = vae.reconstruct(x)
         for i in (0, 1, 255, 256, 299):
             np.testing.assert_allclose(vae.reconstruct(x[i : i + 1])[0], batch[i], atol=1e-6)
@@ -92,7 +92,7 @@ def test_uint8_pixels_equal_float_pixels(vae, digits):
 
 @pytest.mark.parametrize("method", ["linear", "slerp"])
 def test_interpolation_starts_and_ends_at_the_reconstructions(vae, digits, method):
-    a, b = digits.test[0], digits.test[1]
+    a, b = digits.test[0, ..., 0], digits.test[1:2]  # (H, W) and (1, H, W, C) both mean one image
     frames = vae.interpolate(a, b, steps=6, method=method)
     assert frames.shape == (6, 28, 28, 1)
     np.testing.assert_allclose(frames[[0, -1]], vae.reconstruct(digits.test[:2]), atol=1e-5)
@@ -101,6 +101,7 @@ def test_interpolation_starts_and_ends_at_the_reconstructions(vae, digits, metho
 def test_temperature_zero_decodes_the_prior_mean(vae):
     images = vae.sample(3, seed=0, temperature=0.0)
     np.testing.assert_allclose(images, vae.decode(np.zeros((3, vae.latent_dim))), atol=1e-6)
+    np.testing.assert_array_equal(vae.sample(3, seed=np.int64(0), temperature=np.float32(0.5)), vae.sample(3, seed=0, temperature=0.5))
 
 
 GOOD = np.full((2, 28, 28, 1), 0.5, np.float32)

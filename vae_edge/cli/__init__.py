@@ -32,9 +32,12 @@ def main():
 
 
 def _register() -> None:
-    from vae_edge.cli import export, train
+    from vae_edge.cli import export, run, runtime, train
 
-    for command in (train.train, train.evaluate, export.export, export.verify, export.info):
+    for command in (
+        run.run, train.train, train.evaluate, export.export, export.verify, export.info,
+        runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate,
+    ):
         main.add_command(command)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import numbers
 
 import numpy as np
 
@@ -17,13 +18,18 @@ from vae_edge.elbo import anomaly_scores, prior_latents
 from vae_edge.errors import BadInputError
 
 BACKENDS = {"tflite": ("float32", "float16", "dynamic", "int8", "int8-io"), "onnx": ("float32", "int8")}
-ENGINE_MODULES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}
+ENGINES = {"tflite": ("ai_edge_litert", "litert"), "onnx": ("onnxruntime", "onnx")}  # module, pip extra
 INTERPOLATIONS = ("linear", "slerp")
 
 
-def default_backend() -> str:
-    """LiteRT where it is installed (it is what phones run), else onnxruntime."""
-    return "tflite" if importlib.util.find_spec("ai_edge_litert") else "onnx"
+def installed(backend: str) -> bool:
+    return importlib.util.find_spec(ENGINES[backend][0]) is not None
+
+
+def default_backend(bundle: Bundle) -> str:
+    """LiteRT where it is installed and the bundle has it (it is what phones run), else onnxruntime."""
+    has_tflite = any(a.format == "tflite" for a in bundle.artifacts)
+    return "tflite" if installed("tflite") and has_tflite else "onnx"
 
 
 def default_mode(bundle: Bundle, backend: str) -> str:
@@ -44,7 +50,9 @@ class EdgeVAE:
     """Sample, encode, decode, reconstruct, interpolate and score images with an exported VAE.
 
     Load with `EdgeVAE.load(folder)`. Methods take and return numpy arrays, accept any
-    batch size, and may be called from many threads at once.
+    batch size, and may be called from many threads at once. `threshold` is the anomaly
+    score above which an image counts as an anomaly (the 99th percentile of the validation
+    images' scores at export).
     """
 
     def __init__(self, bundle: Bundle, backend: str, mode: str, encoder, decoder):
@@ -55,7 +63,6 @@ class EdgeVAE:
         self.latent_dim = int(model["latent_dim"])
         self.reconstruction_loss = model["reconstruction_loss"]
         self.threshold = float(bundle.manifest["anomaly"]["threshold"])
-        """Anomaly scores above this are anomalies: the validation images' 99th percentile."""
 
     @classmethod
     def load(cls, folder, backend: str | None = None, mode: str | None = None, num_threads: int | None = None) -> EdgeVAE:
@@ -65,14 +72,12 @@ class EdgeVAE:
         compact mode that passed verification.
         """
         bundle = Bundle(folder)
-        backend = backend or default_backend()
+        backend = backend or default_backend(bundle)
         if backend not in BACKENDS:
             raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if importlib.util.find_spec(ENGINE_MODULES[backend]) is None:
-            raise BadInputError(
-                f"backend {backend!r} needs the {ENGINE_MODULES[backend]} package; "
-                f"install it with `pip install vae-edge[{'litert' if backend == 'tflite' else 'onnx'}]`"
-            )
+        if not installed(backend):
+            module, extra = ENGINES[backend]
+            raise BadInputError(f"backend {backend!r} needs {module}; install it with `pip install vae-edge[{extra}]`")
         mode = mode or default_mode(bundle, backend)
         if mode not in BACKENDS[backend]:
             raise BadInputError(f"unknown {backend} mode {mode!r}; choose one of {', '.join(BACKENDS[backend])}")
@@ -88,7 +93,7 @@ class EdgeVAE:
         n = _positive_int(n, "n")
         if seed is not None and (not _is_int(seed) or seed < 0):
             raise BadInputError(f"seed must be None or a non-negative integer, got {seed!r}")
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
+        if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
             raise BadInputError(f"temperature must be a finite number >= 0, got {temperature!r}")
         return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)))
 
@@ -174,7 +179,7 @@ class EdgeVAE:
 
     def _single_image(self, x, name: str) -> np.ndarray:
         x = _numeric(x, f"one image of shape ({', '.join(map(str, self.input_shape))})")
-        if x.ndim == len(self.input_shape) or (x.ndim == 2 and self.input_shape[-1] == 1):
+        if x.shape == self.input_shape or (self.input_shape[-1] == 1 and x.shape == self.input_shape[:2]):
             x = x[np.newaxis]
         x = self.check_images(x)
         if len(x) != 1:

@@ -1,0 +1,87 @@
+"""`vae-edge run`: the main job in one command, optionally from a TOML recipe."""
+
+import json
+import tomllib
+from pathlib import Path
+
+import click
+
+from vae_edge.pipeline import STAGES
+
+
+def load_recipe(ctx, param, path):
+    """Read a TOML recipe whose keys are this command's option names (dashes or underscores)."""
+    if path is None:
+        return None
+    try:
+        recipe = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise click.BadParameter(f"{path}: {error}") from None
+    known = {p.name for p in ctx.command.params}
+    recipe = {key.replace("-", "_"): value for key, value in recipe.items()}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown keys {', '.join(unknown)}; use the option names of `vae-edge run --help`")
+    ctx.default_map = {**(ctx.default_map or {}), **recipe}
+    return path
+
+
+@click.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), callback=load_recipe, is_eager=True, expose_value=False,
+              help="TOML recipe with any of these options, e.g. `variant = \"medium\"`.")
+@click.option("--variant", default="small", show_default=True)
+@click.option("--dataset", default="mnist-5k", show_default=True)
+@click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]), default="float32", show_default=True)
+@click.option("--max-samples", type=click.IntRange(min=3))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--format", "formats", multiple=True, default=["all"], show_default=True)
+@click.option("--quantize", "modes", multiple=True, help="Export modes (default: all).")
+@click.option("--calibration-samples", default=256, show_default=True, type=int)
+@click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
+@click.option("--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True)
+@click.option("--bench-runs", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--bench-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")
+@click.option("--restart", is_flag=True, help="Discard an existing run in --out and start over.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
+def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes,
+        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, skip, restart, out):
+    """Train, export every format, verify, benchmark, sample through the runtime, and report.
+
+    Stages whose output already exists in --out are reused, so an interrupted run resumes.
+    """
+    from vae_edge.pipeline import RunConfig, run_pipeline
+    from vae_edge.train import TrainConfig
+
+    config = RunConfig(
+        train=TrainConfig(variant=variant, dataset=dataset, epochs=epochs, batch_size=batch_size, latent_dim=latent_dim,
+                          precision=precision, max_samples=max_samples, seed=seed),
+        formats=tuple(formats), modes=tuple(modes), calibration_samples=calibration_samples,
+        importance_samples=importance_samples, bench_batch_sizes=tuple(bench_batch_sizes), bench_runs=bench_runs,
+        bench_min_seconds=bench_seconds,
+    )
+    folder = run_pipeline(config, out, skip=tuple(skip), restart=restart, log=click.echo)
+    click.echo(summary(folder))
+
+
+def summary(folder) -> str:
+    """The closing lines: quality, verification, latency and where everything is."""
+    lines = ["", f"== done: {folder.root}/"]
+    if folder.evaluation.is_file():
+        scores = json.loads(folder.evaluation.read_text())
+        lines.append(f"test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB")
+    verify = folder.bundle / "verify.json"
+    if verify.is_file():
+        from vae_edge.verify.report import format_table
+
+        lines.append(format_table(json.loads(verify.read_text())))
+    if folder.bench.is_file():
+        from vae_edge.bench.report import format_table as bench_table
+
+        lines.append(bench_table(json.loads(folder.bench.read_text())))
+    lines += [f"report: {folder.report} and {folder.report.with_suffix('.html')}", f"bundle: {folder.bundle}/",
+              f"model:  {folder.model}"]
+    return "\n".join(lines)

@@ -1,0 +1,175 @@
+"""`vae-edge run`: the main job, from data to a verified, benchmarked bundle and a report.
+
+Each stage writes its output atomically into the run folder, and a stage whose output is
+already there is skipped, so an interrupted run resumes where it stopped. The settings
+are saved in `run_config.json`; resuming with different settings is refused.
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vae_edge.errors import BadInputError
+from vae_edge.fsutil import atomic_directory, write_json
+from vae_edge.train import TrainConfig
+
+STAGES = ("train", "evaluate", "export", "bench", "samples", "report")
+
+
+@dataclass
+class RunConfig:
+    """A whole recipe; `--config recipe.toml` fills the same fields."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
+    formats: tuple[str, ...] = ("all",)
+    modes: tuple[str, ...] = ()
+    calibration_samples: int = 256
+    importance_samples: int = 64
+    bench_batch_sizes: tuple[int, ...] = (1, 64)
+    bench_runs: int = 50
+    bench_min_seconds: float = 1.0
+    sample_count: int = 64
+
+
+class RunFolder:
+    """Where each stage's output lives inside a run folder."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.config = self.root / "run_config.json"
+        self.train = self.root / "train"
+        self.model = self.train / "model.keras"
+        self.evaluation = self.root / "evaluation.json"
+        self.bundle = self.root / "bundle"
+        self.bench = self.bundle / "bench.json"
+        self.samples = self.root / "samples"
+        self.report = self.root / "report.md"
+
+    def done(self, stage: str) -> bool:
+        marker = {
+            "train": self.model, "evaluate": self.evaluation, "export": self.bundle / "verify.json",
+            "bench": self.bench, "samples": self.samples, "report": None,
+        }[stage]
+        return marker is not None and marker.exists()
+
+
+def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None:
+    """Refuse to mix the outputs of two different recipes in one folder."""
+    wanted = json.loads(json.dumps(asdict(config)))
+    if restart or not folder.config.exists():
+        return
+    saved = json.loads(folder.config.read_text())
+    if saved != wanted:
+        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        raise BadInputError(
+            f"{folder.root} holds a run with other settings ({', '.join(changed)} differ); "
+            "pass --restart to start it over, or choose another --out"
+        )
+
+
+def run_pipeline(
+    config: RunConfig,
+    out,
+    *,
+    skip: tuple[str, ...] = (),
+    restart: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunFolder:
+    """Run every stage not skipped and not already done; return the run folder."""
+    for stage in skip:
+        if stage not in STAGES:
+            raise BadInputError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    folder = RunFolder(out)
+    check_resumable(folder, config, restart)
+    if restart:
+        shutil.rmtree(folder.root, ignore_errors=True)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    write_json(folder.config, asdict(config))
+    timings = {}
+    for index, stage in enumerate(STAGES, start=1):
+        if stage in skip:
+            log(f"== [{index}/{len(STAGES)}] {stage}: skipped")
+            continue
+        if folder.done(stage):
+            log(f"== [{index}/{len(STAGES)}] {stage}: already done, reusing {folder.root}")
+            continue
+        log(f"== [{index}/{len(STAGES)}] {stage}")
+        started = time.perf_counter()
+        STAGE_FUNCTIONS[stage](config, folder, log)
+        timings[stage] = time.perf_counter() - started
+        log(f"   {stage} took {timings[stage]:.1f} s")
+    return folder
+
+
+def _train(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.train import train
+
+    train(config.train, folder.train, force=True)
+
+
+def _load_splits(config: RunConfig):
+    from vae_edge.data import load_dataset
+
+    t = config.train
+    return load_dataset(t.dataset, seed=t.seed, max_samples=t.max_samples, image_size=t.image_size, channels=t.channels)
+
+
+def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.evaluation import evaluate_model
+    from vae_edge.keras_io import load_vae
+
+    scores = evaluate_model(load_vae(folder.model), _load_splits(config).test, importance_samples=config.importance_samples)
+    write_json(folder.evaluation, scores)
+    log(f"   test -ELBO {scores['negative_elbo']:.2f} nats/image, IW-NLL {scores.get('iw_nll', float('nan')):.2f}, PSNR {scores['psnr_db']:.2f} dB")
+
+
+def _export(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.export import export_bundle
+    from vae_edge.keras_io import load_vae
+
+    splits = _load_splits(config)
+    export_bundle(
+        load_vae(folder.model), folder.bundle, calibration_images=splits.train, validation_images=splits.test,
+        formats=config.formats, modes=config.modes or None, calibration_samples=config.calibration_samples,
+        seed=config.train.seed, force=True, log=log,
+        model_facts={"source_model": str(folder.model.resolve()), "dataset": splits.name},
+    )
+
+
+def _bench(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.bench.harness import BenchSettings, run_bench
+    from vae_edge.bench.report import write_all
+
+    settings = BenchSettings(batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds)
+    write_all(run_bench(folder.bundle, settings, folder.model, log=log), folder.bundle)
+
+
+def _samples(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.plots import save_image_grid
+    from vae_edge.runtime import EdgeVAE
+
+    with atomic_directory(folder.samples, force=True) as staging:
+        for backend in ("tflite", "onnx"):
+            try:
+                vae = EdgeVAE.load(folder.bundle, backend=backend)
+            except BadInputError as error:  # that backend was not exported
+                log(f"   no {backend} samples: {error}")
+                continue
+            path = staging / f"{backend}_{vae.mode}.png"
+            save_image_grid(vae.sample(config.sample_count, seed=config.train.seed), path, columns=8)
+            log(f"   {path.name}: {config.sample_count} samples through the runtime ({backend} {vae.mode})")
+
+
+def _report(config: RunConfig, folder: RunFolder, log) -> None:
+    from vae_edge.run_report import write_report
+
+    markdown, html = write_report(folder)
+    log(f"   wrote {markdown} and {html}")
+
+
+STAGE_FUNCTIONS = {
+    "train": _train, "evaluate": _evaluate, "export": _export, "bench": _bench, "samples": _samples, "report": _report,
+}
