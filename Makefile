@@ -15,7 +15,7 @@ $(BIN)/vae-edge: pyproject.toml
 install: $(BIN)/vae-edge
 
 demo: install  ## train `small` on the embedded digits, export, verify, benchmark, report
-	$(BIN)/vae-edge run --out runs/demo --force
+	$(BIN)/vae-edge run --out runs/demo
 
 test: install
 	$(BIN)/python -m pytest -q

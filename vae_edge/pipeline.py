@@ -31,6 +31,8 @@ class RunConfig:
     bench_batch_sizes: tuple[int, ...] = (1, 64)
     bench_runs: int = 50
     bench_min_seconds: float = 1.0
+    bench_threads: tuple[int, ...] = ()  # () = 1 and all cores
+    bench_only: tuple[str, ...] = ()  # glob patterns over artifact keys, e.g. "tflite/*/int8"
     sample_count: int = 64
 
 
@@ -56,16 +58,27 @@ class RunFolder:
         return marker is not None and marker.exists()
 
 
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None:
     """Refuse to mix the outputs of two different recipes in one folder."""
-    wanted = json.loads(json.dumps(asdict(config)))
     if restart or not folder.config.exists():
         return
-    saved = json.loads(folder.config.read_text())
-    if saved != wanted:
-        changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    wanted = _flatten(json.loads(json.dumps(asdict(config))))
+    saved = _flatten(json.loads(folder.config.read_text()))
+    changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
+    if changed:
+        details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
         raise BadInputError(
-            f"{folder.root} holds a run with other settings ({', '.join(changed)} differ); "
+            f"{folder.root} holds a run with other settings ({details}); "
             "pass --restart to start it over, or choose another --out"
         )
 
@@ -143,7 +156,10 @@ def _bench(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.bench.harness import BenchSettings, run_bench
     from vae_edge.bench.report import write_all
 
-    settings = BenchSettings(batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds)
+    settings = BenchSettings(
+        batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds,
+        only=config.bench_only, **({"threads": config.bench_threads} if config.bench_threads else {}),
+    )
     write_all(run_bench(folder.bundle, settings, folder.model, log=log), folder.bundle)
 
 
@@ -166,7 +182,7 @@ def _samples(config: RunConfig, folder: RunFolder, log) -> None:
 def _report(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.run_report import write_report
 
-    markdown, html = write_report(folder)
+    markdown, html = write_report(folder.root)
     log(f"   wrote {markdown} and {html}")
 
 

@@ -44,11 +44,13 @@ def load_recipe(ctx, param, path):
 @click.option("--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True)
 @click.option("--bench-runs", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--bench-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--bench-threads", multiple=True, type=click.IntRange(min=1), help="Thread counts (default: 1 and all cores).")
+@click.option("--bench-only", multiple=True, help="Benchmark only artifacts matching these globs, e.g. 'tflite/*/int8'.")
 @click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")
 @click.option("--restart", is_flag=True, help="Discard an existing run in --out and start over.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes,
-        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, skip, restart, out):
+        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, bench_threads, bench_only, skip, restart, out):
     """Train, export every format, verify, benchmark, sample through the runtime, and report.
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
@@ -61,7 +63,7 @@ def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples
                           precision=precision, max_samples=max_samples, seed=seed),
         formats=tuple(formats), modes=tuple(modes), calibration_samples=calibration_samples,
         importance_samples=importance_samples, bench_batch_sizes=tuple(bench_batch_sizes), bench_runs=bench_runs,
-        bench_min_seconds=bench_seconds,
+        bench_min_seconds=bench_seconds, bench_threads=tuple(bench_threads), bench_only=tuple(bench_only),
     )
     folder = run_pipeline(config, out, skip=tuple(skip), restart=restart, log=click.echo)
     click.echo(summary(folder))

@@ -1,0 +1,69 @@
+"""The main job end to end: `vae-edge run` on tiny settings, then every output checked."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from vae_edge.bundle import Bundle
+from vae_edge.cli import main
+
+TINY_RUN = [
+    "--variant", "micro", "--latent-dim", "4", "--max-samples", "160", "--epochs", "1", "--batch-size", "32",
+    "--calibration-samples", "16", "--importance-samples", "2",
+    "--bench-batch-size", "1", "--bench-threads", "1", "--bench-runs", "2", "--bench-seconds", "0",
+    "--bench-only", "tflite/*/float32", "--bench-only", "onnx/decoder/int8",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    result = CliRunner().invoke(main, ["run", *TINY_RUN, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "test -ELBO" in result.output and "PASS" in result.output
+    return out
+
+
+def test_every_artifact_and_report_file_exists_and_is_valid(run_dir):
+    for name in ("run_config.json", "evaluation.json", "train/history.json", "bundle/manifest.json",
+                 "bundle/verify.json", "bundle/bench.json"):
+        json.loads((run_dir / name).read_text())
+    pngs = list(run_dir.rglob("*.png"))
+    assert {p.name for p in pngs} >= {"training_curves.png", "samples.png", "reconstructions.png", "verify.png", "bench.png"}
+    assert list((run_dir / "samples").glob("tflite_*.png")) and list((run_dir / "samples").glob("onnx_*.png"))
+    for png in pngs:
+        with Image.open(png) as picture:
+            picture.verify()
+    bundle = Bundle(run_dir / "bundle")
+    bundle.check_all()  # every artifact matches its manifest sha256
+    assert len(bundle.artifacts) == 16
+    report = (run_dir / "report.md").read_text()
+    for section in ("model card", "## Training", "## Verification", "## Latency", "## The bundle"):
+        assert section in report
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len([line for line in report.splitlines() if line.startswith("![")])
+
+
+def test_a_finished_run_resumes_without_redoing_stages(run_dir):
+    before = (run_dir / "train/model.keras").stat().st_mtime_ns
+    result = CliRunner().invoke(main, ["run", *TINY_RUN, "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done") == 5
+    assert (run_dir / "train/model.keras").stat().st_mtime_ns == before
+
+
+def test_resuming_with_other_settings_is_refused(run_dir):
+    result = CliRunner().invoke(main, ["run", *TINY_RUN, "--epochs", "2", "--out", str(run_dir)])
+    assert result.exit_code == 2 and "--restart" in result.output
+
+
+def test_a_toml_recipe_sets_the_options(run_dir, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('variant = "micro"\nepochs = 3\nunknown-key = 1\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(recipe), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "unknown keys unknown_key" in result.output
+    recipe.write_text('variant = "micro"\nlatent-dim = 4\nepochs = 2\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(recipe), "--out", str(run_dir)])
+    assert result.exit_code == 2 and "epochs" in result.output  # the recipe's values reached the run
