@@ -9,6 +9,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from vae_edge.tables import markdown_table
+
 
 @dataclass
 class Heading:
@@ -48,9 +50,7 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(block, Paragraph):
             parts.append(block.text)
         elif isinstance(block, Table):
-            lines = ["| " + " | ".join(row) + " |" for row in block.rows]
-            lines.insert(1, "|" + "---|" * len(block.rows[0]))
-            parts.append("\n".join(lines))
+            parts.append(markdown_table(block.rows))
         elif isinstance(block, Picture):
             parts.append(f"![{block.caption}]({block.path.as_posix()})")
         elif isinstance(block, Code):

@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vae_edge.elbo import gaussian_kl, log_normal, psnr, reconstruction_nll, reparameterize
+from vae_edge.elbo import (
+    gaussian_kl,
+    log_normal,
+    psnr,
+    reconstruction_nll,
+    reparameterize,
+)
 
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Decode = Callable[[np.ndarray], np.ndarray]

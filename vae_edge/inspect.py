@@ -41,7 +41,7 @@ def describe_bundle(bundle: Bundle) -> str:
         f"  model: {model.get('variant')} VAE, input {tuple(model['input_shape'])}, latent_dim {model['latent_dim']}, "
         f"{model['parameters']:,} parameters, trained in {model['trained_precision']}",
         f"  anomaly threshold: {bundle.manifest['anomaly']['threshold']:.2f} nats ({bundle.manifest['anomaly']['quantile']:.0%} of validation)",
-        f"  tools: " + ", ".join(f"{k} {v}" for k, v in bundle.manifest["tools"].items()),
+        "  tools: " + ", ".join(f"{k} {v}" for k, v in bundle.manifest["tools"].items()),
     ]
     for artifact in bundle.artifacts:
         verdict = {True: "verified PASS", False: "verified FAIL"}.get(verification.get(artifact.key), "not verified")

@@ -29,8 +29,8 @@ class RunConfig:
     calibration_samples: int = 256
     importance_samples: int = 64
     bench_batch_sizes: tuple[int, ...] = (1, 64)
-    bench_runs: int = 50
-    bench_min_seconds: float = 1.0
+    bench_runs: int = 30  # lighter than `vae-edge bench`'s defaults: the demo should take minutes
+    bench_min_seconds: float = 0.5
     bench_threads: tuple[int, ...] = ()  # () = 1 and all cores
     bench_only: tuple[str, ...] = ()  # glob patterns over artifact keys, e.g. "tflite/*/int8"
     sample_count: int = 64

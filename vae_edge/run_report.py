@@ -5,14 +5,11 @@ from pathlib import Path
 
 from vae_edge.bundle import Bundle
 from vae_edge.document import Code, Heading, Paragraph, Picture, Table, write
+from vae_edge.tables import human_size
 
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
 def model_card(config: dict, history: dict, bench: dict | None) -> Table:
@@ -33,7 +30,7 @@ def bundle_layout(bundle: Bundle) -> Table:
     verdicts = bundle.manifest.get("verification", {}).get("artifacts", {})
     for artifact in bundle.artifacts:
         verdict = verdicts.get(artifact.key)
-        rows.append([artifact.key, artifact.path, _size(artifact.size_bytes), "-" if verdict is None else ("PASS" if verdict else "FAIL")])
+        rows.append([artifact.key, artifact.path, human_size(artifact.size_bytes), "-" if verdict is None else ("PASS" if verdict else "FAIL")])
     return Table(rows)
 
 
@@ -70,7 +67,8 @@ def write_report(run_dir) -> tuple[Path, Path]:
                    Table(table_rows(verify)), Table(pipeline_rows(verify)),
                    Picture(Path("bundle/verify.png"), "reconstructions per pipeline, and |artifact - Keras| heat maps")]
     if bench:
-        from vae_edge.bench.report import groups, table_rows as bench_rows
+        from vae_edge.bench.report import groups
+        from vae_edge.bench.report import table_rows as bench_rows
 
         blocks.append(Heading("Latency"))
         for batch, threads in groups(bench):

@@ -2,8 +2,9 @@
 
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
+
+from vae_edge.tables import package_versions
 
 PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
 FMA_UNITS = 2  # per core on recent x86 server cores (Zen 2+, Skylake-SP and later): an assumption
@@ -47,12 +48,6 @@ def describe() -> dict:
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     mhz = float(info["cpu MHz"]) if "cpu MHz" in info else None
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return {
         "cpu": info.get("model name", platform.processor() or platform.machine()),
         "cpu_mhz": mhz,
@@ -62,5 +57,5 @@ def describe() -> dict:
         "usable_cores": usable_cores(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": versions,
+        "versions": package_versions(PACKAGES),
     }

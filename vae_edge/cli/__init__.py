@@ -32,10 +32,10 @@ def main():
 
 
 def _register() -> None:
-    from vae_edge.cli import export, run, runtime, train
+    from vae_edge.cli import bench, export, run, runtime, train
 
     for command in (
-        run.run, train.train, train.evaluate, export.export, export.verify, export.info,
+        run.run, train.train, train.evaluate, export.export, export.verify, export.info, bench.bench,
         runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate,
     ):
         main.add_command(command)

@@ -1,10 +1,10 @@
 """`vae-edge run`: the main job in one command, optionally from a TOML recipe."""
 
 import json
-import tomllib
 from pathlib import Path
 
 import click
+import tomllib
 
 from vae_edge.pipeline import STAGES
 
@@ -42,8 +42,8 @@ def load_recipe(ctx, param, path):
 @click.option("--calibration-samples", default=256, show_default=True, type=int)
 @click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
 @click.option("--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True)
-@click.option("--bench-runs", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--bench-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--bench-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0))
 @click.option("--bench-threads", multiple=True, type=click.IntRange(min=1), help="Thread counts (default: 1 and all cores).")
 @click.option("--bench-only", multiple=True, help="Benchmark only artifacts matching these globs, e.g. 'tflite/*/int8'.")
 @click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")

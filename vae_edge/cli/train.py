@@ -28,7 +28,8 @@ PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 def train(out, force, channels, **options):
     """Train a VAE and write model.keras, history.json and pictures to --out."""
-    from vae_edge.train import TrainConfig, train as run_training
+    from vae_edge.train import TrainConfig
+    from vae_edge.train import train as run_training
 
     config = TrainConfig(channels=int(channels) if channels else None, **options)
     result = run_training(config, out, force=force)

@@ -13,7 +13,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from vae_edge.export.graphs import float32_vae
 from vae_edge.export.savedmodel import DECODE, ENCODE, write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
 from vae_edge.runtime.engines import open_engine, tensor_spec
+from vae_edge.tables import package_versions
 
 FORMAT_MODES = {"savedmodel": ("float32",), "tflite": tflite_export.TFLITE_MODES, "onnx": onnx_export.ONNX_MODES}
 FORMATS = tuple(FORMAT_MODES)
@@ -184,16 +184,6 @@ def build_manifest(vae, trained, artifacts, validation_images, calibration_sampl
             "quantile": ANOMALY_QUANTILE,
             "validation_images": int(len(validation_images)),
         },
-        "tools": tool_versions(),
+        "tools": package_versions(TOOLS),
         "artifacts": [asdict(a) for a in artifacts],
     }
-
-
-def tool_versions() -> dict:
-    versions = {}
-    for name in TOOLS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

@@ -18,7 +18,7 @@ def float32_vae(model):
         return model
     twin = VAE.from_config({**model.get_config(), "dtype": "float32"})
     twin.set_weights(model.get_weights())
-    for source, copy in zip(model.weights, twin.weights):
+    for source, copy in zip(model.weights, twin.weights, strict=True):
         if source.path != copy.path or not np.array_equal(np.asarray(source.numpy(), np.float32), copy.numpy()):
             raise ExportError(f"float32 rebuild differs from the trained model at weight {source.path}")
     return twin

@@ -51,8 +51,13 @@ def convert(graph, output_names: list[str], path, opset: int | None = None) -> P
 def quantize_int8(float_path, path, input_name: str, samples: np.ndarray) -> Path:
     """Static QDQ quantization calibrated on `samples` (per-channel weights, U8U8)."""
     import onnxruntime
-
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

@@ -1,7 +1,7 @@
 """The Variational Autoencoder (Kingma & Welling, 2013) as a Keras 3 model."""
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from vae_edge.elbo import BCE_EPSILON, RECONSTRUCTION_LOSSES, prior_latents

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.tables import markdown_table, text_table
+
 
 def _measure(row: dict) -> str:
     if "psnr_db" in row:
@@ -36,22 +38,9 @@ def pipeline_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def _text_table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(r) + " |" for r in rows]
-    lines.insert(1, "|" + "---|" * len(rows[0]))
-    return "\n".join(lines)
-
-
 def format_table(report: dict) -> str:
     verdict = "PASS: every artifact is within tolerance" if report["passed"] else "FAIL: some artifacts are out of tolerance"
-    return f"{_text_table(table_rows(report))}\n\n{_text_table(pipeline_rows(report))}\n\n{verdict}"
+    return f"{text_table(table_rows(report))}\n\n{text_table(pipeline_rows(report))}\n\n{verdict}"
 
 
 def write_markdown(report: dict, path) -> Path:
@@ -61,8 +50,8 @@ def write_markdown(report: dict, path) -> Path:
         f"**{'PASS' if report['passed'] else 'FAIL'}**. Inputs: {inputs['images']} held-out images, "
         f"{inputs['prior_latents']} latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
         "`min_atol` in verify.json is the smallest absolute tolerance that would have passed.",
-        "## Per artifact and output", _markdown_table(table_rows(report)),
-        "## Per pipeline (encoder then decoder), in the model's own terms", _markdown_table(pipeline_rows(report)),
+        "## Per artifact and output", markdown_table(table_rows(report)),
+        "## Per pipeline (encoder then decoder), in the model's own terms", markdown_table(pipeline_rows(report)),
         "![reconstructions and error maps](verify.png)",
     ])
     Path(path).write_text(text + "\n")

@@ -4,7 +4,7 @@ Compares the TensorFlow-free runtime (LiteRT and onnxruntime) with loading the `
 model in Keras, which is what an app would pay without an export. Each case runs in a
 fresh process `--runs` times; the median is reported.
 
-    python examples/cold_start.py export/<name> runs/<name>/model.keras [--runs 3]
+    python benchmarks/cold_start.py export/<name> runs/<name>/model.keras [--runs 3]
 
 Leave out the model to time only the runtime (in a runtime-only install, say).
 

@@ -1,0 +1,147 @@
+"""`vae-edge bench`: statistics, FLOPs counting, planning, and a tiny end-to-end run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vae_edge.bench.flops import count_flops
+from vae_edge.bench.harness import derive, plan_subjects
+from vae_edge.bench.stats import summarize
+from vae_edge.bench.worker import timed_runs
+from vae_edge.bundle import Bundle
+
+
+def test_summarize_exact_on_a_synthetic_series(rng):
+    latencies_s = rng.permutation(np.arange(1, 101)) / 1e3  # 1..100 ms, shuffled
+    stats = summarize(latencies_s, batch_size=4)
+    assert stats["runs"] == 100
+    assert stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["std_ms"] == pytest.approx(np.sqrt((100**2 - 1) / 12))  # population std of 1..n
+    assert stats["p50_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(90.1)
+    assert stats["p99_ms"] == pytest.approx(99.01)
+    assert (stats["min_ms"], stats["max_ms"]) == pytest.approx((1.0, 100.0))
+    assert stats["images_per_s"] == pytest.approx(4 / 0.0505)
+
+
+def test_summarize_refuses_an_empty_series():
+    with pytest.raises(ValueError):
+        summarize([], batch_size=1)
+
+
+def test_timed_runs_counts_warmup_runs_and_the_time_cap():
+    calls = []
+    latencies = timed_runs(lambda: calls.append(1), warmup=2, runs=5, min_seconds=0, max_seconds=60)
+    assert (len(latencies), len(calls)) == (5, 7)
+    assert len(timed_runs(lambda: None, warmup=0, runs=1000, min_seconds=0, max_seconds=0)) == 1
+
+
+def _tiny_onnx(path):
+    """x[N,2,8,8] -> grouped Conv(4 filters 3x3, group 2, pad 1) -> Flatten -> Gemm(256x10) -> MatMul(10x3)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = {
+        "w": np.ones((4, 1, 3, 3), np.float32),
+        "g": np.ones((256, 10), np.float32),
+        "m": np.ones((10, 3), np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Flatten", ["c"], ["f"]),
+        helper.make_node("Gemm", ["f", "g"], ["h"]),
+        helper.make_node("MatMul", ["h", "m"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_count_flops_matches_the_formulas_on_a_tiny_graph(tmp_path):
+    counts = count_flops(_tiny_onnx(tmp_path / "tiny.onnx"))
+    conv = 2 * (2 // 2) * 3 * 3 * 4 * 8 * 8  # 2 * Cin/group * kh * kw * Cout * Hout * Wout
+    assert counts["by_op"] == {"Conv": conv, "Gemm": 2 * 1 * 256 * 10, "MatMul": 2 * 1 * 10 * 3}
+    assert counts["flops"] == conv + 5120 + 60
+    assert counts["uncounted_ops"] == {"Flatten": 1}
+
+
+def test_count_flops_of_the_bundle_graphs(bundle_dir):
+    bundle = Bundle(bundle_dir)
+    for graph in ("encoder", "decoder"):
+        counts = count_flops(bundle.path_of(bundle.find("onnx", graph, "float32")))
+        assert counts["flops"] > 0 and counts["by_op"]["Conv"] > counts["flops"] / 2
+
+
+def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
+    bundle = Bundle(bundle_dir)
+    model_path = next(bundle_dir.rglob("*.tflite"))  # any existing file stands in for the model
+    keys = [s["key"] for s in plan_subjects(bundle, model_path)]
+    assert {a.key for a in bundle.artifacts} <= set(keys)
+    assert {"tflite/e2e/int8", "onnx/e2e/float32", "savedmodel/e2e/float32", "keras/decoder/eager", "keras/e2e/tf.function"} <= set(keys)
+    assert keys[0].startswith("keras/")
+    only = plan_subjects(bundle, None, ("tflite/*/int8", "keras/*"))
+    assert [s["key"] for s in only] == ["tflite/encoder/int8", "tflite/decoder/int8", "tflite/e2e/int8"]
+
+
+def test_derive_speedups_and_flop_rates():
+    base = {"graph": "decoder", "batch": 1, "threads": 1, "images_per_s": 100.0}
+    cells = [
+        {**base, "key": "keras/decoder/eager", "p50_ms": 10.0},
+        {**base, "key": "keras/decoder/tf.function", "p50_ms": 4.0},
+        {**base, "key": "tflite/decoder/int8", "p50_ms": 2.0},
+        {**base, "key": "onnx/decoder/float32", "p50_ms": 1.0, "threads": 2},
+    ]
+    derive(cells, {"decoder": {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}})
+    tflite, onnx = cells[2], cells[3]
+    assert (tflite["speedup_vs_keras_eager"], tflite["speedup_vs_keras_tf_function"]) == (5.0, 2.0)
+    assert tflite["gflops_per_s"] == pytest.approx(5.0)
+    assert tflite["fraction_of_measured_peak"] == pytest.approx(0.5)
+    assert tflite["fraction_of_theoretical_peak"] is None
+    assert onnx["speedup_vs_keras_eager"] is None and onnx["fraction_of_measured_peak"] is None
+
+
+def test_cli_benchmarks_a_bundle_and_writes_the_report(bundle_copy):
+    from click.testing import CliRunner
+
+    from vae_edge.cli.bench import bench
+
+    args = [str(bundle_copy), "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--batch-size", "1",
+            "--batch-size", "2", "--threads", "1", "--only", "tflite/decoder/int8", "--only", "onnx/e2e/float32",
+            "--only", "keras/decoder/*"]
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output
+    assert "tflite/decoder/int8" in result.output and "× eager" in result.output
+    report = json.loads((bundle_copy / "bench.json").read_text())
+    assert {"machine", "settings", "flops", "cells", "failures", "notes"} <= set(report)
+    assert report["failures"] == [] and report["flops"]["e2e"]["flops"] > 0
+    assert {"cpu", "usable_cores", "versions", "fp32_peak"} <= set(report["machine"])
+    assert {(c["key"], c["batch"]) for c in report["cells"]} == {
+        (key, batch) for key in ("keras/decoder/eager", "keras/decoder/tf.function", "tflite/decoder/int8", "onnx/e2e/float32")
+        for batch in (1, 2)
+    }
+    fields = {"load_s", "first_s", "runs", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
+              "images_per_s", "peak_rss_mib", "size_bytes", "gflops_per_s", "fraction_of_measured_peak",
+              "speedup_vs_keras_eager", "speedup_vs_keras_tf_function"}
+    for cell in report["cells"]:
+        assert fields <= set(cell) and cell["runs"] == 3 and cell["min_ms"] <= cell["p50_ms"] <= cell["p99_ms"] <= cell["max_ms"]
+    int8 = next(c for c in report["cells"] if c["key"] == "tflite/decoder/int8")
+    assert int8["speedup_vs_keras_eager"] > 0 and int8["gflops_per_s"] > 0
+    markdown = (bundle_copy / "bench.md").read_text()
+    assert "## Batch 2, 1 thread(s)" in markdown and "bench.png" in markdown
+    assert (bundle_copy / "bench.png").stat().st_size > 0
+
+
+def test_cli_refuses_a_filter_that_matches_nothing(bundle_dir):
+    from click.testing import CliRunner
+
+    from vae_edge.cli.bench import bench
+    from vae_edge.errors import BadInputError
+
+    result = CliRunner().invoke(bench, [str(bundle_dir), "--only", "nothing/*"])
+    assert isinstance(result.exception, BadInputError)

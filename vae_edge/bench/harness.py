@@ -1,0 +1,188 @@
+"""Plans the subjects of a bundle, runs each in its own worker process, and derives the
+cross-cell figures (speed-ups over Keras, GFLOP/s, fraction of the FP32 ceiling)."""
+
+import fnmatch
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vae_edge.bench import machine
+from vae_edge.bench.flops import METHOD, count_flops
+from vae_edge.bundle import Bundle
+from vae_edge.errors import BadInputError
+
+FORMAT_ORDER = ("keras", "savedmodel", "tflite", "onnx")
+GRAPH_ORDER = ("encoder", "decoder", "e2e")
+KERAS_MODES = ("eager", "tf.function")
+PEAK_MATMUL_SIZES = [512, 1024, 2048]
+PEAK_SECONDS = 0.3  # per size
+
+
+@dataclass
+class BenchSettings:
+    """What to measure and for how long; the defaults follow the TFLite benchmark tool."""
+
+    batch_sizes: tuple[int, ...] = (1, 64)
+    threads: tuple[int, ...] = field(default_factory=lambda: tuple(sorted({1, machine.usable_cores()})))
+    warmup: int = 10
+    runs: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 30.0
+    seed: int = 0
+    only: tuple[str, ...] = ()
+
+
+def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...] = ()) -> list[dict]:
+    """Every artifact, every encoder+decoder pipeline of one format and mode (graph `e2e`),
+    and the Keras baselines, as `format/graph/mode` keys, filtered by `only` glob patterns."""
+    subjects = [_subject(a.format, a.graph, a.mode, [a.key], a.size_bytes) for a in bundle.artifacts]
+    by_key = {a.key: a for a in bundle.artifacts}
+    for encoder in bundle.artifacts:
+        decoder = by_key.get(f"{encoder.format}/decoder/{encoder.mode}")
+        if encoder.graph == "encoder" and decoder:
+            size = encoder.size_bytes + (decoder.size_bytes if decoder.path != encoder.path else 0)
+            subjects.append(_subject(encoder.format, "e2e", encoder.mode, [encoder.key, decoder.key], size))
+    if model_path:
+        for graph in GRAPH_ORDER:
+            for mode in KERAS_MODES:
+                subjects.append({**_subject("keras", graph, mode, [], model_path.stat().st_size), "model_path": str(model_path)})
+    if only:
+        subjects = [s for s in subjects if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in only)]
+    return sorted(subjects, key=lambda s: (FORMAT_ORDER.index(s["format"]), GRAPH_ORDER.index(s["graph"])))
+
+
+def _subject(format: str, graph: str, mode: str, artifacts: list[str], size_bytes: int) -> dict:
+    return {"key": f"{format}/{graph}/{mode}", "format": format, "graph": graph, "mode": mode,
+            "artifacts": artifacts, "size_bytes": size_bytes}
+
+
+def _run_worker(job: dict, timeout_s: float, env: dict | None = None):
+    """The worker's JSON result, or an error string naming why it gave none."""
+    with tempfile.TemporaryDirectory(prefix="vae-edge-bench-") as folder:
+        job_path, result_path = Path(folder, "job.json"), Path(folder, "result.json")
+        job_path.write_text(json.dumps(job))
+        command = [sys.executable, "-m", "vae_edge.bench.worker", str(job_path), str(result_path)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            return None, f"worker timed out after {timeout_s:.0f} s"
+        if done.returncode != 0 or not result_path.is_file():
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            return None, f"worker exited {done.returncode}: {lines[-1] if lines else 'no message'}"
+        return json.loads(result_path.read_text()), None
+
+
+def measure_peaks(threads: tuple[int, ...], mhz: float | None, lanes: int) -> dict[str, dict]:
+    """Per thread count: the measured numpy-matmul ceiling and the FMA-width x clock figure."""
+    peaks = {}
+    for count in threads:
+        env = {**os.environ, **{name: str(count) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+        result, error = _run_worker({"kind": "peak", "sizes": PEAK_MATMUL_SIZES, "min_seconds": PEAK_SECONDS}, 300, env)
+        peaks[str(count)] = {
+            "measured_gflops": result["gflops"] if result else None,
+            "matmul_size": result["matmul_size"] if result else None,
+            "theoretical_gflops": machine.theoretical_gflops(mhz, lanes, count) if mhz else None,
+            **({"error": error} if error else {}),
+        }
+    return peaks
+
+
+def count_graph_flops(bundle: Bundle) -> dict:
+    """FLOPs per image of encoder, decoder and both, from the bundle's ONNX float32 graphs."""
+    if importlib.util.find_spec("onnx") is None:
+        return {"method": "not counted: the onnx package is not installed"}
+    counts = {"method": METHOD}
+    for graph in ("encoder", "decoder"):
+        artifact = next((a for a in bundle.artifacts if a.key == f"onnx/{graph}/float32"), None)
+        if artifact is None:
+            return {"method": "not counted: the bundle has no ONNX float32 graphs"}
+        counts[graph] = count_flops(bundle.path_of(artifact, check=False))
+    counts["e2e"] = {"flops": counts["encoder"]["flops"] + counts["decoder"]["flops"]}
+    return counts
+
+
+def derive(cells: list[dict], flops: dict, peaks: dict) -> None:
+    """Add speed-ups over the Keras baselines (ratio of p50 latencies in this run),
+    achieved GFLOP/s and fractions of the FP32 ceilings, in place."""
+    p50 = {(c["key"], c["batch"], c["threads"]): c["p50_ms"] for c in cells}
+    for cell in cells:
+        for mode in KERAS_MODES:
+            baseline = p50.get((f"keras/{cell['graph']}/{mode}", cell["batch"], cell["threads"]))
+            cell[f"speedup_vs_keras_{mode.replace('.', '_')}"] = baseline / cell["p50_ms"] if baseline else None
+        per_image = flops.get(cell["graph"], {}).get("flops")
+        cell["gflops_per_s"] = per_image * cell["images_per_s"] / 1e9 if per_image else None
+        peak = peaks.get(str(cell["threads"]), {})
+        for source in ("measured", "theoretical"):
+            ceiling = peak.get(f"{source}_gflops")
+            cell[f"fraction_of_{source}_peak"] = cell["gflops_per_s"] / ceiling if cell["gflops_per_s"] and ceiling else None
+
+
+def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Benchmark every planned subject at every thread count; the report as a dict."""
+    if not settings.batch_sizes or min(settings.batch_sizes) < 1 or not settings.threads or min(settings.threads) < 1:
+        raise BadInputError("batch sizes and thread counts must be positive integers")
+    bundle = Bundle(bundle_dir)
+    notes = []
+    explicit_model = model_path is not None
+    model_path = Path(model_path or bundle.model.get("source_model") or "")
+    if not model_path.name or not model_path.is_file():
+        if explicit_model:
+            raise BadInputError(f"{model_path}: no such Keras model file")
+        notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
+        model_path = None
+    subjects = plan_subjects(bundle, model_path, settings.only)
+    if not subjects:
+        raise BadInputError(f"--only {' '.join(settings.only)} matches nothing; keys look like tflite/decoder/int8, onnx/e2e/float32, keras/decoder/eager")
+    if importlib.util.find_spec("tensorflow") is None:
+        notes.append("TensorFlow is not installed: SavedModel and Keras subjects skipped")
+        subjects = [s for s in subjects if s["format"] not in ("savedmodel", "keras")]
+    for key in sorted({key for s in subjects for key in s["artifacts"]}):
+        bundle.path_of(next(a for a in bundle.artifacts if a.key == key))  # checksum once, here
+
+    info = machine.describe()
+    log(f"{info['cpu']}, {info['usable_cores']} usable cores; measuring the FP32 ceiling")
+    peaks = measure_peaks(settings.threads, info["cpu_mhz"], info["fp32_lanes"])
+    cells, failures = [], []
+    timeout_s = 300 + len(settings.batch_sizes) * (settings.max_seconds * 2 + 60)
+    for subject in subjects:
+        for threads in settings.threads:
+            started = time.perf_counter()
+            job = {"kind": "cells", "subject": subject, "threads": threads, "bundle": str(bundle.folder),
+                   "model": bundle.model, **{k: v for k, v in asdict(settings).items() if k not in ("threads", "only")}}
+            result, error = _run_worker(job, timeout_s)
+            if error:
+                failures.append({"key": subject["key"], "threads": threads, "error": error})
+                log(f"  {subject['key']:<28} {threads} thread(s): FAILED ({error})")
+                continue
+            for cell in result:
+                cells.append({**{k: subject[k] for k in ("key", "format", "graph", "mode", "size_bytes")}, **cell})
+            log(f"  {subject['key']:<28} {threads} thread(s): p50 at batch {result[0]['batch']} "
+                f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)")
+    flops = count_graph_flops(bundle)
+    derive(cells, flops, peaks)
+    return {
+        "schema_version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "bundle": str(bundle.folder),
+        "model": bundle.model,
+        "keras_model": str(model_path) if model_path else None,
+        "machine": {**info, "fp32_peak": peaks,
+                    "fp32_peak_method": (f"measured: fastest square float32 numpy matmul of sizes {PEAK_MATMUL_SIZES} "
+                                         "with OpenBLAS threads = thread count; theoretical: "
+                                         f"{machine.FMA_UNITS} FMA units x {info['fp32_lanes']} lanes x 2 flops x cpu MHz "
+                                         "from /proc/cpuinfo x threads (the reported clock, often the base clock: "
+                                         "boost can take real code above it)")},
+        "settings": {**asdict(settings), "timer": "time.perf_counter around engine.run, numpy in and out; gc off while timing"},
+        "flops": flops,
+        "cells": cells,
+        "failures": failures,
+        "notes": notes,
+    }
