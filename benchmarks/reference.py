@@ -35,7 +35,7 @@ def exported_bundle(model_path: Path, variant: str, reexport: bool) -> Path:
     bundle_dir = Path("export") / f"reference-{variant}"
     if reexport or not (bundle_dir / "manifest.json").is_file():
         splits = run_splits(model_path)
-        export_bundle(load_vae(model_path), bundle_dir, calibration_images=splits.train, validation_images=splits.test,
+        export_bundle(load_vae(model_path), bundle_dir, calibration_images=splits.train, heldout_images=splits.test,
                       force=True, model_facts={"source_model": str(model_path), "dataset": splits.name})
     return bundle_dir
 

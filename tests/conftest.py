@@ -47,7 +47,7 @@ def bundle_dir(trained_run, trained_model, digits, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export_bundle(
-        trained_model, out, calibration_images=digits.train, validation_images=digits.test,
+        trained_model, out, calibration_images=digits.train, heldout_images=digits.test,
         calibration_samples=32, log=lambda message: None,
         model_facts={"source_model": str(trained_run / "model.keras"), "dataset": "mnist-5k"},
     )

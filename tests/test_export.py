@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from vae_edge.bundle import Bundle, sha256_of
 from vae_edge.cli import main
 from vae_edge.elbo import prior_latents
-from vae_edge.errors import BadInputError
+from vae_edge.errors import BadInputError, VerificationFailed
 from vae_edge.export import export_bundle, plan
 from vae_edge.export import tflite as tflite_export
 from vae_edge.export.graphs import float32_vae
@@ -127,7 +127,7 @@ def test_mixed_precision_model_is_rebuilt_in_float32_with_equal_weights(digits, 
     for a, b in zip(mixed.weights, twin.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     bundle = export_bundle(
-        mixed, tmp_path / "b", calibration_images=digits.train, validation_images=digits.test,
+        mixed, tmp_path / "b", calibration_images=digits.train, heldout_images=digits.test,
         formats=["tflite"], modes=["float32"], calibration_samples=16, log=lambda m: None,
     )
     assert Bundle(bundle).manifest["model"]["trained_precision"] == "mixed_bfloat16"
@@ -148,7 +148,7 @@ def test_interrupted_export_leaves_the_previous_bundle_untouched(bundle_copy, tr
     monkeypatch.setattr(tflite_export, "convert", convert_then_die)
     with pytest.raises(KeyboardInterrupt):
         export_bundle(
-            trained_model, bundle_copy, calibration_images=digits.train, validation_images=digits.test,
+            trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test,
             formats=["tflite"], calibration_samples=16, force=True, log=lambda m: None,
         )
     assert {p: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()} == before
@@ -194,3 +194,16 @@ def test_bad_export_input_is_a_one_line_error(setup, args, message, tmp_path, tr
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_that_fails_verification_keeps_the_old_bundle_and_the_rejected_one(bundle_copy, trained_model, digits):
+    before = (bundle_copy / "manifest.json").read_bytes()
+    with pytest.raises(VerificationFailed, match="left as it was"):
+        export_bundle(
+            trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test,
+            formats=["onnx"], modes=["float32"], calibration_samples=16, force=True, log=lambda m: None,
+            tolerances={"float32.max_abs": 1e-12},
+        )
+    assert (bundle_copy / "manifest.json").read_bytes() == before
+    rejected = bundle_copy.with_name("bundle.rejected")
+    assert "FAIL" in (rejected / "verify.md").read_text()

@@ -89,6 +89,18 @@ def test_free_bits_floor_the_optimised_kl(rng):
     floored.set_weights(plain.get_weights())
     y_pred = {k: keras.ops.convert_to_numpy(v) for k, v in plain(x).items()}
     assert float(floored.compute_loss(x, None, y_pred)) > float(plain.compute_loss(x, None, y_pred))
+    # evaluation reports the true objective, without the floor
+    assert float(floored.compute_loss(x, None, y_pred, training=False)) == pytest.approx(float(plain.compute_loss(x, None, y_pred)))
+
+
+def test_validation_uses_the_full_kl_weight_during_annealing(digits):
+    from vae_edge.model.annealing import KLAnnealing
+
+    model = VAE.from_variant("micro", input_shape=(28, 28, 1), latent_dim=4, seed=0)
+    model.compile(optimizer="adam")
+    history = model.fit(digits.train[:64], validation_data=(digits.val[:32],), epochs=1, batch_size=32, verbose=0,
+                        callbacks=[KLAnnealing("linear", warmup_steps=100)]).history
+    assert history["kl_weight"][0] < 0.05 and history["val_kl_weight"][0] == 1.0
 
 
 def test_kl_annealing_schedules():

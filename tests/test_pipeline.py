@@ -64,6 +64,8 @@ def test_a_toml_recipe_sets_the_options(run_dir, tmp_path):
     recipe.write_text('variant = "micro"\nepochs = 3\nunknown-key = 1\n')
     result = CliRunner().invoke(main, ["run", "--config", str(recipe), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "unknown keys unknown_key" in result.output
-    recipe.write_text('variant = "micro"\nlatent-dim = 4\nepochs = 2\n')
+    recipe.write_text('variant = "micro"\nlatent-dim = 4\nepochs = 2\nformat = ["tflite"]\nbench-batch-size = [1]\n')
     result = CliRunner().invoke(main, ["run", "--config", str(recipe), "--out", str(run_dir)])
-    assert result.exit_code == 2 and "epochs" in result.output  # the recipe's values reached the run
+    assert result.exit_code == 2  # the recipe's values (option spellings too) reached the run
+    for changed in ("train.epochs 1 -> 2", "formats ['all'] -> ['tflite']"):
+        assert changed in result.output

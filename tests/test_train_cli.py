@@ -55,3 +55,11 @@ def test_evaluate_rejects_a_file_that_is_not_a_keras_model(tmp_path):
     bogus.write_text("hello")
     result = CliRunner().invoke(main, ["evaluate", str(bogus)])
     assert result.exit_code == 2 and "not a .keras model file" in result.output
+
+
+def test_evaluate_on_images_of_another_shape_is_a_clear_error(trained_run, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "small.npy", np.zeros((30, 16, 16), np.uint8))
+    result = CliRunner().invoke(main, ["evaluate", str(trained_run / "model.keras"), "--dataset", str(tmp_path / "small.npy")])
+    assert result.exit_code == 2 and "do not fit a model of input shape (28, 28, 1)" in result.output

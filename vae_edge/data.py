@@ -69,7 +69,7 @@ def load_images(source: str, *, image_size: int | None = None, channels: int | N
         )
     if path.is_dir():
         return load_image_folder(path, image_size=image_size, channels=channels)
-    if path.suffix in (".npy", ".npz"):
+    if path.suffix.lower() in (".npy", ".npz"):
         return validate_images(_load_array(path), str(path))
     raise BadInputError(f"{path}: expected a folder of images or a .npy/.npz file")
 
@@ -116,31 +116,52 @@ def validate_images(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def images_for_model(array, image_shape, name: str) -> np.ndarray:
+    """Validated images (see `validate_images`) that also have the model's (H, W, C)."""
+    images = validate_images(array, name)
+    if images.shape[1:] != tuple(image_shape):
+        raise BadInputError(
+            f"{name}: images of shape {images.shape[1:]} do not fit a model of input shape {tuple(image_shape)}; "
+            "use the data set the model was trained on"
+        )
+    return images
+
+
 def load_image_folder(folder: Path, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
     """Read every image file in `folder`, resized to a common square size and channel count.
 
     Without `image_size` every image takes the size of the first one (by file name); without
     `channels` images are grayscale unless the first one is in colour.
     """
-    from PIL import Image, UnidentifiedImageError
-
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BadInputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    pictures = []
-    for file in files:
-        try:
-            with Image.open(file) as picture:
-                picture.load()
-                pictures.append(picture.copy())
-        except (UnidentifiedImageError, OSError) as error:
-            raise BadInputError(f"{file}: cannot read this image ({error})") from None
+    pictures = [open_image(file) for file in files]
     if channels is None:
         channels = 1 if pictures[0].mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    size = (image_size, image_size) if image_size else pictures[0].size
-    mode = "L" if channels == 1 else "RGB"
-    array = np.stack([np.asarray(p.convert(mode).resize(size, Image.Resampling.BILINEAR)) for p in pictures])
+    width, height = (image_size, image_size) if image_size else pictures[0].size
+    array = np.stack([picture_array(p, height, width, channels) for p in pictures])
     return validate_images(array, str(folder))
+
+
+def open_image(path):
+    """A PIL image read fully into memory, or a one-line error naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return picture.copy()
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
+        raise BadInputError(f"{path}: cannot read this image ({error})") from None
+
+
+def picture_array(picture, height: int, width: int, channels: int) -> np.ndarray:
+    """uint8 (H, W, C) pixels of a PIL image, converted to `channels` and resized (bilinear)."""
+    from PIL import Image
+
+    resized = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
 
 
 def _load_mnist_5k() -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Training computes the same terms with `keras.ops` (see `vae_edge.model.vae`); this copy
 serves evaluation, export verification and the TensorFlow-free runtime, which must all
-agree with training to the last digit. `tests/test_elbo.py` checks that they do.
+agree with training to the last digit. `tests/test_model.py` checks that they do.
 All terms are per image, in nats.
 """
 
@@ -16,7 +16,8 @@ def reconstruction_nll(x: np.ndarray, reconstruction: np.ndarray, kind: str = "b
     """Negative log-likelihood of images `x` under the decoder's output, summed over pixels.
 
     "bce" is the Bernoulli likelihood (binary cross-entropy). "mse" is the sum of squared
-    errors, a Gaussian likelihood with fixed variance up to a constant.
+    errors: a Gaussian likelihood with variance 1/2 without its normalising constant, so its
+    "nats" compare between models and exports but not with published Gaussian likelihoods.
     """
     x = np.asarray(x, dtype=np.float64)
     r = np.asarray(reconstruction, dtype=np.float64)
@@ -62,6 +63,14 @@ def log_normal(z: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarr
     return -0.5 * np.sum(
         np.log(2.0 * np.pi) + log_var + np.square(z - mean) / np.exp(log_var), axis=-1
     )
+
+
+ANOMALY_QUANTILE = 0.99  # the threshold flags 1% of in-distribution images: a common false-alarm budget
+
+
+def anomaly_threshold(scores: np.ndarray) -> float:
+    """The score above which an image counts as an anomaly, from held-out in-distribution scores."""
+    return float(np.quantile(scores, ANOMALY_QUANTILE))
 
 
 def anomaly_scores(x, z_mean, z_log_var, reconstruction, kind: str = "bce") -> np.ndarray:

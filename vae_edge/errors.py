@@ -29,3 +29,9 @@ class ExportError(VaeEdgeError, RuntimeError):
 
 class VerificationFailed(VaeEdgeError):
     """An exported artifact is numerically out of tolerance against the Keras model."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]

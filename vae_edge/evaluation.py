@@ -18,6 +18,7 @@ from vae_edge.elbo import (
 
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Decode = Callable[[np.ndarray], np.ndarray]
+MAX_PSNR_DB = 200.0  # caps identical images (infinite PSNR) so results stay valid JSON
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): Cov_x(E_q[z]) above this counts as active
 
 
@@ -42,7 +43,7 @@ def evaluate_pipeline(
         "negative_elbo": float(np.mean(nll + kl)),
         "reconstruction_loss": float(np.mean(nll)),
         "kl_loss": float(np.mean(kl)),
-        "psnr_db": float(np.mean(psnr(images, decode(z_mean)))),
+        "psnr_db": float(np.mean(np.minimum(psnr(images, decode(z_mean)), MAX_PSNR_DB))),
         "active_units": int(np.sum(np.var(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD)),
         "latent_dim": int(z_mean.shape[-1]),
     }

@@ -29,9 +29,7 @@ def atomic_directory(target, force: bool = False):
     check_writable(target, force)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should be an ordinary folder
+    staging.chmod(0o755)  # mkdtemp makes it private; the result should be an ordinary folder
     try:
         yield staging
     except BaseException:
@@ -42,12 +40,21 @@ def atomic_directory(target, force: bool = False):
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)  # put the previous folder back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path, data) -> Path:
-    """Write `data` as indented JSON with a trailing newline."""
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    return Path(path)
+    """Write `data` as indented JSON, atomically: readers see the old file or the new one, never half."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+    return path

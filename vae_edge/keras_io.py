@@ -3,7 +3,7 @@
 import zipfile
 from pathlib import Path
 
-from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.errors import BadInputError, MissingFileError, first_line
 
 
 def load_vae(path):
@@ -20,7 +20,7 @@ def load_vae(path):
     try:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for corrupt or foreign archives
-        raise BadInputError(f"{path}: cannot load this .keras file ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        raise BadInputError(f"{path}: cannot load this .keras file ({type(error).__name__}: {first_line(error)})") from None
     if not isinstance(model, VAE):
         raise BadInputError(f"{path}: holds a {type(model).__name__}, not a VAE from vae_edge")
     return model

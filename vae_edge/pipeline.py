@@ -95,13 +95,17 @@ def run_pipeline(
     for stage in skip:
         if stage not in STAGES:
             raise BadInputError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    from vae_edge.export import MIN_CALIBRATION_SAMPLES, plan
+
+    plan(config.formats, config.modes)  # bad formats or modes fail now, not after training
+    if config.calibration_samples < MIN_CALIBRATION_SAMPLES:
+        raise BadInputError(f"--calibration-samples must be at least {MIN_CALIBRATION_SAMPLES}, got {config.calibration_samples}")
     folder = RunFolder(out)
     check_resumable(folder, config, restart)
     if restart:
         shutil.rmtree(folder.root, ignore_errors=True)
     folder.root.mkdir(parents=True, exist_ok=True)
     write_json(folder.config, asdict(config))
-    timings = {}
     for index, stage in enumerate(STAGES, start=1):
         if stage in skip:
             log(f"== [{index}/{len(STAGES)}] {stage}: skipped")
@@ -112,8 +116,7 @@ def run_pipeline(
         log(f"== [{index}/{len(STAGES)}] {stage}")
         started = time.perf_counter()
         STAGE_FUNCTIONS[stage](config, folder, log)
-        timings[stage] = time.perf_counter() - started
-        log(f"   {stage} took {timings[stage]:.1f} s")
+        log(f"   {stage} took {time.perf_counter() - started:.1f} s")
     return folder
 
 
@@ -145,7 +148,7 @@ def _export(config: RunConfig, folder: RunFolder, log) -> None:
 
     splits = _load_splits(config)
     export_bundle(
-        load_vae(folder.model), folder.bundle, calibration_images=splits.train, validation_images=splits.test,
+        load_vae(folder.model), folder.bundle, calibration_images=splits.train, heldout_images=splits.test,
         formats=config.formats, modes=config.modes or None, calibration_samples=config.calibration_samples,
         seed=config.train.seed, force=True, log=log,
         model_facts={"source_model": str(folder.model.resolve()), "dataset": splits.name},

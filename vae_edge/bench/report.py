@@ -143,5 +143,5 @@ def save_picture(report: dict, path) -> Path:
 def write_all(report: dict, folder) -> list[Path]:
     """bench.json, bench.md and bench.png in `folder`."""
     folder = Path(folder)
-    return [write_json(folder / "bench.json", report), write_markdown(report, folder / "bench.md"),
-            save_picture(report, folder / "bench.png")]
+    written = [write_markdown(report, folder / "bench.md"), save_picture(report, folder / "bench.png")]
+    return [*written, write_json(folder / "bench.json", report)]  # last: bench.json marks the stage done

@@ -33,7 +33,16 @@ def rss_mib() -> float | None:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak resident memory of this process (Linux VmHWM).
+
+    Not `getrusage(...).ru_maxrss`: Linux carries that over from the parent across fork and
+    exec, so every worker would report the harness's own peak.
+    """
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: the best available
 
 
 def timed_runs(call: Callable[[], object], warmup: int, runs: int, min_seconds: float, max_seconds: float) -> list[float]:

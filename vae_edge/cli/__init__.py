@@ -5,6 +5,7 @@ run, so `vae-edge --help` and the runtime commands start fast. Errors a user can
 printed as one line: exit status 2 for bad input, 1 for a failed export or verification.
 """
 
+import logging
 import os
 
 import click
@@ -12,6 +13,7 @@ import click
 from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+logging.getLogger("tensorflow").setLevel(logging.ERROR)  # and its retracing warnings from predict()
 
 
 class VaeEdgeGroup(click.Group):

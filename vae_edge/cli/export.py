@@ -34,7 +34,7 @@ def _tolerance_option(function):
               help="float32, float16, dynamic, int8, int8-io (repeatable). Default: every mode of each format.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
 @click.option("--calibration-samples", default=256, show_default=True, type=int, help="Real training images for int8 calibration.")
-@click.option("--opset", type=click.IntRange(min=13), help="ONNX opset. Default: the newest tf2onnx writes.")
+@click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
 @click.option("--dataset", help="Calibration and verification data. Default: the model's training data.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
 @_tolerance_option
@@ -50,12 +50,24 @@ def export(model_path, formats, modes, out, calibration_samples, opset, dataset,
     splits = run_splits(model_path, dataset)
     click.echo(f"exporting {model_path} -> {out}/")
     bundle = export_bundle(
-        model, out, calibration_images=splits.train, validation_images=splits.test,
+        model, out, calibration_images=splits.train, heldout_images=splits.test,
         formats=formats, modes=modes or None, calibration_samples=calibration_samples, opset=opset,
         verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
         model_facts={"source_model": str(model_path.resolve()), "dataset": splits.name},
     )
+    click.echo("\n" + artifact_table(bundle))
     click.echo(f"\nwrote {bundle}/ (manifest.json lists every artifact with its sha256)")
+
+
+def artifact_table(bundle_dir: Path) -> str:
+    """The closing table of an export: artifact, file, size and seconds to export."""
+    from vae_edge.bundle import Bundle
+    from vae_edge.tables import human_size, text_table
+
+    rows = [["artifact", "file", "size", "export time"]]
+    for artifact in Bundle(bundle_dir).artifacts:
+        rows.append([artifact.key, artifact.path, human_size(artifact.size_bytes), f"{artifact.export_seconds:.1f} s"])
+    return text_table(rows)
 
 
 @click.command()
@@ -88,6 +100,6 @@ def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
 def info(path):
     """Describe a bundle, or a single .tflite/.onnx file: inputs, outputs, quantization, ops."""
     from vae_edge.bundle import Bundle
-    from vae_edge.inspect import describe_bundle, describe_file
+    from vae_edge.describe import describe_bundle, describe_file
 
     click.echo(describe_file(path) if path.is_file() else describe_bundle(Bundle(path)))

@@ -1,10 +1,10 @@
 """`vae-edge run`: the main job in one command, optionally from a TOML recipe."""
 
 import json
+import tomllib
 from pathlib import Path
 
 import click
-import tomllib
 
 from vae_edge.pipeline import STAGES
 
@@ -17,12 +17,15 @@ def load_recipe(ctx, param, path):
         recipe = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise click.BadParameter(f"{path}: {error}") from None
-    known = {p.name for p in ctx.command.params}
+    names = {}  # option spelling (format, bench_batch_size) -> parameter name (formats, bench_batch_sizes)
+    for param in ctx.command.params:
+        for spelling in (param.name, *(opt.lstrip("-").replace("-", "_") for opt in param.opts)):
+            names[spelling] = param.name
     recipe = {key.replace("-", "_"): value for key, value in recipe.items()}
-    unknown = sorted(set(recipe) - known)
+    unknown = sorted(set(recipe) - set(names))
     if unknown:
         raise click.BadParameter(f"{path}: unknown keys {', '.join(unknown)}; use the option names of `vae-edge run --help`")
-    ctx.default_map = {**(ctx.default_map or {}), **recipe}
+    ctx.default_map = {**(ctx.default_map or {}), **{names[key]: value for key, value in recipe.items()}}
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from vae_edge.data import IMAGE_SUFFIXES, validate_images
+from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
 
 OUTPUT_SUFFIXES = (".png", ".npy")
@@ -34,8 +34,6 @@ def _load(bundle, backend, mode, threads):
 
 def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray]:
     """Image files (resized to `shape`) and .npy arrays (of `shape`) as names and one float32 batch."""
-    from PIL import Image, UnidentifiedImageError
-
     height, width, channels = shape
     names, batches = [], []
     for path in map(Path, paths):
@@ -53,13 +51,7 @@ def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarr
                 raise BadInputError(f"{path}: expected images of shape (N, {height}, {width}, {channels}), got {array.shape}")
             names += [f"{path}[{i}]" for i in range(len(array))] if len(array) > 1 else [str(path)]
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            try:
-                with Image.open(path) as picture:
-                    picture = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
-            except (UnidentifiedImageError, OSError) as error:
-                raise BadInputError(f"{path}: cannot read this image ({error})") from None
-            array = np.asarray(picture, dtype=np.uint8).reshape(1, height, width, channels)
-            array = validate_images(array, str(path))
+            array = validate_images(picture_array(open_image(path), height, width, channels)[np.newaxis], str(path))
             names.append(str(path))
         else:
             raise BadInputError(f"{path}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a .npy file")

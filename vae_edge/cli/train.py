@@ -50,13 +50,14 @@ def train(out, force, channels, **options):
 def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
     """Test ELBO, importance-weighted NLL, PSNR and active units of a trained model."""
     from vae_edge.cli.common import run_splits
+    from vae_edge.data import images_for_model
     from vae_edge.evaluation import evaluate_model
     from vae_edge.fsutil import write_json
     from vae_edge.keras_io import load_vae
 
     model = load_vae(model_path)
     splits = run_splits(model_path, dataset, seed, max_samples)
-    results = evaluate_model(model, splits.test, importance_samples=importance_samples)
+    results = evaluate_model(model, images_for_model(splits.test, model.image_shape, splits.name), importance_samples=importance_samples)
     for key, value in results.items():
         click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
     if json_out:

@@ -1,7 +1,7 @@
 """Export a trained VAE as a bundle: SavedModel, TFLite in every mode, ONNX, and a manifest.
 
     from vae_edge.export import export_bundle
-    export_bundle(model, "export/small", calibration_images=x_train, validation_images=x_val)
+    export_bundle(model, "export/small", calibration_images=x_train, heldout_images=x_test)
 
 The bundle is built in a temporary folder and moved into place only when every artifact
 is written (and, by default, verified), so a failed export keeps the previous bundle.
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
-from vae_edge.elbo import anomaly_scores, reparameterize
-from vae_edge.errors import BadInputError
+from vae_edge.data import images_for_model
+from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
+from vae_edge.errors import BadInputError, VerificationFailed
 from vae_edge.export import onnx as onnx_export
 from vae_edge.export import tflite as tflite_export
 from vae_edge.export.graphs import float32_vae
@@ -32,14 +33,14 @@ FORMAT_MODES = {"savedmodel": ("float32",), "tflite": tflite_export.TFLITE_MODES
 FORMATS = tuple(FORMAT_MODES)
 GRAPHS = {"encoder": ENCODE, "decoder": DECODE}
 MIN_CALIBRATION_SAMPLES = 16
-ANOMALY_QUANTILE = 0.99
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 BUNDLE_README = Path(__file__).with_name("bundle_readme.md")
 
 
 def plan(formats, modes) -> list[tuple[str, str, str]]:
     """(format, graph, mode) of every artifact to write; unknown names are errors that list the valid ones."""
-    formats = list(FORMATS) if formats in (None, "all") or "all" in formats else list(formats)
+    formats = [formats] if isinstance(formats, str) else formats
+    formats = list(FORMATS) if not formats or "all" in formats else list(formats)
     for name in formats:
         if name not in FORMAT_MODES:
             raise BadInputError(f"unknown format {name!r}; choose from {', '.join(FORMATS)} or all")
@@ -68,7 +69,7 @@ def export_bundle(
     out_dir,
     *,
     calibration_images: np.ndarray,
-    validation_images: np.ndarray,
+    heldout_images: np.ndarray,
     formats=None,
     modes=None,
     calibration_samples: int = 256,
@@ -89,8 +90,9 @@ def export_bundle(
             f"integer calibration needs at least {MIN_CALIBRATION_SAMPLES} samples and at most the "
             f"{len(calibration_images)} available; got --calibration-samples {calibration_samples}"
         )
+    images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
+    heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
     vae = float32_vae(model)
-    images = np.asarray(calibration_images[:calibration_samples], np.float32)
     z_mean, z_log_var = vae.encode(images)
     calibration = {"encoder": images, "decoder": reparameterize(z_mean, z_log_var, np.random.default_rng(seed))}
 
@@ -110,16 +112,29 @@ def export_bundle(
                 artifact = describe(staging, relative, fmt, graph, mode, vae, seconds)
                 artifacts.append(artifact)
                 log(f"[{index:>2}/{len(jobs)}] {artifact.key:<24} {artifact.size_bytes / 1024:>8.1f} KiB  {seconds:5.1f} s")
-            manifest = build_manifest(vae, model, artifacts, validation_images, calibration_samples, seed, model_facts)
+            manifest = build_manifest(vae, model, artifacts, heldout_images, calibration_samples, seed, model_facts)
             write_json(staging / MANIFEST, manifest)
             shutil.copyfile(BUNDLE_README, staging / "README.md")
             if verify:
-                from vae_edge.verify import verify_bundle
-
-                verify_bundle(staging, vae, validation_images, tolerances=tolerances, seed=seed, log=log, raise_on_failure=True)
+                verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out_dir
+
+
+def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: int, log) -> None:
+    """Verify before the bundle goes into place; a failing bundle is kept beside it for inspection."""
+    from vae_edge.verify import verify_bundle
+
+    report = verify_bundle(staging, vae, images, tolerances=tolerances, seed=seed, log=log)
+    if not report["passed"]:
+        rejected = out_dir.with_name(f"{out_dir.name}.rejected")
+        shutil.rmtree(rejected, ignore_errors=True)
+        shutil.copytree(staging, rejected)
+        raise VerificationFailed(
+            f"verification failed, so {out_dir} was left as it was; the rejected bundle and its "
+            f"verify.md are in {rejected}"
+        )
 
 
 def write_artifact(fmt, graph, mode, target: Path, vae, savedmodel: Path, calibration: dict, opset, scratch: Path) -> None:
@@ -157,10 +172,10 @@ def describe(staging: Path, relative: str, fmt: str, graph: str, mode: str, vae,
     )
 
 
-def build_manifest(vae, trained, artifacts, validation_images, calibration_samples, seed, model_facts) -> dict:
+def build_manifest(vae, trained, artifacts, heldout_images, calibration_samples, seed, model_facts) -> dict:
     """Everything an app or the runtime needs to know about the bundle."""
-    z_mean, z_log_var = vae.encode(validation_images)
-    scores = anomaly_scores(validation_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
+    z_mean, z_log_var = vae.encode(heldout_images)
+    scores = anomaly_scores(heldout_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -180,9 +195,9 @@ def build_manifest(vae, trained, artifacts, validation_images, calibration_sampl
         "calibration": {"samples": calibration_samples, "source": "training split", "seed": seed},
         "anomaly": {
             "score": "negative ELBO at the posterior mean, nats/image",
-            "threshold": float(np.quantile(scores, ANOMALY_QUANTILE)),
+            "threshold": anomaly_threshold(scores),
             "quantile": ANOMALY_QUANTILE,
-            "validation_images": int(len(validation_images)),
+            "heldout_images": int(len(heldout_images)),
         },
         "tools": package_versions(TOOLS),
         "artifacts": [asdict(a) for a in artifacts],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.errors import ExportError
+from vae_edge.errors import ExportError, first_line
 
 ONNX_MODES = ("float32", "int8")
 BATCH_AXIS = "batch"
@@ -40,7 +40,7 @@ def convert(graph, output_names: list[str], path, opset: int | None = None) -> P
     try:
         model, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset or default_opset())
     except Exception as error:
-        raise ExportError(f"ONNX conversion of the {graph.name} failed: {str(error).splitlines()[0][:300]}") from None
+        raise ExportError(f"ONNX conversion of the {graph.name} failed: {first_line(error)}") from None
     for tensor in [*model.graph.input, *model.graph.output]:
         tensor.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS  # tf2onnx names it unk__NN
     onnx.checker.check_model(model, full_check=True)
@@ -79,7 +79,7 @@ def quantize_int8(float_path, path, input_name: str, samples: np.ndarray) -> Pat
             calibrate_method=CalibrationMethod.MinMax,
         )
     except Exception as error:
-        raise ExportError(f"ONNX int8 quantization of {Path(float_path).name} failed: {str(error).splitlines()[0][:300]}") from None
+        raise ExportError(f"ONNX int8 quantization of {Path(float_path).name} failed: {first_line(error)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return Path(path)

@@ -7,11 +7,12 @@ and a dynamic batch signature, so the interpreter can resize it at run time.
 """
 
 import re
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from vae_edge.errors import ExportError
+from vae_edge.errors import ExportError, first_line
 
 TFLITE_MODES = ("float32", "float16", "dynamic", "int8", "int8-io")
 INTEGER_MODES = ("int8", "int8-io")
@@ -34,7 +35,9 @@ def convert(savedmodel_path, signature: str, mode: str, calibration: Callable[[]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        return converter.convert()
+        with warnings.catch_warnings():  # calibration runs TF's own deprecated interpreter, which warns
+            warnings.simplefilter("ignore")
+            return converter.convert()
     except Exception as error:  # tf.lite's ConverterError and friends
         ops = flex_ops_from_error(str(error))
         if ops:
@@ -42,7 +45,7 @@ def convert(savedmodel_path, signature: str, mode: str, calibration: Callable[[]
                 f"TFLite {mode} {signature} needs TensorFlow ops that LiteRT does not have built in: "
                 f"{', '.join(ops)}; replace those layers (see export/README.md)"
             ) from None
-        raise ExportError(f"TFLite {mode} {signature} conversion failed: {str(error).splitlines()[0][:300]}") from None
+        raise ExportError(f"TFLite {mode} {signature} conversion failed: {first_line(error)}") from None
 
 
 def flex_ops_from_error(message: str) -> list[str]:

@@ -36,6 +36,9 @@ class KLAnnealing(keras.callbacks.Callback):
         self.model.kl_weight.assign(kl_weight_at(self.step, target, self.schedule, self.warmup_steps))
         self.step += 1
 
+    def on_test_begin(self, logs=None):
+        # Validate (and so pick the best checkpoint) on the full objective, not the annealed one.
+        self.model.kl_weight.assign(self.model.kl_loss_weight)
+
     def on_train_end(self, logs=None):
-        # Evaluate and save with the full objective, whatever the schedule's phase.
         self.model.kl_weight.assign(self.model.kl_loss_weight)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from vae_edge.data import images_for_model
 from vae_edge.elbo import BCE_EPSILON, RECONSTRUCTION_LOSSES, prior_latents
 from vae_edge.errors import BadInputError
 from vae_edge.model.layers import Sampling
@@ -21,7 +22,8 @@ class VAE(keras.Model):
     the negative ELBO in nats per image: reconstruction NLL summed over pixels plus
     `kl_loss_weight` (β) times the KL summed over latent dimensions, averaged over the batch.
     The KL weight lives in a variable so annealing callbacks can change it during `fit`;
-    `free_bits` (nats per latent dimension) floors the optimised KL of each dimension.
+    `free_bits` (nats per latent dimension) floors the optimised KL of each dimension during
+    training only, so evaluation reports the true objective.
     Losses are computed in float32 whatever the dtype policy (`dtype=`) of the layers.
     """
 
@@ -101,7 +103,7 @@ class VAE(keras.Model):
         kl_per_dim = -0.5 * (1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
         reconstruction_loss = ops.mean(nll)
         kl_loss = ops.mean(ops.sum(kl_per_dim, axis=-1))
-        if self.free_bits > 0:
+        if self.free_bits > 0 and training:
             # Free bits (Kingma et al., 2016): no pressure on a dimension below the floor.
             kl_optimised = ops.sum(ops.maximum(ops.mean(kl_per_dim, axis=0), self.free_bits))
         else:
@@ -113,13 +115,17 @@ class VAE(keras.Model):
         return reconstruction_loss + kl_weight * kl_optimised
 
     def encode(self, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Images -> (z_mean, z_log_var) as numpy arrays."""
-        z_mean, z_log_var = self.encoder.predict(np.asarray(x, dtype="float32"), batch_size=batch_size, verbose=0)
+        """Images (float in [0, 1] or uint8 pixels) -> (z_mean, z_log_var) as numpy arrays."""
+        x = images_for_model(x, self.image_shape, "images")
+        z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
         return z_mean, z_log_var
 
     def decode(self, z, batch_size: int = 256) -> np.ndarray:
-        """Latent vectors -> images in [0, 1] as a numpy array."""
-        return self.decoder.predict(np.asarray(z, dtype="float32"), batch_size=batch_size, verbose=0)
+        """Latent vectors (N, latent_dim) -> images in [0, 1] as a numpy array."""
+        z = np.asarray(z, dtype="float32")
+        if z.ndim != 2 or z.shape[1] != self.latent_dim or not np.all(np.isfinite(z)):
+            raise BadInputError(f"expected finite latent vectors of shape (N, {self.latent_dim}), got shape {z.shape}")
+        return self.decoder.predict(z, batch_size=batch_size, verbose=0)
 
     def sample(self, num_samples: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """Decode z drawn from the prior N(0, temperature² I); the same seed gives the same z everywhere."""

@@ -51,7 +51,7 @@ class EdgeVAE:
 
     Load with `EdgeVAE.load(folder)`. Methods take and return numpy arrays, accept any
     batch size, and may be called from many threads at once. `threshold` is the anomaly
-    score above which an image counts as an anomaly (the 99th percentile of the validation
+    score above which an image counts as an anomaly (the 99th percentile of the held-out
     images' scores at export).
     """
 
@@ -62,7 +62,9 @@ class EdgeVAE:
         self.input_shape = tuple(int(d) for d in model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
         self.reconstruction_loss = model["reconstruction_loss"]
-        self.threshold = float(bundle.manifest["anomaly"]["threshold"])
+        # This pipeline's own threshold where verification measured one: quantized scores shift a little.
+        pipeline = bundle.manifest.get("verification", {}).get("pipelines", {}).get(f"{backend}/{mode}", {})
+        self.threshold = float(pipeline.get("anomaly_threshold", bundle.manifest["anomaly"]["threshold"]))
 
     @classmethod
     def load(cls, folder, backend: str | None = None, mode: str | None = None, num_threads: int | None = None) -> EdgeVAE:

@@ -1,9 +1,10 @@
 """Inference engines behind one small interface: float arrays in, float arrays out, by name.
 
 `LiteRTEngine` runs a `.tflite` signature with ai-edge-litert, `OnnxEngine` an `.onnx`
-model with onnxruntime. Both quantize int8 inputs and dequantize int8 outputs with the
-model's own parameters, accept any batch size (run in chunks of at most `CHUNK` rows, so
-a huge batch cannot exhaust memory), and are safe to call from many threads.
+model with onnxruntime. LiteRT int8-io models get their inputs quantized and outputs
+dequantized with the model's own parameters (ONNX QDQ models take floats). Both accept any
+batch size (run in chunks of at most `CHUNK` rows, so a huge batch cannot exhaust memory)
+and are safe to call from many threads.
 Neither imports TensorFlow.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.errors import BadInputError
+from vae_edge.errors import BadInputError, first_line
 
 CHUNK = 256  # rows per engine call: large enough to be fast, small enough to bound the arena
 
@@ -65,7 +66,7 @@ class LiteRTEngine(Engine):
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         except (ValueError, RuntimeError) as error:
-            raise BadInputError(f"{path}: LiteRT cannot load this file ({str(error).splitlines()[0]})") from None
+            raise BadInputError(f"{path}: LiteRT cannot load this file ({first_line(error)})") from None
         signatures = list(self.interpreter.get_signature_list())
         if not signatures:
             raise BadInputError(f"{path}: has no signatures; export it with `vae-edge export`")
@@ -101,6 +102,9 @@ class LiteRTEngine(Engine):
         return outputs
 
 
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+
+
 class OnnxEngine(Engine):
     """An `.onnx` model in onnxruntime on the CPU (its `run` is thread-safe)."""
 
@@ -116,7 +120,7 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for bad files
-            raise BadInputError(f"{path}: onnxruntime cannot load this file ({str(error).splitlines()[0][:200]})") from None
+            raise BadInputError(f"{path}: onnxruntime cannot load this file ({first_line(error)})") from None
         self.path = Path(path)
         self.inputs = [self._spec(t) for t in self.session.get_inputs()]
         self.outputs = [self._spec(t) for t in self.session.get_outputs()]
@@ -129,7 +133,9 @@ class OnnxEngine(Engine):
 
     @staticmethod
     def _spec(tensor) -> dict:
-        dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}[tensor.type]
+        dtype = ONNX_DTYPES.get(tensor.type)
+        if dtype is None:
+            raise BadInputError(f"tensor {tensor.name!r} has type {tensor.type}; vae-edge runs float32 and int8 models only")
         shape = [d if isinstance(d, int) else -1 for d in tensor.shape]
         return tensor_spec(tensor.name, shape, dtype)
 

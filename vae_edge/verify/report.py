@@ -67,6 +67,7 @@ def save_picture(images: np.ndarray, reconstructions: dict[str, np.ndarray], pat
 
     names = list(reconstructions)
     keras = reconstructions["Keras"]
+    count = min(count, len(images))
     figure, axes = plt.subplots(len(names) + 1, 2 * count, figsize=(2 * count * 0.9, (len(names) + 1) * 0.95), squeeze=False)
     peak = max(float(np.abs(reconstructions[n][:count] - keras[:count]).max()) for n in names) or 1e-6
     rows = [("input", images)] + [(n, reconstructions[n]) for n in names]
@@ -80,7 +81,7 @@ def save_picture(images: np.ndarray, reconstructions: dict[str, np.ndarray], pat
         axis.set_xticks([]), axis.set_yticks([])
         axis.spines[:].set_visible(False)
     axes[0, count].set_title(f"|artifact - Keras|, max {peak:.3g}", fontsize=7, loc="left")
-    figure.tight_layout(pad=0.2)
+    figure.tight_layout(pad=0.2, rect=(0.1, 0, 1, 1))  # room on the left for the pipeline names
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)

@@ -40,7 +40,7 @@ def describe_bundle(bundle: Bundle) -> str:
         f"bundle {bundle.folder}",
         f"  model: {model.get('variant')} VAE, input {tuple(model['input_shape'])}, latent_dim {model['latent_dim']}, "
         f"{model['parameters']:,} parameters, trained in {model['trained_precision']}",
-        f"  anomaly threshold: {bundle.manifest['anomaly']['threshold']:.2f} nats ({bundle.manifest['anomaly']['quantile']:.0%} of validation)",
+        f"  anomaly threshold: {bundle.manifest['anomaly']['threshold']:.2f} nats ({bundle.manifest['anomaly']['quantile']:.0%} of held-out images)",
         "  tools: " + ", ".join(f"{k} {v}" for k, v in bundle.manifest["tools"].items()),
     ]
     for artifact in bundle.artifacts:
