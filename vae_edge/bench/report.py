@@ -90,7 +90,7 @@ def write_markdown(report: dict, path) -> Path:
             "`keras/*/eager` calls the Keras model with `training=False`, `keras/*/tf.function` one traced function with a dynamic batch.",
             "- Size is the file on disk; a SavedModel's is its whole folder (both signatures), a pipeline's both files.",
             "- × eager and × tf.fn: the Keras subject's p50 divided by this row's p50, same batch and threads, measured in this run.",
-            "- Peak RSS is the serving process's high-water mark (`ru_maxrss`), interpreter and libraries included; "
+            "- Peak RSS is the serving process's high-water mark (VmHWM), interpreter and libraries included; "
             "load time is building the interpreter, session or model from its file (the engine library is imported before the clock starts).",
             f"- {_flops_lines(report)[0]} GFLOP/s = FLOPs per image × img/s; % peak is of the measured FP32 ceiling at that thread count "
             "(for float16, dynamic and int8 modes it is the same operation count against the FP32 ceiling, not that mode's own peak).",
