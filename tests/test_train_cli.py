@@ -63,3 +63,11 @@ def test_evaluate_on_images_of_another_shape_is_a_clear_error(trained_run, tmp_p
     np.save(tmp_path / "small.npy", np.zeros((30, 16, 16), np.uint8))
     result = CliRunner().invoke(main, ["evaluate", str(trained_run / "model.keras"), "--dataset", str(tmp_path / "small.npy")])
     assert result.exit_code == 2 and "do not fit a model of input shape (28, 28, 1)" in result.output
+
+
+def test_evaluate_warns_when_its_split_is_not_the_training_split(trained_run):
+    result = CliRunner().invoke(main, ["evaluate", str(trained_run / "model.keras"), "-k", "0", "--seed", "5"])
+    assert result.exit_code == 0
+    assert "--seed differ from training" in result.output
+    same = CliRunner().invoke(main, ["evaluate", str(trained_run / "model.keras"), "-k", "0", "--seed", "0"])
+    assert "Warning" not in same.output

@@ -56,9 +56,24 @@ def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_ou
     from vae_edge.keras_io import load_vae
 
     model = load_vae(model_path)
+    warn_if_split_differs(model_path, dataset, seed, max_samples)
     splits = run_splits(model_path, dataset, seed, max_samples)
     results = evaluate_model(model, images_for_model(splits.test, model.image_shape, splits.name), importance_samples=importance_samples)
     for key, value in results.items():
         click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
     if json_out:
         write_json(json_out, results)
+
+
+def warn_if_split_differs(model_path: Path, dataset, seed, max_samples) -> None:
+    """The test split is only held out for the split training used: say so when it changes."""
+    from vae_edge.cli.common import read_run_config
+
+    run = read_run_config(model_path)
+    if not run or dataset not in (None, run.get("dataset")):
+        return  # another data set, or nothing recorded: no overlap to warn about
+    changed = [name for name, value in (("--seed", seed), ("--max-samples", max_samples))
+               if value is not None and value != run.get(name[2:].replace("-", "_"))]
+    if changed:
+        click.secho(f"Warning: {' and '.join(changed)} differ from training, so the 'test' images may include "
+                    "training images and the scores will look better than they are", fg="yellow", err=True)
