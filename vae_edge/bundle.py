@@ -13,6 +13,7 @@ from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+GRAPH_OUTPUTS = {"encoder": ("z_mean", "z_log_var"), "decoder": ("reconstruction",)}  # the same names in every format
 
 
 def sha256_of(path) -> str:
@@ -98,9 +99,10 @@ class Bundle:
             raise IntegrityError(f"{path}: sha256 does not match the manifest; the file was changed after export")
         return path
 
-    def open(self, artifact: Artifact, num_threads: int | None = None):
-        """The artifact, checked, in the engine that runs it (the SavedModel needs TensorFlow)."""
-        path = self.path_of(artifact)
+    def open(self, artifact: Artifact, num_threads: int | None = None, check: bool = True):
+        """The artifact in the engine that runs it (the SavedModel needs TensorFlow); `check`
+        compares it with the manifest's sha256 first."""
+        path = self.path_of(artifact, check)
         if artifact.format == "savedmodel":
             from vae_edge.export.savedmodel import SavedModelEngine
 

@@ -89,14 +89,7 @@ def _import_engine(format: str, threads: int) -> None:
 def _open_artifact(bundle, key: str, threads: int):
     """The artifact's engine without re-hashing it: the parent checked every file once."""
     artifact = next(a for a in bundle.artifacts if a.key == key)
-    path = bundle.path_of(artifact, check=False)
-    if artifact.format == "savedmodel":
-        from vae_edge.export.savedmodel import SavedModelEngine
-
-        return artifact, SavedModelEngine(path, artifact.signature)
-    from vae_edge.runtime.engines import open_engine
-
-    return artifact, open_engine(path, artifact.signature, threads)
+    return artifact, bundle.open(artifact, threads, check=False)
 
 
 def _open_bundle_subject(subject: dict, bundle_dir: str, threads: int):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
+from vae_edge.bundle import GRAPH_OUTPUTS, MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
 from vae_edge.data import images_for_model
 from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
 from vae_edge.errors import BadInputError, VerificationFailed
@@ -146,7 +146,7 @@ def write_artifact(fmt, graph, mode, target: Path, vae, savedmodel: Path, calibr
         feed = tflite_export.calibration_feed(input_name, calibration[graph])
         target.write_bytes(tflite_export.convert(savedmodel, GRAPHS[graph], mode, feed))
     elif fmt == "onnx":
-        outputs = ["z_mean", "z_log_var"] if graph == "encoder" else ["reconstruction"]
+        outputs = list(GRAPH_OUTPUTS[graph])
         float_path = target if mode == "float32" else scratch / f"{graph}.onnx"
         onnx_export.convert(network, outputs, float_path, opset)
         if mode == "int8":
@@ -159,7 +159,7 @@ def describe(staging: Path, relative: str, fmt: str, graph: str, mode: str, vae,
     signature = GRAPHS[graph]
     if fmt == "savedmodel":
         network = getattr(vae, graph)
-        names = ["z_mean", "z_log_var"] if graph == "encoder" else ["reconstruction"]
+        names = GRAPH_OUTPUTS[graph]
         shapes = network.output_shape if graph == "encoder" else [network.output_shape]
         inputs = [tensor_spec(network.inputs[0].name, network.input_shape, "float32")]
         outputs = [tensor_spec(n, s, "float32") for n, s in zip(names, shapes)]

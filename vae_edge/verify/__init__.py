@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vae_edge.bundle import MANIFEST, Bundle
+from vae_edge.bundle import GRAPH_OUTPUTS, MANIFEST, Bundle
 from vae_edge.data import images_for_model
 from vae_edge.elbo import anomaly_scores, anomaly_threshold, prior_latents
 from vae_edge.errors import BadInputError
@@ -78,7 +78,7 @@ def verify_bundle(
         tolerance = limits[artifact.mode]
         feed = x if artifact.graph == "encoder" else latents
         outputs = engine.run({engine.inputs[0]["name"]: feed})
-        for name in ("z_mean", "z_log_var") if artifact.graph == "encoder" else ("reconstruction",):
+        for name in GRAPH_OUTPUTS[artifact.graph]:
             stats = compare(reference[name], outputs[name], "image" if name == "reconstruction" else "latent")
             passed, criterion = judge(stats, tolerance)
             rows.append({"artifact": artifact.key, "output": name, **stats, "criterion": criterion, "passed": passed})
