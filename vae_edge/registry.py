@@ -1,0 +1,156 @@
+"""The toolkit's vocabulary, defined once: export formats, quantization modes, engines, graphs
+and training choices, with everything the rest of the package needs to know about each.
+
+Importable without TensorFlow, Keras or any engine. The CLI's choices, export planning and
+dispatch, the runtime's backends, verification tolerances, bench ordering and colours and
+the tests' parametrization all read these tables. Adding an export target is one converter
+module under `vae_edge/export/` (it registers itself with `register_converter`), one
+engine in `vae_edge/runtime/engines.py` if the format is new, and one entry here.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Format(StrEnum):
+    SAVEDMODEL = "savedmodel"
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class Mode(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"  # dynamic-range: int8 weights, float activations
+    INT8 = "int8"  # full integer inside, float input and output
+    INT8_IO = "int8-io"  # full integer, int8 input and output too
+
+
+class Engine(StrEnum):
+    LITERT = "litert"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORFLOW = "tensorflow"
+
+
+class Graph(StrEnum):
+    ENCODER = "encoder"
+    DECODER = "decoder"
+
+
+class Precision(StrEnum):
+    FLOAT32 = "float32"
+    MIXED_FLOAT16 = "mixed_float16"
+    MIXED_BFLOAT16 = "mixed_bfloat16"
+
+
+class Annealing(StrEnum):
+    NONE = "none"
+    LINEAR = "linear"
+    CYCLICAL = "cyclical"
+
+
+class ReconstructionLoss(StrEnum):
+    BCE = "bce"
+    MSE = "mse"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    module: str  # what must be importable to run it
+    extra: str  # the pip extra that installs it: `pip install vae-edge[EXTRA]`
+
+
+ENGINES: dict[Engine, EngineInfo] = {
+    Engine.LITERT: EngineInfo("ai_edge_litert", "litert"),
+    Engine.ONNXRUNTIME: EngineInfo("onnxruntime", "onnx"),
+    Engine.TENSORFLOW: EngineInfo("tensorflow", "cpu"),
+}
+
+
+@dataclass(frozen=True)
+class ModeInfo:
+    integer: bool  # judged in the model's own terms (PSNR, cosine, ELBO cost), not element by element
+    tolerance: dict[str, float]  # default verification tolerance
+
+
+_INTEGER_TOLERANCE = {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0}
+MODES: dict[Mode, ModeInfo] = {
+    Mode.FLOAT32: ModeInfo(False, {"max_abs": 1e-4}),
+    Mode.FLOAT16: ModeInfo(False, {"max_abs": 1e-2}),
+    Mode.DYNAMIC: ModeInfo(True, _INTEGER_TOLERANCE),
+    Mode.INT8: ModeInfo(True, _INTEGER_TOLERANCE),
+    Mode.INT8_IO: ModeInfo(True, _INTEGER_TOLERANCE),
+}
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    modes: tuple[Mode, ...]  # in the order tables list them
+    engine: Engine  # what opens its files
+    suffix: str  # of its files; "" for a folder holding every graph
+    color: str  # in bench pictures
+    runtime: bool  # EdgeVAE can run it (no TensorFlow on the device)
+
+    @property
+    def folder(self) -> bool:
+        return not self.suffix
+
+
+FORMATS: dict[Format, FormatInfo] = {
+    Format.SAVEDMODEL: FormatInfo((Mode.FLOAT32,), Engine.TENSORFLOW, "", "tab:orange", runtime=False),
+    Format.TFLITE: FormatInfo(
+        (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8, Mode.INT8_IO), Engine.LITERT, ".tflite", "tab:blue", runtime=True
+    ),
+    Format.ONNX: FormatInfo((Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True),
+}
+ALL = "all"  # the CLI's word for every format
+
+# Bench subjects that are not bundle formats: the Keras model, eager or traced.
+KERAS = "keras"
+KERAS_MODES = ("eager", "tf.function")
+KERAS_COLOR = "tab:gray"
+PIPELINE = "e2e"  # the encoder then the decoder of one format and mode, as a bench subject
+
+
+@dataclass(frozen=True)
+class Target:
+    """One export target: a format in one mode (every graph of the model is written for it)."""
+
+    format: Format
+    mode: Mode
+
+    @property
+    def key(self) -> str:
+        return f"{self.format}/{self.mode}"
+
+
+TARGETS: tuple[Target, ...] = tuple(Target(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes)
+RUNTIME_FORMATS: tuple[Format, ...] = tuple(fmt for fmt, info in FORMATS.items() if info.runtime)
+
+
+def format_of_suffix(suffix: str) -> Format | None:
+    """The format whose files end in `suffix` (".tflite"), or None."""
+    return next((fmt for fmt, info in FORMATS.items() if info.suffix and info.suffix == suffix), None)
+
+
+def order_key(fmt: str, mode: str) -> tuple[int, int]:
+    """Where a format and mode sit in tables: registry order, Keras first."""
+    formats = [KERAS, *FORMATS]
+    modes = [*KERAS_MODES, *MODES]
+    return formats.index(fmt), modes.index(mode) if mode in modes else len(modes)
+
+
+# A converter writes one target's file for one graph; see vae_edge/export/job.py for its argument.
+Converter = Callable[..., None]
+CONVERTERS: dict[Format, Converter] = {}
+
+
+def register_converter(fmt: Format) -> Callable[[Converter], Converter]:
+    """Decorator a converter module uses to claim its format."""
+
+    def register(function: Converter) -> Converter:
+        CONVERTERS[fmt] = function
+        return function
+
+    return register

@@ -1,0 +1,59 @@
+"""Each exported graph described by its signature: named inputs and outputs with shapes and dtypes.
+
+Writers, engines, calibration, verification, bench and the runtime feed and read graphs by
+these names, so a graph with a second input (a class label, say) needs a change here only.
+Names are the same in every format: SavedModel signature keys and TFLite signature runners,
+ONNX graph inputs and outputs.
+"""
+
+from dataclasses import dataclass
+
+from vae_edge.registry import Graph
+
+# Tensor names.
+IMAGE, Z = "image", "z"
+Z_MEAN, Z_LOG_VAR, RECONSTRUCTION = "z_mean", "z_log_var", "reconstruction"
+# Signature names (SavedModel and TFLite).
+ENCODE, DECODE = "encode", "decode"
+
+BATCH = None  # the symbolic batch dimension in a shape
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int | None, ...]  # BATCH (None) first
+    dtype: str = "float32"
+
+    def with_batch(self, batch: int | None) -> "TensorSpec":
+        return TensorSpec(self.name, (batch, *self.shape[1:]), self.dtype)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    graph: Graph
+    signature: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+def graph_specs(image_shape, latent_dim: int) -> dict[Graph, GraphSpec]:
+    """The encoder and decoder of a VAE for images of `image_shape` (H, W, C) and `latent_dim`."""
+    image = (BATCH, *(int(d) for d in image_shape))
+    latent = (BATCH, int(latent_dim))
+    return {
+        Graph.ENCODER: GraphSpec(Graph.ENCODER, ENCODE, (TensorSpec(IMAGE, image),),
+                                 (TensorSpec(Z_MEAN, latent), TensorSpec(Z_LOG_VAR, latent))),
+        Graph.DECODER: GraphSpec(Graph.DECODER, DECODE, (TensorSpec(Z, latent),), (TensorSpec(RECONSTRUCTION, image),)),
+    }
+
+
+SIGNATURES = {Graph.ENCODER: ENCODE, Graph.DECODER: DECODE}
