@@ -30,7 +30,7 @@ def exported_bundle(model_path: Path, variant: str, reexport: bool) -> Path:
     """export/reference-<variant>/ with every format and mode, verified, unless it exists."""
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     bundle_dir = Path("export") / f"reference-{variant}"
     if reexport or not (bundle_dir / "manifest.json").is_file():

@@ -30,7 +30,7 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_model(trained_run):
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     return load_vae(trained_run / "model.keras")
 

@@ -17,7 +17,7 @@ from vae_edge.elbo import prior_latents
 from vae_edge.errors import BadInputError, VerificationFailed
 from vae_edge.export import export_bundle, plan
 from vae_edge.export import tflite as tflite_export
-from vae_edge.export.graphs import float32_vae
+from vae_edge.model.loading import float32_vae
 from vae_edge.model import VAE
 
 # Integer modes cannot match element-wise; these bounds are the measured errors of the tiny

@@ -1,7 +1,8 @@
 """Reading an export bundle: its manifest, its artifacts and their checksums.
 
-TensorFlow-free: the runtime, verification and benchmarks all read bundles through this
-module. The manifest format is documented in `export/README.md`.
+TensorFlow-free and engine-free: the runtime, verification, benchmarks and `info` read
+bundles through this module and open artifacts with `vae_edge.runtime.engines`. The
+manifest format is documented in `export/README.md`.
 """
 
 import hashlib
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
+from vae_edge.registry import Format, Graph, Mode, Target
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-GRAPH_OUTPUTS = {"encoder": ("z_mean", "z_log_var"), "decoder": ("reconstruction",)}  # the same names in every format
 
 
 def sha256_of(path) -> str:
@@ -49,10 +50,15 @@ class Artifact:
     size_bytes: int
     sha256: str
     export_seconds: float = 0.0
+    batch: int | None = None  # every dimension fixed, batch included; None: a dynamic batch
+
+    @property
+    def target(self) -> Target:
+        return Target(Format(self.format), Mode(self.mode), self.batch)
 
     @property
     def key(self) -> str:
-        return f"{self.format}/{self.graph}/{self.mode}"
+        return self.target.artifact_key(self.graph)
 
 
 class Bundle:
@@ -69,10 +75,11 @@ class Bundle:
             self.manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BadInputError(f"{manifest_path}: not valid JSON ({error})") from None
-        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+        if not isinstance(self.manifest, dict) or self.manifest.get("schema_version") != SCHEMA_VERSION:
+            version = self.manifest.get("schema_version") if isinstance(self.manifest, dict) else None
             raise BadInputError(
-                f"{manifest_path}: schema_version {self.manifest.get('schema_version')!r} is not "
-                f"{SCHEMA_VERSION}; re-export the bundle with this version of vae-edge"
+                f"{manifest_path}: schema_version {version!r} is not {SCHEMA_VERSION}; "
+                "re-export the bundle with this version of vae-edge"
             )
         self.artifacts = [Artifact(**entry) for entry in self.manifest["artifacts"]]
 
@@ -80,12 +87,27 @@ class Bundle:
     def model(self) -> dict:
         return self.manifest["model"]
 
-    def find(self, format: str, graph: str, mode: str) -> Artifact:
+    def find(self, target: Target, graph: Graph) -> Artifact:
         for artifact in self.artifacts:
-            if (artifact.format, artifact.graph, artifact.mode) == (format, graph, mode):
+            if artifact.target == target and artifact.graph == graph:
                 return artifact
-        available = ", ".join(sorted({f"{a.format}/{a.mode}" for a in self.artifacts}))
-        raise BadInputError(f"{self.folder}: no {format} {mode} {graph} in this bundle; it has {available}")
+        available = ", ".join(t.key for t in self.targets())
+        raise BadInputError(f"{self.folder}: no {target.key} {graph} in this bundle; it has {available}")
+
+    def targets(self) -> list[Target]:
+        """The targets with every graph of the model exported, in manifest order."""
+        graphs = {}
+        for artifact in self.artifacts:
+            graphs.setdefault(artifact.target, set()).add(artifact.graph)
+        return [target for target, present in graphs.items() if present >= set(Graph)]
+
+    def pipeline(self, target: Target) -> dict[Graph, Artifact]:
+        """The artifact of every graph of one target."""
+        return {graph: self.find(target, graph) for graph in Graph}
+
+    def verified(self, target: Target) -> bool:
+        """Whether the target's whole pipeline passed the verification recorded in the manifest."""
+        return bool(self.manifest.get("verification", {}).get("pipelines", {}).get(target.key, {}).get("passed"))
 
     def path_of(self, artifact: Artifact, check: bool = True) -> Path:
         """The artifact's file, refused if it points outside the bundle, is missing or was changed."""
@@ -98,18 +120,6 @@ class Bundle:
         if check and sha256_of(path) != artifact.sha256:
             raise IntegrityError(f"{path}: sha256 does not match the manifest; the file was changed after export")
         return path
-
-    def open(self, artifact: Artifact, num_threads: int | None = None, check: bool = True):
-        """The artifact in the engine that runs it (the SavedModel needs TensorFlow); `check`
-        compares it with the manifest's sha256 first."""
-        path = self.path_of(artifact, check)
-        if artifact.format == "savedmodel":
-            from vae_edge.export.savedmodel import SavedModelEngine
-
-            return SavedModelEngine(path, artifact.signature)
-        from vae_edge.runtime.engines import open_engine
-
-        return open_engine(path, artifact.signature, num_threads)
 
     def check_all(self) -> None:
         """Check every artifact against the manifest."""

@@ -9,6 +9,7 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from vae_edge.fsutil import write_text
 from vae_edge.tables import markdown_table
 
 
@@ -86,7 +87,4 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
 
 def write(blocks: list[Block], folder: Path, name: str, title: str) -> tuple[Path, Path]:
     """Write `name.md` and `name.html` into `folder`."""
-    markdown_path, html_path = folder / f"{name}.md", folder / f"{name}.html"
-    markdown_path.write_text(to_markdown(blocks))
-    html_path.write_text(to_html(blocks, folder, title))
-    return markdown_path, html_path
+    return write_text(folder / f"{name}.md", to_markdown(blocks)), write_text(folder / f"{name}.html", to_html(blocks, folder, title))

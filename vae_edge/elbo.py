@@ -8,6 +8,8 @@ All terms are per image, in nats.
 
 import numpy as np
 
+from vae_edge.prior import prior_latents  # noqa: F401  (moved; model/vae.py still imports it from here)
+
 RECONSTRUCTION_LOSSES = ("bce", "mse")
 BCE_EPSILON = 1e-7  # the clip Keras' binary_crossentropy uses; keeps log() finite
 
@@ -41,12 +43,6 @@ def reparameterize(z_mean: np.ndarray, z_log_var: np.ndarray, rng: np.random.Gen
     """Draw z ~ q(z|x) with the reparameterization trick."""
     eps = rng.standard_normal(np.shape(z_mean)).astype(np.float32)
     return (z_mean + np.exp(0.5 * z_log_var) * eps).astype(np.float32)
-
-
-def prior_latents(num_samples: int, latent_dim: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-    """z ~ N(0, temperature² I), drawn with numpy so every backend gets the same z for a seed."""
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((num_samples, latent_dim)) * temperature).astype(np.float32)
 
 
 def psnr(reference: np.ndarray, estimate: np.ndarray, peak: float = 1.0) -> np.ndarray:

@@ -51,10 +51,30 @@ def atomic_directory(target, force: bool = False):
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path, data) -> Path:
-    """Write `data` as indented JSON, atomically: readers see the old file or the new one, never half."""
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside `path` to write; it replaces `path` only if the block succeeds,
+    so readers see the old file or the new one, never half of one (a full disk keeps the old file)."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-    return path
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(descriptor)
+    partial = Path(name)
+    try:
+        yield partial
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_file(path) as partial:
+        partial.write_text(text)
+    return Path(path)
+
+
+def write_json(path, data) -> Path:
+    """Write `data` as indented JSON, atomically."""
+    return write_text(path, json.dumps(data, indent=2) + "\n")

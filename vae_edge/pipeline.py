@@ -10,10 +10,12 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from vae_edge.errors import BadInputError
 from vae_edge.fsutil import atomic_directory, write_json
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, RUNTIME_FORMATS
+from vae_edge.run_folder import RunFolder
+from vae_edge.run_report import write_report
 from vae_edge.train import TrainConfig
 
 STAGES = ("train", "evaluate", "export", "bench", "samples", "report")
@@ -24,8 +26,9 @@ class RunConfig:
     """A whole recipe; `--config recipe.toml` fills the same fields."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
-    formats: tuple[str, ...] = ("all",)
+    formats: tuple[str, ...] = (ALL,)
     modes: tuple[str, ...] = ()
+    static_batch: int | None = DEFAULT_STATIC_BATCH
     calibration_samples: int = 256
     importance_samples: int = 64
     bench_batch_sizes: tuple[int, ...] = (1, 64)
@@ -34,28 +37,6 @@ class RunConfig:
     bench_threads: tuple[int, ...] = ()  # () = 1 and all cores
     bench_only: tuple[str, ...] = ()  # glob patterns over artifact keys, e.g. "tflite/*/int8"
     sample_count: int = 64
-
-
-class RunFolder:
-    """Where each stage's output lives inside a run folder."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.config = self.root / "run_config.json"
-        self.train = self.root / "train"
-        self.model = self.train / "model.keras"
-        self.evaluation = self.root / "evaluation.json"
-        self.bundle = self.root / "bundle"
-        self.bench = self.bundle / "bench.json"
-        self.samples = self.root / "samples"
-        self.report = self.root / "report.md"
-
-    def done(self, stage: str) -> bool:
-        marker = {
-            "train": self.model, "evaluate": self.evaluation, "export": self.bundle / "verify.json",
-            "bench": self.bench, "samples": self.samples, "report": None,
-        }[stage]
-        return marker is not None and marker.exists()
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -97,7 +78,7 @@ def run_pipeline(
             raise BadInputError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
     from vae_edge.export import MIN_CALIBRATION_SAMPLES, plan
 
-    plan(config.formats, config.modes)  # bad formats or modes fail now, not after training
+    plan(config.formats, config.modes, config.static_batch)  # bad formats or modes fail now, not after training
     if config.calibration_samples < MIN_CALIBRATION_SAMPLES:
         raise BadInputError(f"--calibration-samples must be at least {MIN_CALIBRATION_SAMPLES}, got {config.calibration_samples}")
     folder = RunFolder(out)
@@ -135,7 +116,7 @@ def _load_splits(config: RunConfig):
 
 def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.evaluation import evaluate_model
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     scores = evaluate_model(load_vae(folder.model), _load_splits(config).test, importance_samples=config.importance_samples)
     write_json(folder.evaluation, scores)
@@ -144,12 +125,12 @@ def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
 
 def _export(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.export import export_bundle
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     splits = _load_splits(config)
     export_bundle(
         load_vae(folder.model), folder.bundle, calibration_images=splits.train, heldout_images=splits.test,
-        formats=config.formats, modes=config.modes or None, calibration_samples=config.calibration_samples,
+        formats=config.formats, modes=config.modes or None, static_batch=config.static_batch, calibration_samples=config.calibration_samples,
         seed=config.train.seed, force=True, log=log,
         model_facts={"source_model": str(folder.model.resolve()), "dataset": splits.name},
     )
@@ -171,7 +152,7 @@ def _samples(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.runtime import EdgeVAE
 
     with atomic_directory(folder.samples, force=True) as staging:
-        for backend in ("tflite", "onnx"):
+        for backend in RUNTIME_FORMATS:
             try:
                 vae = EdgeVAE.load(folder.bundle, backend=backend)
             except BadInputError as error:  # that backend was not exported
@@ -183,8 +164,6 @@ def _samples(config: RunConfig, folder: RunFolder, log) -> None:
 
 
 def _report(config: RunConfig, folder: RunFolder, log) -> None:
-    from vae_edge.run_report import write_report
-
     markdown, html = write_report(folder.root)
     log(f"   wrote {markdown} and {html}")
 

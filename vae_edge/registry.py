@@ -71,16 +71,17 @@ ENGINES: dict[Engine, EngineInfo] = {
 @dataclass(frozen=True)
 class ModeInfo:
     integer: bool  # judged in the model's own terms (PSNR, cosine, ELBO cost), not element by element
+    calibrated: bool  # full-integer: activation ranges come from real calibration inputs
     tolerance: dict[str, float]  # default verification tolerance
 
 
 _INTEGER_TOLERANCE = {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0}
 MODES: dict[Mode, ModeInfo] = {
-    Mode.FLOAT32: ModeInfo(False, {"max_abs": 1e-4}),
-    Mode.FLOAT16: ModeInfo(False, {"max_abs": 1e-2}),
-    Mode.DYNAMIC: ModeInfo(True, _INTEGER_TOLERANCE),
-    Mode.INT8: ModeInfo(True, _INTEGER_TOLERANCE),
-    Mode.INT8_IO: ModeInfo(True, _INTEGER_TOLERANCE),
+    Mode.FLOAT32: ModeInfo(False, False, {"max_abs": 1e-4}),
+    Mode.FLOAT16: ModeInfo(False, False, {"max_abs": 1e-2}),
+    Mode.DYNAMIC: ModeInfo(True, False, _INTEGER_TOLERANCE),
+    Mode.INT8: ModeInfo(True, True, _INTEGER_TOLERANCE),
+    Mode.INT8_IO: ModeInfo(True, True, _INTEGER_TOLERANCE),
 }
 
 
@@ -91,6 +92,7 @@ class FormatInfo:
     suffix: str  # of its files; "" for a folder holding every graph
     color: str  # in bench pictures
     runtime: bool  # EdgeVAE can run it (no TensorFlow on the device)
+    fixed_shape: bool  # also written with every dimension fixed, for mobile accelerators
 
     @property
     def folder(self) -> bool:
@@ -98,11 +100,12 @@ class FormatInfo:
 
 
 FORMATS: dict[Format, FormatInfo] = {
-    Format.SAVEDMODEL: FormatInfo((Mode.FLOAT32,), Engine.TENSORFLOW, "", "tab:orange", runtime=False),
+    Format.SAVEDMODEL: FormatInfo((Mode.FLOAT32,), Engine.TENSORFLOW, "", "tab:orange", runtime=False, fixed_shape=False),
     Format.TFLITE: FormatInfo(
-        (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8, Mode.INT8_IO), Engine.LITERT, ".tflite", "tab:blue", runtime=True
+        (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8, Mode.INT8_IO), Engine.LITERT, ".tflite", "tab:blue",
+        runtime=True, fixed_shape=True,
     ),
-    Format.ONNX: FormatInfo((Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True),
+    Format.ONNX: FormatInfo((Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True, fixed_shape=True),
 }
 ALL = "all"  # the CLI's word for every format
 
@@ -115,17 +118,37 @@ PIPELINE = "e2e"  # the encoder then the decoder of one format and mode, as a be
 
 @dataclass(frozen=True)
 class Target:
-    """One export target: a format in one mode (every graph of the model is written for it)."""
+    """One export target: a format in one mode, with a dynamic batch or every dimension fixed
+    (`batch`), which mobile accelerators need. Every graph of the model is written for it."""
 
     format: Format
     mode: Mode
+    batch: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.format}/{self.mode}"
+        """`tflite/int8`, or `tflite/int8@b1` for the fixed-shape variant with batch 1."""
+        return f"{self.format}/{self.mode}" + ("" if self.batch is None else f"@b{self.batch}")
+
+    def artifact_key(self, graph: str) -> str:
+        """`tflite/decoder/int8`, `tflite/decoder/int8@b1`."""
+        return f"{self.format}/{graph}/{self.mode}" + ("" if self.batch is None else f"@b{self.batch}")
 
 
-TARGETS: tuple[Target, ...] = tuple(Target(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes)
+DEFAULT_STATIC_BATCH = 1  # the fixed-shape variants' batch unless `--static-batch` says otherwise
+
+
+def targets(static_batch: int | None = DEFAULT_STATIC_BATCH) -> tuple[Target, ...]:
+    """Every target in table order; fixed-shape variants (with `static_batch`) after each dynamic one."""
+    batches = (None,) if static_batch is None else (None, static_batch)
+    return tuple(
+        Target(fmt, mode, batch)
+        for fmt, info in FORMATS.items()
+        for mode in info.modes
+        for batch in batches
+        if batch is None or info.fixed_shape
+    )
+
 RUNTIME_FORMATS: tuple[Format, ...] = tuple(fmt for fmt, info in FORMATS.items() if info.runtime)
 
 

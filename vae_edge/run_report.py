@@ -3,9 +3,14 @@
 import json
 from pathlib import Path
 
+from vae_edge.bench.report import groups
+from vae_edge.bench.report import table_rows as bench_rows
 from vae_edge.bundle import Bundle
 from vae_edge.document import Code, Heading, Paragraph, Picture, Table, write
+from vae_edge.run_folder import RunFolder
 from vae_edge.tables import human_size
+from vae_edge.verify.report import blocks as verify_blocks
+from vae_edge.verify.results import VerifyReport
 
 
 def _read(path: Path) -> dict | None:
@@ -36,9 +41,6 @@ def bundle_layout(bundle: Bundle) -> Table:
 
 def write_report(run_dir) -> tuple[Path, Path]:
     """Build the report from whatever stages have produced output."""
-    from vae_edge.pipeline import RunFolder
-    from vae_edge.verify.report import pipeline_rows, table_rows
-
     folder = RunFolder(run_dir)
     config = _read(folder.config)
     history = _read(folder.train / "history.json")
@@ -63,13 +65,8 @@ def write_report(run_dir) -> tuple[Path, Path]:
             blocks.append(Picture(png.relative_to(folder.root), f"samples through the TensorFlow-free runtime: {png.stem}"))
     if verify:
         blocks += [Heading("Verification against the Keras model"),
-                   Paragraph("PASS" if verify["passed"] else "FAIL: see bundle/verify.md"),
-                   Table(table_rows(verify)), Table(pipeline_rows(verify)),
-                   Picture(Path("bundle/verify.png"), "reconstructions per pipeline, and |artifact - Keras| heat maps")]
+                   *verify_blocks(VerifyReport.from_json(verify), Path("bundle/verify.png"))]
     if bench:
-        from vae_edge.bench.report import groups
-        from vae_edge.bench.report import table_rows as bench_rows
-
         blocks.append(Heading("Latency"))
         for batch, threads in groups(bench):
             blocks += [Paragraph(f"batch {batch}, {threads} thread(s)"), Table(bench_rows(bench, batch, threads))]

@@ -1,8 +1,5 @@
 """Tables as lists of string rows (the first row is the header), rendered for a terminal or Markdown."""
 
-from importlib import metadata
-
-
 def text_table(rows: list[list[str]]) -> str:
     """Columns padded to equal width, with a dashed rule under the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -20,14 +17,3 @@ def markdown_table(rows: list[list[str]]) -> str:
 def human_size(n: int) -> str:
     """Bytes as KiB or MiB."""
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
-
-
-def package_versions(names) -> dict[str, str]:
-    """Installed versions of those of `names` that are installed (for reports and manifests)."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

@@ -17,10 +17,11 @@ from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
+from vae_edge.provenance import git_commit
+from vae_edge.registry import FORMATS, KERAS, KERAS_MODES, PIPELINE, Engine, Format, Graph, Mode, Target
+from vae_edge.runtime.engines import installed
 
-FORMAT_ORDER = ("keras", "savedmodel", "tflite", "onnx")
-GRAPH_ORDER = ("encoder", "decoder", "e2e")
-KERAS_MODES = ("eager", "tf.function")
+GRAPH_ORDER = (*Graph, PIPELINE)
 PEAK_MATMUL_SIZES = [512, 1024, 2048]
 PEAK_SECONDS = 0.3  # per size
 
@@ -40,27 +41,33 @@ class BenchSettings:
 
 
 def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...] = ()) -> list[dict]:
-    """Every artifact, every encoder+decoder pipeline of one format and mode (graph `e2e`),
-    and the Keras baselines, as `format/graph/mode` keys, filtered by `only` glob patterns."""
-    subjects = [_subject(a.format, a.graph, a.mode, [a.key], a.size_bytes) for a in bundle.artifacts]
-    by_key = {a.key: a for a in bundle.artifacts}
-    for encoder in bundle.artifacts:
-        decoder = by_key.get(f"{encoder.format}/decoder/{encoder.mode}")
-        if encoder.graph == "encoder" and decoder:
-            size = encoder.size_bytes + (decoder.size_bytes if decoder.path != encoder.path else 0)
-            subjects.append(_subject(encoder.format, "e2e", encoder.mode, [encoder.key, decoder.key], size))
+    """Every artifact, every pipeline (all graphs of one target, graph `e2e`) and the Keras
+    baselines, as `format/graph/mode` keys, filtered by `only` glob patterns, in registry order."""
+    subjects = [_subject(a.target, a.graph, [a.key], a.size_bytes) for a in bundle.artifacts]
+    for target in bundle.targets():
+        members = list(bundle.pipeline(target).values())
+        size = sum({a.path: a.size_bytes for a in members}.values())  # a folder format holds every graph once
+        subjects.append(_subject(target, PIPELINE, [a.key for a in members], size))
     if model_path:
         for graph in GRAPH_ORDER:
             for mode in KERAS_MODES:
-                subjects.append({**_subject("keras", graph, mode, [], model_path.stat().st_size), "model_path": str(model_path)})
+                subjects.append({"key": f"{KERAS}/{graph}/{mode}", "format": KERAS, "graph": graph, "mode": mode, "static_batch": None,
+                                 "artifacts": [], "size_bytes": model_path.stat().st_size, "model_path": str(model_path)})
     if only:
         subjects = [s for s in subjects if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in only)]
-    return sorted(subjects, key=lambda s: (FORMAT_ORDER.index(s["format"]), GRAPH_ORDER.index(s["graph"])))
+    return sorted(subjects, key=_order)
 
 
-def _subject(format: str, graph: str, mode: str, artifacts: list[str], size_bytes: int) -> dict:
-    return {"key": f"{format}/{graph}/{mode}", "format": format, "graph": graph, "mode": mode,
-            "artifacts": artifacts, "size_bytes": size_bytes}
+def _order(subject: dict) -> tuple:
+    formats = [KERAS, *FORMATS]
+    modes = [*KERAS_MODES, *Mode]
+    return (formats.index(subject["format"]), GRAPH_ORDER.index(subject["graph"]), modes.index(subject["mode"]),
+            subject["static_batch"] or 0)
+
+
+def _subject(target: Target, graph: str, artifacts: list[str], size_bytes: int) -> dict:
+    return {"key": target.artifact_key(graph), "format": target.format, "graph": graph, "mode": target.mode,
+            "static_batch": target.batch, "artifacts": artifacts, "size_bytes": size_bytes}
 
 
 def _run_worker(job: dict, timeout_s: float, env: dict | None = None):
@@ -99,12 +106,12 @@ def count_graph_flops(bundle: Bundle) -> dict:
     if importlib.util.find_spec("onnx") is None:
         return {"method": "not counted: the onnx package is not installed"}
     counts = {"method": METHOD}
-    for graph in ("encoder", "decoder"):
-        artifact = next((a for a in bundle.artifacts if a.key == f"onnx/{graph}/float32"), None)
+    for graph in Graph:
+        artifact = next((a for a in bundle.artifacts if a.key == Target(Format.ONNX, Mode.FLOAT32).artifact_key(graph)), None)
         if artifact is None:
             return {"method": "not counted: the bundle has no ONNX float32 graphs"}
         counts[graph] = count_flops(bundle.path_of(artifact, check=False))
-    counts["e2e"] = {"flops": counts["encoder"]["flops"] + counts["decoder"]["flops"]}
+    counts[PIPELINE] = {"flops": sum(counts[graph]["flops"] for graph in Graph)}
     return counts
 
 
@@ -114,7 +121,7 @@ def derive(cells: list[dict], flops: dict, peaks: dict) -> None:
     p50 = {(c["key"], c["batch"], c["threads"]): c["p50_ms"] for c in cells}
     for cell in cells:
         for mode in KERAS_MODES:
-            baseline = p50.get((f"keras/{cell['graph']}/{mode}", cell["batch"], cell["threads"]))
+            baseline = p50.get((f"{KERAS}/{cell['graph']}/{mode}", cell["batch"], cell["threads"]))
             cell[f"speedup_vs_keras_{mode.replace('.', '_')}"] = baseline / cell["p50_ms"] if baseline else None
         per_image = flops.get(cell["graph"], {}).get("flops")
         cell["gflops_per_s"] = per_image * cell["images_per_s"] / 1e9 if per_image else None
@@ -140,10 +147,15 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         model_path = None
     subjects = plan_subjects(bundle, model_path, settings.only)
     if not subjects:
-        raise BadInputError(f"--only {' '.join(settings.only)} matches nothing; keys look like tflite/decoder/int8, onnx/e2e/float32, keras/decoder/eager")
-    if importlib.util.find_spec("tensorflow") is None:
-        notes.append("TensorFlow is not installed: SavedModel and Keras subjects skipped")
-        subjects = [s for s in subjects if s["format"] not in ("savedmodel", "keras")]
+        raise BadInputError(f"--only {' '.join(settings.only)} matches nothing; keys look like tflite/decoder/int8, "
+                            f"onnx/{PIPELINE}/float32@b1, {KERAS}/decoder/eager")
+    for fmt, info in FORMATS.items():
+        if not installed(info.engine) and any(s["format"] == fmt for s in subjects):
+            notes.append(f"{info.engine} is not installed: {fmt} subjects skipped")
+            subjects = [s for s in subjects if s["format"] != fmt]
+    if not installed(Engine.TENSORFLOW) and any(s["format"] == KERAS for s in subjects):
+        notes.append("TensorFlow is not installed: Keras baselines skipped")
+        subjects = [s for s in subjects if s["format"] != KERAS]
     for key in sorted({key for s in subjects for key in s["artifacts"]}):
         bundle.path_of(next(a for a in bundle.artifacts if a.key == key))  # checksum once, here
 
@@ -171,6 +183,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
     return {
         "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
         "bundle": str(bundle.folder),
         "model": bundle.model,
         "keras_model": str(model_path) if model_path else None,

@@ -4,7 +4,7 @@ import os
 import platform
 from pathlib import Path
 
-from vae_edge.tables import package_versions
+from vae_edge.provenance import package_versions
 
 PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
 FMA_UNITS = 2  # per core on recent x86 server cores (Zen 2+, Skylake-SP and later): an assumption

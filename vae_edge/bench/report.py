@@ -2,12 +2,14 @@
 
 from pathlib import Path
 
-from vae_edge.fsutil import write_json
-from vae_edge.tables import human_size, markdown_table, text_table
+from vae_edge.document import Heading, Paragraph, Picture, Table, to_markdown
+from vae_edge.fsutil import atomic_file, write_json, write_text
+from vae_edge.registry import FORMATS, KERAS, KERAS_COLOR, PIPELINE
+from vae_edge.tables import human_size, text_table
 
 COLUMNS = ["subject", "size", "load", "first", "mean ± std ms", "p50 ms", "p90 ms", "p99 ms",
-           "img/s", "peak RSS", "GFLOP/s", "% peak", "× eager", "× tf.fn"]
-FORMAT_COLORS = {"keras": "tab:gray", "savedmodel": "tab:orange", "tflite": "tab:blue", "onnx": "tab:green"}
+           "img/s", "peak RSS", "GFLOP/s", "% FP32 peak", "× eager", "× tf.fn"]
+FORMAT_COLORS = {KERAS: KERAS_COLOR, **{str(fmt): info.color for fmt, info in FORMATS.items()}}
 
 
 def _seconds(s: float) -> str:
@@ -51,7 +53,7 @@ def format_table(report: dict) -> str:
     return "\n\n".join(parts)
 
 
-def _machine_lines(report: dict) -> list[str]:
+def _machine_blocks(report: dict) -> list:
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     peak_rows = [["threads", "measured FP32 GFLOP/s", "theoretical FP32 GFLOP/s"]] + [
@@ -59,50 +61,57 @@ def _machine_lines(report: dict) -> list[str]:
         for t, p in m["fp32_peak"].items()
     ]
     return [
-        f"- CPU: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical cores, "
-        f"{m['cpu_mhz'] or '?'} MHz, {' '.join(m['vector_extensions'])}",
-        f"- {m['platform']}, Python {m['python']}; {versions}",
-        "", markdown_table(peak_rows), "", f"FP32 ceiling: {m['fp32_peak_method']}.",
+        Paragraph(f"- CPU: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} logical cores, "
+                  f"{m['cpu_mhz'] or '?'} MHz, vector extensions: {' '.join(m['vector_extensions'])}\n"
+                  f"- {m['platform']}, Python {m['python']}; {versions}\n"
+                  f"- vae-edge commit: {report.get('git_commit') or 'unknown (not a git checkout)'}"),
+        Table(peak_rows), Paragraph(f"FP32 ceiling: {m['fp32_peak_method']}."),
     ]
 
 
-def _flops_lines(report: dict) -> list[str]:
+def _flops_line(report: dict) -> str:
     flops = report["flops"]
-    if "e2e" not in flops:
-        return [f"FLOPs: {flops['method']}."]
-    counts = ", ".join(f"{g} {flops[g]['flops'] / 1e6:.2f} MFLOP" for g in ("encoder", "decoder", "e2e"))
-    return [f"FLOPs per image: {counts}. Counted as {flops['method']}."]
+    if PIPELINE not in flops:
+        return f"FLOPs and GFLOP/s: {flops['method']}, so those columns show '-'."
+    counts = ", ".join(f"{g} {flops[g]['flops'] / 1e6:.2f} MFLOP" for g in flops if g != "method")
+    return f"FLOPs per image: {counts}. Counted as {flops['method']}."
 
 
-def write_markdown(report: dict, path) -> Path:
+def blocks(report: dict) -> list:
+    """The report as document blocks (the run report reuses the tables)."""
     s = report["settings"]
-    sections = [
-        f"# Inference benchmark: {report['model'].get('variant', '')} {tuple(report['model']['input_shape'])}, latent {report['model']['latent_dim']}",
-        f"Bundle `{report['bundle']}`, {report['created']}. Keras baseline: `{report['keras_model'] or 'none'}`.",
-        "## Machine", "\n".join(_machine_lines(report)),
-        "## Method",
-        "\n".join([
+    document = [
+        Heading(f"Inference benchmark: {report['model'].get('variant', '')} {tuple(report['model']['input_shape'])}, "
+                f"latent {report['model']['latent_dim']}", 1),
+        Paragraph(f"Bundle `{report['bundle']}`, {report['created']}. Keras baseline: `{report['keras_model'] or 'none'}`."),
+        Heading("Machine"), *_machine_blocks(report),
+        Heading("Method"),
+        Paragraph("\n".join([
             f"- Each subject at each thread count runs in a fresh process: load, first inference, {s['warmup']} warm-up runs, "
             f"then timed runs until at least {s['runs']} runs and {s['min_seconds']} s (at most {s['max_seconds']} s).",
             f"- Latency is one call on a whole batch ({s['timer']}); img/s = batch / mean latency. "
             "Percentiles use numpy's linear interpolation; std is the population std.",
-            "- `e2e` is the encoder then the decoder of the same format and mode (z_mean passed on); "
-            "`keras/*/eager` calls the Keras model with `training=False`, `keras/*/tf.function` one traced function with a dynamic batch.",
+            f"- `{PIPELINE}` is the encoder then the decoder of the same target (z_mean passed on); "
+            f"`{KERAS}/*/eager` calls the Keras model with `training=False`, `{KERAS}/*/tf.function` one traced function with a dynamic batch.",
+            "- `@b1` marks a fixed-shape file (every dimension fixed, batch 1); it runs a larger batch one row at a time.",
             "- Size is the file on disk; a SavedModel's is its whole folder (both signatures), a pipeline's both files.",
             "- × eager and × tf.fn: the Keras subject's p50 divided by this row's p50, same batch and threads, measured in this run.",
             "- Peak RSS is the serving process's high-water mark (VmHWM), interpreter and libraries included; "
             "load time is building the interpreter, session or model from its file (the engine library is imported before the clock starts).",
-            f"- {_flops_lines(report)[0]} GFLOP/s = FLOPs per image × img/s; % peak is of the measured FP32 ceiling at that thread count "
-            "(for float16, dynamic and int8 modes it is the same operation count against the FP32 ceiling, not that mode's own peak).",
-        ]),
+            f"- {_flops_line(report)} GFLOP/s = FLOPs per image × img/s; % FP32 peak is of the measured float32 ceiling at that "
+            "thread count, also for float16, dynamic and int8 modes (the same operation count, not that mode's own ceiling).",
+        ])),
     ]
     for batch, threads in groups(report):
-        sections += [f"## Batch {batch}, {threads} thread(s)", markdown_table(table_rows(report, batch, threads))]
+        document += [Heading(f"Batch {batch}, {threads} thread(s)"), Table(table_rows(report, batch, threads))]
     if report["notes"] or report["failures"]:
-        sections += ["## Notes", "\n".join(f"- {line}" for line in report["notes"] + [f"FAILED: {f}" for f in _failures(report)])]
-    sections.append("![p50 latency per subject, whiskers to p90](bench.png)")
-    Path(path).write_text("\n\n".join(sections) + "\n")
-    return Path(path)
+        document += [Heading("Notes"), Paragraph("\n".join(f"- {line}" for line in report["notes"] + [f"FAILED: {f}" for f in _failures(report)]))]
+    document.append(Picture(Path("bench.png"), "p50 latency per subject, whiskers to p90"))
+    return document
+
+
+def write_markdown(report: dict, path) -> Path:
+    return write_text(path, to_markdown(blocks(report)))
 
 
 def save_picture(report: dict, path) -> Path:
@@ -135,13 +144,20 @@ def save_picture(report: dict, path) -> Path:
         axes[row, 0].set_yticks(range(len(keys)), keys, fontsize=7)
     axes[0, 0].invert_yaxis()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_file(path) as partial:
+        figure.savefig(partial, dpi=110, format="png")
     plt.close(figure)
     return Path(path)
 
 
 def write_all(report: dict, folder) -> list[Path]:
-    """bench.json, bench.md and bench.png in `folder`."""
+    """bench.json, bench.md and bench.png in `folder`, the picture first: without matplotlib (a
+    runtime-only install) the picture is left out and said so, and the other two still agree."""
     folder = Path(folder)
-    written = [write_markdown(report, folder / "bench.md"), save_picture(report, folder / "bench.png")]
+    written = []
+    try:
+        written.append(save_picture(report, folder / "bench.png"))
+    except ImportError:
+        report["notes"].append("bench.png not drawn: matplotlib is not installed (pip install vae-edge[train])")
+    written.insert(0, write_markdown(report, folder / "bench.md"))
     return [*written, write_json(folder / "bench.json", report)]  # last: bench.json marks the stage done

@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.bench.stats import summarize
+from vae_edge.bundle import Bundle
+from vae_edge.registry import ENGINES, FORMATS, Engine, Graph
+from vae_edge.runtime.engines import open_artifact
+from vae_edge.signatures import Z_MEAN, Z, graph_specs
 
 Feeds = dict[str, np.ndarray]
 
@@ -66,75 +70,70 @@ def timed_runs(call: Callable[[], object], warmup: int, runs: int, min_seconds: 
         gc.enable()
 
 
-def _random_input(spec: dict, graph: str, batch: int, rng: np.random.Generator) -> np.ndarray:
+def _random_input(spec: dict, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Latents from the prior for `z`, pixels uniform in [0, 1] for images."""
     shape = (batch, *spec["shape"][1:])
-    if graph == "decoder":
-        return rng.standard_normal(shape).astype(np.float32)  # latents from the prior
-    return rng.uniform(0, 1, shape).astype(np.float32)  # images in [0, 1]
-
-
-ENGINE_MODULES = {"tflite": "ai_edge_litert.interpreter", "onnx": "onnxruntime", "savedmodel": "tensorflow", "keras": "keras"}
+    if spec["name"] == Z:
+        return rng.standard_normal(shape).astype(np.float32)
+    return rng.uniform(0, 1, shape).astype(np.float32)
 
 
 def _import_engine(format: str, threads: int) -> None:
     """Import the engine before the load clock starts: load time is building the model, not imports."""
-    importlib.import_module(ENGINE_MODULES[format])
-    if format in ("savedmodel", "keras"):
+    engine = FORMATS[format].engine if format in FORMATS else Engine.TENSORFLOW  # Keras subjects run on TensorFlow
+    importlib.import_module(ENGINES[engine].module)
+    if engine == Engine.TENSORFLOW:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)  # as onnxruntime's session here
 
 
-def _open_artifact(bundle, key: str, threads: int):
-    """The artifact's engine without re-hashing it: the parent checked every file once."""
-    artifact = next(a for a in bundle.artifacts if a.key == key)
-    return artifact, bundle.open(artifact, threads, check=False)
+def _feeds_maker(specs: list[dict]):
+    return lambda batch, rng: {spec["name"]: _random_input(spec, batch, rng) for spec in specs}
 
 
 def _open_bundle_subject(subject: dict, bundle_dir: str, threads: int):
-    from vae_edge.bundle import Bundle
-
+    """The artifact's engine (or a pipeline of the encoder then the decoder), without re-hashing the
+    files: the parent checked every file once."""
     bundle = Bundle(bundle_dir)
-    opened = [_open_artifact(bundle, key, threads) for key in subject["artifacts"]]
-    first = opened[0][0]
-    if len(opened) == 1:
-        engine = opened[0][1]
-        return engine.run, lambda batch, rng: {s["name"]: _random_input(s, first.graph, batch, rng) for s in first.inputs}
-    (_, encoder), (decoder_artifact, decoder) = opened
-    latent_name = decoder_artifact.inputs[0]["name"]
+    artifacts = [next(a for a in bundle.artifacts if a.key == key) for key in subject["artifacts"]]
+    engines = [open_artifact(bundle, artifact, threads, check=False) for artifact in artifacts]
+    if len(engines) == 1:
+        return engines[0].run, _feeds_maker(artifacts[0].inputs)
+    encoder, decoder = engines
 
     def pipeline(feeds: Feeds) -> Feeds:
-        return decoder.run({latent_name: encoder.run(feeds)["z_mean"]})
+        return decoder.run({Z: encoder.run(feeds)[Z_MEAN]})
 
-    return pipeline, lambda batch, rng: {s["name"]: _random_input(s, "encoder", batch, rng) for s in first.inputs}
+    return pipeline, _feeds_maker(artifacts[0].inputs)
 
 
 def _open_keras_subject(subject: dict, model_info: dict):
     """The Keras model called eagerly, or through one `tf.function` with a dynamic batch."""
     import tensorflow as tf
 
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     model = load_vae(subject["model_path"])
     graph = subject["graph"]
 
     def forward(x):
-        if graph == "encoder":
+        if graph == Graph.ENCODER:
             return model.encoder(x, training=False)
-        if graph == "decoder":
+        if graph == Graph.DECODER:
             return model.decoder(x, training=False)
         return model.decoder(model.encoder(x, training=False)[0], training=False)
 
-    shape = [model_info["latent_dim"]] if graph == "decoder" else list(model_info["input_shape"])
+    specs = graph_specs(model_info["input_shape"], model_info["latent_dim"])
+    spec = specs[Graph.DECODER if graph == Graph.DECODER else Graph.ENCODER].inputs[0]
     if subject["mode"] == "tf.function":
-        forward = tf.function(forward, input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+        forward = tf.function(forward, input_signature=[tf.TensorSpec(spec.shape, tf.float32)])
 
     def run(feeds: Feeds):
-        return tf.nest.map_structure(lambda t: t.numpy(), forward(feeds["x"]))
+        return tf.nest.map_structure(lambda t: t.numpy(), forward(feeds[spec.name]))
 
-    spec = {"name": "x", "shape": [-1, *shape]}
-    return run, lambda batch, rng: {"x": _random_input(spec, "decoder" if graph == "decoder" else "encoder", batch, rng)}
+    return run, _feeds_maker([{"name": spec.name, "shape": [-1, *spec.shape[1:]]}])
 
 
 def bench_subject(job: dict) -> list[dict]:

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.errors import BadInputError
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES
 
 
 def parse_tolerances(pairs: tuple[str, ...]) -> dict:
@@ -28,10 +29,12 @@ def _tolerance_option(function):
 
 @click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
-@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
-              help="savedmodel, tflite, onnx or all (repeatable).")
-@click.option("--quantize", "modes", multiple=True,
-              help="float32, float16, dynamic, int8, int8-io (repeatable). Default: every mode of each format.")
+@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True,
+              type=click.Choice([*FORMATS, ALL]), help="Export format (repeatable).")
+@click.option("--quantize", "modes", multiple=True, type=click.Choice(list(MODES)),
+              help="Mode (repeatable). Default: every mode of each format.")
+@click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
+              help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
 @click.option("--calibration-samples", default=256, show_default=True, type=int, help="Real training images for int8 calibration.")
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
@@ -39,11 +42,11 @@ def _tolerance_option(function):
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
 @_tolerance_option
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-def export(model_path, formats, modes, out, calibration_samples, opset, dataset, verify, tolerances, force):
+def export(model_path, formats, modes, static_batch, out, calibration_samples, opset, dataset, verify, tolerances, force):
     """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     out = out or Path("export") / model_path.resolve().parent.name
     model = load_vae(model_path)
@@ -51,7 +54,7 @@ def export(model_path, formats, modes, out, calibration_samples, opset, dataset,
     click.echo(f"exporting {model_path} -> {out}/")
     bundle = export_bundle(
         model, out, calibration_images=splits.train, heldout_images=splits.test,
-        formats=formats, modes=modes or None, calibration_samples=calibration_samples, opset=opset,
+        formats=formats, modes=modes or None, static_batch=static_batch or None, calibration_samples=calibration_samples, opset=opset,
         verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
         model_facts={"source_model": str(model_path.resolve()), "dataset": splits.name},
     )
@@ -81,7 +84,7 @@ def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
     """Compare every artifact of a bundle with the Keras model; exit 1 if any is out of tolerance."""
     from vae_edge.bundle import Bundle
     from vae_edge.cli.common import run_splits
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
     from vae_edge.verify import verify_bundle
 
     bundle = Bundle(bundle_dir)
@@ -92,14 +95,4 @@ def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
     images = run_splits(model_path, dataset).test
     report = verify_bundle(bundle_dir, model, images, tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)
     click.echo(f"\nwrote {bundle_dir}/verify.md, verify.json, verify.png")
-    ctx.exit(0 if report["passed"] else 1)
-
-
-@click.command()
-@click.argument("path", type=click.Path(path_type=Path))
-def info(path):
-    """Describe a bundle, or a single .tflite/.onnx file: inputs, outputs, quantization, ops."""
-    from vae_edge.bundle import Bundle
-    from vae_edge.describe import describe_bundle, describe_file
-
-    click.echo(describe_file(path) if path.is_file() else describe_bundle(Bundle(path)))
+    ctx.exit(0 if report.passed else 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vae_edge.pipeline import STAGES
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, Precision
 
 
 def load_recipe(ctx, param, path):
@@ -37,11 +38,13 @@ def load_recipe(ctx, param, path):
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
-@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(list(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--format", "formats", multiple=True, default=["all"], show_default=True)
-@click.option("--quantize", "modes", multiple=True, help="Export modes (default: all).")
+@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice([*FORMATS, ALL]))
+@click.option("--quantize", "modes", multiple=True, type=click.Choice(list(MODES)), help="Export modes (default: all).")
+@click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
+              help="Batch of the fixed-shape files; 0 writes none.")
 @click.option("--calibration-samples", default=256, show_default=True, type=int)
 @click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
 @click.option("--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True)
@@ -52,7 +55,7 @@ def load_recipe(ctx, param, path):
 @click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")
 @click.option("--restart", is_flag=True, help="Discard an existing run in --out and start over.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes,
+def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes, static_batch,
         calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, bench_threads, bench_only, skip, restart, out):
     """Train, export every format, verify, benchmark, sample through the runtime, and report.
 
@@ -64,7 +67,7 @@ def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples
     config = RunConfig(
         train=TrainConfig(variant=variant, dataset=dataset, epochs=epochs, batch_size=batch_size, latent_dim=latent_dim,
                           precision=precision, max_samples=max_samples, seed=seed),
-        formats=tuple(formats), modes=tuple(modes), calibration_samples=calibration_samples,
+        formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None, calibration_samples=calibration_samples,
         importance_samples=importance_samples, bench_batch_sizes=tuple(bench_batch_sizes), bench_runs=bench_runs,
         bench_min_seconds=bench_seconds, bench_threads=tuple(bench_threads), bench_only=tuple(bench_only),
     )
@@ -81,8 +84,9 @@ def summary(folder) -> str:
     verify = folder.bundle / "verify.json"
     if verify.is_file():
         from vae_edge.verify.report import format_table
+        from vae_edge.verify.results import VerifyReport
 
-        lines.append(format_table(json.loads(verify.read_text())))
+        lines.append(format_table(VerifyReport.from_json(json.loads(verify.read_text()))))
     if folder.bench.is_file():
         from vae_edge.bench.report import format_table as bench_table
 

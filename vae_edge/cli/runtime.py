@@ -10,14 +10,18 @@ import numpy as np
 
 from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.registry import MODES, RUNTIME_FORMATS
+from vae_edge.runtime.edge import INTERPOLATIONS, EdgeVAE
 
 OUTPUT_SUFFIXES = (".png", ".npy")
 
 
 def _engine_options(function):
     function = click.option("--threads", type=click.IntRange(min=1), help="Engine threads. Default: the engine's own.")(function)
-    function = click.option("--mode", help="Quantization mode. Default: the most compact one that passed verification.")(function)
-    function = click.option("--backend", type=click.Choice(["tflite", "onnx"]), help="Default: tflite if ai-edge-litert is installed.")(function)
+    function = click.option("--mode", type=click.Choice(list(MODES)),
+                            help="Quantization mode. Default: the most compact one that passed verification.")(function)
+    function = click.option("--backend", type=click.Choice(list(RUNTIME_FORMATS)),
+                            help=f"Default: {RUNTIME_FORMATS[0]} if its engine is installed.")(function)
     return click.argument("bundle", type=click.Path(path_type=Path))(function)
 
 
@@ -27,8 +31,6 @@ def _output_option(default: str):
 
 
 def _load(bundle, backend, mode, threads):
-    from vae_edge.runtime import EdgeVAE
-
     return EdgeVAE.load(bundle, backend=backend, mode=mode, num_threads=threads)
 
 
@@ -126,7 +128,7 @@ def score(bundle, backend, mode, threads, images):
 @click.argument("image_a", type=click.Path(path_type=Path))
 @click.argument("image_b", type=click.Path(path_type=Path))
 @click.option("--steps", default=8, show_default=True, type=int, help="Images in the sequence, both ends included.")
-@click.option("--method", type=click.Choice(["linear", "slerp"]), default="linear", show_default=True)
+@click.option("--method", type=click.Choice(INTERPOLATIONS), default=INTERPOLATIONS[0], show_default=True)
 @_output_option("interpolation.png")
 def interpolate(bundle, backend, mode, threads, image_a, image_b, steps, method, out):
     """Morph one image into another through the latent space."""

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import ExportError, first_line
+from vae_edge.export.job import ExportJob
+from vae_edge.export.onnx_graph import standardize_resize
+from vae_edge.registry import Format, Mode, register_converter
 
-ONNX_MODES = ("float32", "int8")
 BATCH_AXIS = "batch"
 
 
@@ -23,33 +25,48 @@ def default_opset() -> int:
     return max(constants.OPSET_TO_IR_VERSION)
 
 
-def convert(graph, output_names: list[str], path, opset: int | None = None) -> Path:
-    """Convert a Keras functional graph (inference mode) to ONNX with a dynamic batch axis."""
+@register_converter(Format.ONNX)
+def convert(job: ExportJob) -> None:
+    """float32 straight from the Keras graph; int8 quantized from a float32 file of the same shape."""
+    if job.target.mode == Mode.FLOAT32:
+        to_onnx(job, job.path)
+        return
+    float_path = job.scratch / f"{job.spec.graph}.{job.target.batch}.float32.onnx"
+    if not float_path.exists():
+        to_onnx(job, float_path)
+    quantize_int8(float_path, job.path, job.calibration_batches())
+
+
+def to_onnx(job: ExportJob, path: Path) -> Path:
+    """The Keras graph (inference mode) as ONNX with its named inputs and outputs; the batch axis
+    is named `batch`, or fixed to the target's batch."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    spec = tf.TensorSpec([None, *graph.input_shape[1:]], tf.float32, name=graph.inputs[0].name)
+    specs, network, names = job.tensor_specs(), job.network, job.spec.output_names
 
-    @tf.function(input_signature=[spec])
-    def forward(x):
-        outputs = graph(x, training=False)
+    @tf.function(input_signature=specs)
+    def forward(*inputs):
+        outputs = network(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return dict(zip(output_names, outputs))
+        return dict(zip(names, outputs))
 
     try:
-        model, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset or default_opset())
+        model, _ = tf2onnx.convert.from_function(forward, input_signature=specs, opset=job.opset or default_opset())
     except Exception as error:
-        raise ExportError(f"ONNX conversion of the {graph.name} failed: {first_line(error)}") from None
-    for tensor in [*model.graph.input, *model.graph.output]:
-        tensor.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS  # tf2onnx names it unk__NN
+        raise ExportError(f"ONNX conversion of the {job.spec.graph} failed: {first_line(error)}") from None
+    if job.target.batch is None:
+        for tensor in [*model.graph.input, *model.graph.output]:
+            tensor.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS  # tf2onnx names it unk__NN
+    standardize_resize(model)  # tf2onnx's tf_half_pixel_for_nn is not standard ONNX
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return Path(path)
 
 
-def quantize_int8(float_path, path, input_name: str, samples: np.ndarray) -> Path:
-    """Static QDQ quantization calibrated on `samples` (per-channel weights, U8U8)."""
+def quantize_int8(float_path, path, batches: list[dict[str, np.ndarray]]) -> Path:
+    """Static QDQ quantization calibrated on `batches` of named inputs (per-channel weights, U8U8)."""
     import onnxruntime
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -62,11 +79,10 @@ def quantize_int8(float_path, path, input_name: str, samples: np.ndarray) -> Pat
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(samples[:, np.newaxis].astype(np.float32))
+            self.batches = iter(batches)
 
         def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
+            return next(self.batches, None)
 
     onnxruntime.set_default_logger_severity(3)
     scratch = Path(tempfile.mkdtemp(prefix="vae-edge-onnx-"))

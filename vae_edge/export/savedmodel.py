@@ -1,69 +1,48 @@
-"""One TF SavedModel holding both graphs, callable by signature name.
+"""One TF SavedModel holding every graph, callable by signature name.
 
 Written through `keras.export.ExportArchive` with endpoints that call the graphs with
 `training=False`: `model.export()` was seen writing BatchNormalization in training mode.
+It is also the source every TFLite model is converted from, so it is written once per
+batch shape (dynamic for the bundle, fixed for the fixed-shape TFLite files).
 """
 
+import shutil
 from pathlib import Path
 
-ENCODE, DECODE = "encode", "decode"
+from vae_edge.export.job import ExportJob
+from vae_edge.registry import Format, register_converter
+from vae_edge.signatures import GraphSpec
 
 
-def signature_specs(image_shape, latent_dim: int):
-    """Input specs with a dynamic batch; their names become the signature input names."""
-    import tensorflow as tf
-
-    return (
-        tf.TensorSpec([None, *image_shape], tf.float32, name="image"),
-        tf.TensorSpec([None, latent_dim], tf.float32, name="z"),
-    )
-
-
-def write_savedmodel(encoder, decoder, path) -> Path:
-    """Signatures: `encode(image) -> z_mean, z_log_var`, `decode(z) -> reconstruction`,
-    and `serving_default` = `encode`."""
+def write_savedmodel(networks: dict, specs: dict, path, batch: int | None = None) -> Path:
+    """Signatures: one per graph (`encode`, `decode`) named by its GraphSpec, and Keras' `serving_default`
+    (the first graph's); inputs and outputs by the specs' names, with batch `batch` (None: dynamic)."""
     import keras
     import tensorflow as tf
 
-    image_spec, z_spec = signature_specs(encoder.input_shape[1:], decoder.input_shape[-1])
     archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    archive.track(decoder)
-
-    @tf.function(input_signature=[image_spec])
-    def encode(image):
-        z_mean, z_log_var = encoder(image, training=False)
-        return {"z_mean": z_mean, "z_log_var": z_log_var}
-
-    @tf.function(input_signature=[z_spec])
-    def decode(z):
-        return {"reconstruction": decoder(z, training=False)}
-
-    archive.add_endpoint("serving_default", encode)
-    archive.add_endpoint(ENCODE, encode)
-    archive.add_endpoint(DECODE, decode)
+    for graph, network in networks.items():
+        archive.track(network)
+        archive.add_endpoint(specs[graph].signature, _endpoint(network, specs[graph], batch, tf))
     archive.write_out(str(path), verbose=False)
     return Path(path)
 
 
-class SavedModelEngine:
-    """One signature of the SavedModel behind the runtime's engine interface (needs TensorFlow)."""
+def _endpoint(network, spec: GraphSpec, batch: int | None, tf):
+    """A tf.function over the graph's named inputs that returns its outputs by name."""
+    input_specs = [tf.TensorSpec(t.with_batch(batch).shape, t.dtype, name=t.name) for t in spec.inputs]
 
-    def __init__(self, path, signature: str):
-        import tensorflow as tf
+    @tf.function(input_signature=input_specs)
+    def endpoint(*inputs):
+        outputs = network(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(spec.output_names, outputs))
 
-        self.function = tf.saved_model.load(str(path)).signatures[signature]
-        from vae_edge.runtime.engines import tensor_spec
+    return endpoint
 
-        inputs = self.function.structured_input_signature[1]
-        self.inputs = [tensor_spec(name, spec.shape, "float32") for name, spec in inputs.items()]
-        self.outputs = [tensor_spec(name, spec.shape, "float32") for name, spec in self.function.structured_outputs.items()]
 
-    def ops(self) -> list[str]:
-        return sorted({op.type for op in self.function.graph.get_operations()})
-
-    def run(self, feeds):
-        import tensorflow as tf
-
-        results = self.function(**{spec["name"]: tf.constant(feeds[spec["name"]], tf.float32) for spec in self.inputs})
-        return {name: value.numpy() for name, value in results.items()}
+@register_converter(Format.SAVEDMODEL)
+def convert(job: ExportJob) -> None:
+    """The bundle's SavedModel is the dynamic-batch one every TFLite file comes from: copy it."""
+    if not job.path.exists():
+        shutil.copytree(job.savedmodel(None), job.path)

@@ -2,36 +2,40 @@
 
 Converting `from_saved_model` is deliberate: `from_concrete_functions` on Keras 3 models
 was seen producing a graph that outputs NaN. Only built-in ops are allowed; a graph that
-would need TensorFlow (Flex) ops fails with their names. The converted model has batch 1
-and a dynamic batch signature, so the interpreter can resize it at run time.
+would need TensorFlow (Flex) ops fails with their names. A dynamic-batch model has batch 1
+and a dynamic batch signature, so the interpreter can resize it at run time; a fixed-shape
+model comes from a SavedModel whose signatures have the fixed batch.
 """
 
 import re
 import warnings
-from collections.abc import Callable, Iterator
-
-import numpy as np
 
 from vae_edge.errors import ExportError, first_line
+from vae_edge.export.job import ExportJob
+from vae_edge.registry import MODES, Format, Mode, register_converter
 
-TFLITE_MODES = ("float32", "float16", "dynamic", "int8", "int8-io")
-INTEGER_MODES = ("int8", "int8-io")
+
+@register_converter(Format.TFLITE)
+def convert(job: ExportJob) -> None:
+    """Convert the graph's signature of the SavedModel with the target's batch."""
+    mode, signature = job.target.mode, job.spec.signature
+    job.path.write_bytes(to_tflite(job.savedmodel(job.target.batch), signature, mode, job.calibration_batches))
 
 
-def convert(savedmodel_path, signature: str, mode: str, calibration: Callable[[], Iterator[dict]] | None = None) -> bytes:
-    """Convert one signature of the SavedModel; `calibration` yields `{input_name: batch-1 array}`."""
+def to_tflite(savedmodel_path, signature: str, mode: Mode, calibration) -> bytes:
+    """One signature of a SavedModel as TFLite; `calibration()` lists `{input_name: array}` batches."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_path), signature_keys=[signature])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode != "float32":
+    if mode != Mode.FLOAT32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
+    if mode == Mode.FLOAT16:
         converter.target_spec.supported_types = [tf.float16]
-    if mode in INTEGER_MODES:
+    if MODES[mode].calibrated:
         converter.representative_dataset = calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if mode == "int8-io":
+    if mode == Mode.INT8_IO:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
@@ -56,13 +60,3 @@ def flex_ops_from_error(message: str) -> list[str]:
         if match:
             names.update(name.strip() for name in match.group(1).split(",") if name.strip())
     return sorted(names)
-
-
-def calibration_feed(name: str, samples: np.ndarray) -> Callable[[], Iterator[dict]]:
-    """A representative dataset: batches of one, the converted graph's own batch size."""
-
-    def feed():
-        for sample in samples:
-            yield {name: sample[np.newaxis].astype(np.float32)}
-
-    return feed

@@ -6,7 +6,7 @@
     vae.is_anomaly(images)                      # against the threshold stored at export
 """
 
-from vae_edge.runtime.edge import BACKENDS, EdgeVAE, default_backend, default_mode
-from vae_edge.runtime.engines import open_engine
+from vae_edge.runtime.edge import EdgeVAE, default_backend, default_mode
+from vae_edge.runtime.engines import open_artifact, open_engine
 
-__all__ = ["BACKENDS", "EdgeVAE", "default_backend", "default_mode", "open_engine"]
+__all__ = ["EdgeVAE", "default_backend", "default_mode", "open_artifact", "open_engine"]

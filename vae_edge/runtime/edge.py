@@ -7,43 +7,43 @@ was expected. Images are float arrays in [0, 1] or uint8 pixels 0..255, channels
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import numbers
 
 import numpy as np
 
 from vae_edge.bundle import Bundle
-from vae_edge.elbo import anomaly_scores, prior_latents
+from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
+from vae_edge.prior import SEED_LIMIT, prior_latents
+from vae_edge.registry import FORMATS, RUNTIME_FORMATS, Format, Graph, Mode, Target
+from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
+from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
-BACKENDS = {"tflite": ("float32", "float16", "dynamic", "int8", "int8-io"), "onnx": ("float32", "int8")}
-ENGINES = {"tflite": ("ai_edge_litert", "litert"), "onnx": ("onnxruntime", "onnx")}  # module, pip extra
 INTERPOLATIONS = ("linear", "slerp")
 
 
-def installed(backend: str) -> bool:
-    return importlib.util.find_spec(ENGINES[backend][0]) is not None
+def default_backend(bundle: Bundle) -> Format:
+    """The first runtime format (LiteRT: what phones run) that is installed and in the bundle, else onnxruntime."""
+    exported = {target.format for target in bundle.targets()}
+    for fmt in RUNTIME_FORMATS:
+        if fmt in exported and installed(FORMATS[fmt].engine):
+            return fmt
+    return Format.ONNX
 
 
-def default_backend(bundle: Bundle) -> str:
-    """LiteRT where it is installed and the bundle has it (it is what phones run), else onnxruntime."""
-    has_tflite = any(a.format == "tflite" for a in bundle.artifacts)
-    return "tflite" if installed("tflite") and has_tflite else "onnx"
+def default_mode(bundle: Bundle, backend: Format) -> Mode:
+    """The smallest mode of `backend` whose whole (dynamic-batch) pipeline passed verification, else float32.
 
-
-def default_mode(bundle: Bundle, backend: str) -> str:
-    """The smallest mode of `backend` whose whole pipeline passed verification, else float32.
-
-    Ties in size go to the mode listed first in `BACKENDS` (float I/O before int8 I/O).
+    Ties in size go to the mode listed first in the registry (float I/O before int8 I/O).
     """
-    pipelines = bundle.manifest.get("verification", {}).get("pipelines", {})
-    sizes = {}
-    for artifact in bundle.artifacts:
-        if artifact.format == backend and pipelines.get(f"{backend}/{artifact.mode}", {}).get("passed"):
-            sizes.setdefault(artifact.mode, []).append(artifact.size_bytes)
-    complete = [m for m in BACKENDS[backend] if len(sizes.get(m, ())) == 2]  # an encoder and a decoder
-    return min(complete, key=lambda m: (sum(sizes[m]), BACKENDS[backend].index(m))) if complete else "float32"
+    modes = FORMATS[backend].modes
+    sizes = {
+        target.mode: sum(a.size_bytes for a in bundle.pipeline(target).values())
+        for target in bundle.targets()
+        if target.format == backend and target.batch is None and bundle.verified(target)
+    }
+    return min(sizes, key=lambda m: (sizes[m], modes.index(m))) if sizes else Mode.FLOAT32
 
 
 class EdgeVAE:
@@ -55,46 +55,53 @@ class EdgeVAE:
     images' scores at export).
     """
 
-    def __init__(self, bundle: Bundle, backend: str, mode: str, encoder, decoder):
+    def __init__(self, bundle: Bundle, backend: Format, mode: Mode, engines: dict[Graph, list[InferenceEngine]]):
         self.bundle, self.backend, self.mode = bundle, backend, mode
-        self.encoder, self.decoder = encoder, decoder
+        self.engines = engines  # per graph: the dynamic-batch engine and/or fixed-shape ones
         model = bundle.model
         self.input_shape = tuple(int(d) for d in model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
         self.reconstruction_loss = model["reconstruction_loss"]
         # This pipeline's own threshold where verification measured one: quantized scores shift a little.
-        pipeline = bundle.manifest.get("verification", {}).get("pipelines", {}).get(f"{backend}/{mode}", {})
+        target = Target(backend, mode)
+        pipeline = bundle.manifest.get("verification", {}).get("pipelines", {}).get(target.key, {})
         self.threshold = float(pipeline.get("anomaly_threshold", bundle.manifest["anomaly"]["threshold"]))
 
     @classmethod
     def load(cls, folder, backend: str | None = None, mode: str | None = None, num_threads: int | None = None) -> EdgeVAE:
-        """Open a bundle's encoder and decoder, each checked against the manifest's sha256.
+        """Open a bundle's graphs, each checked against the manifest's sha256.
 
         Without `backend`, LiteRT if installed else onnxruntime; without `mode`, the most
-        compact mode that passed verification.
+        compact mode that passed verification. Fixed-shape variants of the mode are opened
+        too and run the batches they fit.
         """
         bundle = Bundle(folder)
         backend = backend or default_backend(bundle)
-        if backend not in BACKENDS:
-            raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if not installed(backend):
-            module, extra = ENGINES[backend]
-            raise BadInputError(f"backend {backend!r} needs {module}; install it with `pip install vae-edge[{extra}]`")
+        if backend not in RUNTIME_FORMATS:
+            raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
+        backend = Format(backend)
+        require(FORMATS[backend].engine)
+        if num_threads is not None and (not _is_int(num_threads) or num_threads < 1):
+            raise BadInputError(f"num_threads must be a positive integer or None, got {num_threads!r}")
         mode = mode or default_mode(bundle, backend)
-        if mode not in BACKENDS[backend]:
-            raise BadInputError(f"unknown {backend} mode {mode!r}; choose one of {', '.join(BACKENDS[backend])}")
-        encoder = bundle.open(bundle.find(backend, "encoder", mode), num_threads)
-        decoder = bundle.open(bundle.find(backend, "decoder", mode), num_threads)
-        return cls(bundle, backend, mode, encoder, decoder)
+        if mode not in FORMATS[backend].modes:
+            raise BadInputError(f"unknown {backend} mode {mode!r}; choose one of {', '.join(FORMATS[backend].modes)}")
+        mode = Mode(mode)
+        targets = [t for t in bundle.targets() if (t.format, t.mode) == (backend, mode)]
+        if not targets:
+            bundle.find(Target(backend, mode), Graph.ENCODER)  # raises, naming what the bundle has
+        engines = {graph: [open_artifact(bundle, bundle.find(t, graph), num_threads) for t in targets] for graph in Graph}
+        return cls(bundle, backend, mode, engines)
 
     def __repr__(self) -> str:
         return f"EdgeVAE({str(self.bundle.folder)!r}, backend={self.backend!r}, mode={self.mode!r})"
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        """`n` new images from z ~ N(0, temperature² I); a seed gives the same z as Keras' `VAE.sample`."""
+        """`n` new images from z ~ N(0, temperature² I), drawn with the portable prior (`vae_edge.prior`):
+        a seed gives the same z here, in Keras' `VAE.sample`, in the web app and in any app's port."""
         n = _positive_int(n, "n")
-        if seed is not None and (not _is_int(seed) or seed < 0):
-            raise BadInputError(f"seed must be None or a non-negative integer, got {seed!r}")
+        if seed is not None and (not _is_int(seed) or not 0 <= seed < SEED_LIMIT):
+            raise BadInputError(f"seed must be None or an integer in [0, 2^32), got {seed!r}")
         if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
             raise BadInputError(f"temperature must be a finite number >= 0, got {temperature!r}")
         return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)))
@@ -188,12 +195,20 @@ class EdgeVAE:
             raise BadInputError(f"{name}: expected one image, got a batch of {len(x)}")
         return x
 
+    def _run(self, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """On a fixed-shape engine when the batch is a multiple of its batch, else on the dynamic one."""
+        rows = len(next(iter(feeds.values())))
+        engines = self.engines[graph]
+        fixed = [e for e in engines if e.batch and rows % e.batch == 0]
+        engine = fixed[0] if fixed else next((e for e in engines if e.batch is None), engines[0])
+        return engine.run(feeds)
+
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.encoder.run({self.encoder.inputs[0]["name"]: x})
-        return out["z_mean"], out["z_log_var"]
+        out = self._run(Graph.ENCODER, {IMAGE: x})
+        return out[Z_MEAN], out[Z_LOG_VAR]
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return self.decoder.run({self.decoder.inputs[0]["name"]: z})["reconstruction"]
+        return self._run(Graph.DECODER, {Z: z})[RECONSTRUCTION]
 
 
 def _is_int(value) -> bool:

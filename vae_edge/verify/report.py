@@ -1,87 +1,107 @@
-"""Verification report: terminal table, Markdown, and a picture of reconstructions and errors."""
+"""Verification report: terminal table, Markdown (through the document model) and a picture."""
 
 from pathlib import Path
 
 import numpy as np
 
-from vae_edge.tables import markdown_table, text_table
+from vae_edge.document import Heading, Paragraph, Picture, Table, to_markdown
+from vae_edge.fsutil import atomic_file, write_text
+from vae_edge.tables import text_table
+from vae_edge.verify.results import OutputCheck, VerifyReport
 
 
-def _measure(row: dict) -> str:
-    if "psnr_db" in row:
-        return f"PSNR {row['psnr_db']:.1f} dB"
-    if "cosine" in row:
-        return f"cos {row['cosine']:.5f}"
+def _measure(check: OutputCheck) -> str:
+    if check.stats.psnr_db is not None:
+        return f"PSNR {check.stats.psnr_db:.1f} dB"
+    if check.stats.cosine is not None:
+        return f"cos {check.stats.cosine:.5f}"
     return "-"
 
 
-def table_rows(report: dict) -> list[list[str]]:
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def table_rows(report: VerifyReport) -> list[list[str]]:
     rows = [["artifact", "output", "max abs err", "p99 abs err", "measure", "tolerance", "result"]]
-    for row in report["outputs"]:
-        if not row["shape_ok"]:
-            rows.append([row["artifact"], row["output"], "-", "-", "shape mismatch", row["criterion"], "FAIL"])
+    for check in [*report.outputs, *(p.end_to_end for p in report.pipelines)]:
+        s = check.stats
+        if not s.shape_ok:
+            rows.append([check.artifact, check.output, "-", "-", "shape mismatch", check.criterion, "FAIL"])
             continue
-        rows.append([
-            row["artifact"], row["output"], f"{row['max_abs']:.2e}", f"{row['p99_abs']:.2e}",
-            _measure(row), row["criterion"], "PASS" if row["passed"] else "FAIL",
-        ])
+        rows.append([check.artifact, check.output, f"{s.max_abs:.2e}", f"{s.p99_abs:.2e}", _measure(check), check.criterion,
+                     _verdict(check.passed)])
     return rows
 
 
-def pipeline_rows(report: dict) -> list[list[str]]:
-    keras = report["keras"]
+def pipeline_rows(report: VerifyReport) -> list[list[str]]:
+    keras = report.keras
     rows = [["pipeline", "-ELBO (nats)", "ELBO cost", "recon PSNR", "tolerance", "result"],
             ["Keras", f"{keras['negative_elbo']:.2f}", "-", f"{keras['psnr_db']:.2f} dB", "-", "reference"]]
-    for p in report["pipelines"]:
-        rows.append([p["pipeline"], f"{p['negative_elbo']:.2f}", f"{p['elbo_increase_pct']:+.3f}%",
-                     f"{p['psnr_db']:.2f} dB", p["criterion"], "PASS" if p["passed"] else "FAIL"])
+    for p in report.pipelines:
+        rows.append([p.pipeline, f"{p.negative_elbo:.2f}", f"{p.elbo_increase_pct:+.3f}%", f"{p.psnr_db:.2f} dB", p.criterion,
+                     _verdict(p.passed)])
     return rows
 
 
-def format_table(report: dict) -> str:
-    verdict = "PASS: every artifact is within tolerance" if report["passed"] else "FAIL: some artifacts are out of tolerance"
+def format_table(report: VerifyReport) -> str:
+    verdict = "PASS: every artifact is within tolerance" if report.passed else "FAIL: some artifacts are out of tolerance"
     return f"{text_table(table_rows(report))}\n\n{text_table(pipeline_rows(report))}\n\n{verdict}"
 
 
-def write_markdown(report: dict, path) -> Path:
-    inputs = report["inputs"]
-    text = "\n\n".join([
-        "# Verification against the Keras model",
-        f"**{'PASS' if report['passed'] else 'FAIL'}**. Inputs: {inputs['images']} held-out images, "
-        f"{inputs['prior_latents']} latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
-        "`min_atol` in verify.json is the smallest absolute tolerance that would have passed.",
-        "## Per artifact and output", markdown_table(table_rows(report)),
-        "## Per pipeline (encoder then decoder), in the model's own terms", markdown_table(pipeline_rows(report)),
-        "![reconstructions and error maps](verify.png)",
-    ])
-    Path(path).write_text(text + "\n")
-    return Path(path)
+def blocks(report: VerifyReport, picture: Path) -> list:
+    """The report as document blocks (also used by the run report)."""
+    inputs = report.inputs
+    return [
+        Paragraph(f"**{_verdict(report.passed)}**. Inputs: {inputs['images']} held-out images, {inputs['prior_latents']} "
+                  f"latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
+                  "`max abs err` is also the smallest absolute tolerance that would have passed."),
+        Heading("Per artifact and output", 3), Table(table_rows(report)),
+        Heading("Per pipeline (encoder then decoder), in the model's own terms", 3), Table(pipeline_rows(report)),
+        Picture(picture, "reconstructions per pipeline, and |artifact - Keras| per pixel with each row's own scale"),
+    ]
 
 
-def save_picture(images: np.ndarray, reconstructions: dict[str, np.ndarray], path, count: int = 6) -> Path:
-    """One row per pipeline: its reconstructions, then |artifact - Keras| heat maps."""
+def write_markdown(report: VerifyReport, path) -> Path:
+    document = [Heading("Verification against the Keras model", 1), *blocks(report, Path("verify.png"))]
+    return write_text(path, to_markdown(document))
+
+
+def save_picture(images: np.ndarray, keras: np.ndarray, reconstructions: dict[str, np.ndarray], path, count: int = 6) -> Path:
+    """A row of inputs and of Keras' reconstructions, then one row per pipeline: its reconstructions,
+    and |pipeline - Keras| heat maps on that row's own scale (float32 errors are ~1e-7, int8 ~1e-2),
+    with a colour bar per row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(reconstructions)
-    keras = reconstructions["Keras"]
     count = min(count, len(images))
-    figure, axes = plt.subplots(len(names) + 1, 2 * count, figsize=(2 * count * 0.9, (len(names) + 1) * 0.95), squeeze=False)
-    peak = max(float(np.abs(reconstructions[n][:count] - keras[:count]).max()) for n in names) or 1e-6
-    rows = [("input", images)] + [(n, reconstructions[n]) for n in names]
-    for r, (name, batch) in enumerate(rows):
+    names = list(reconstructions)
+    rows = [("input", images, None), ("Keras", keras, None)] + [(n, reconstructions[n], np.abs(reconstructions[n] - keras)) for n in names]
+    figure, axes = plt.subplots(len(rows), 2 * count + 1, figsize=(2 * count * 0.9 + 2.6, len(rows) * 0.95), squeeze=False,
+                                gridspec_kw={"width_ratios": [1] * (2 * count) + [0.25]})
+    for r, (name, batch, error) in enumerate(rows):
         for c in range(count):
             axes[r, c].imshow(batch[c].squeeze(), cmap="gray" if batch.shape[-1] == 1 else None, vmin=0, vmax=1)
-            if r > 0:
-                axes[r, count + c].imshow(np.abs(batch[c] - keras[c]).mean(-1), cmap="inferno", vmin=0, vmax=peak)
+        if error is not None:
+            peak = float(error[:count].max()) or 1e-12
+            for c in range(count):
+                shown = axes[r, count + c].imshow(error[c].mean(-1), cmap="inferno", vmin=0, vmax=peak)
+            bar = figure.colorbar(shown, cax=axes[r, -1])
+            bar.set_ticks([0, peak], labels=["0", f"{peak:.1e}"])
+            bar.ax.tick_params(labelsize=6)
+        else:
+            for axis in axes[r, count:]:
+                axis.set_visible(False)
         axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    for axis in axes.ravel():
+    for axis in axes[:, :-1].ravel():
         axis.set_xticks([]), axis.set_yticks([])
         axis.spines[:].set_visible(False)
-    axes[0, count].set_title(f"|artifact - Keras|, max {peak:.3g}", fontsize=7, loc="left")
-    figure.tight_layout(pad=0.2, rect=(0.1, 0, 1, 1))  # room on the left for the pipeline names
-    figure.savefig(path, dpi=110)
+    axes[0, 0].set_title("reconstructions", fontsize=7, loc="left")
+    axes[2 if len(rows) > 2 else 0, count].set_title("|pipeline - Keras|, per-row scale", fontsize=7, loc="left")
+    figure.subplots_adjust(left=0.16, right=0.93, top=0.95, bottom=0.02, wspace=0.05, hspace=0.1)
+    with atomic_file(path) as partial:
+        figure.savefig(partial, dpi=110, format="png")
     plt.close(figure)
     return Path(path)

@@ -1,4 +1,4 @@
-"""Default tolerances per mode, and how one output is judged against them.
+"""Tolerances per mode (defaults from the registry), and how one output is judged against them.
 
 Float modes must match the Keras model element by element (max absolute error). Integer
 modes cannot, so they are judged in the model's own terms: PSNR of images against the
@@ -6,19 +6,13 @@ Keras output, cosine similarity of latents, and how much the test ELBO gets wors
 """
 
 from vae_edge.errors import BadInputError
-
-DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
-    "float32": {"max_abs": 1e-4},
-    "float16": {"max_abs": 1e-2},
-    "dynamic": {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0},
-    "int8": {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0},
-    "int8-io": {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0},
-}
+from vae_edge.registry import MODES
+from vae_edge.verify.results import ErrorStats
 
 
 def resolve(overrides: dict | None) -> dict[str, dict[str, float]]:
     """Defaults updated by `{"mode": {"key": value}}` or `{"mode.key": value}` overrides."""
-    tolerances = {mode: dict(values) for mode, values in DEFAULT_TOLERANCES.items()}
+    tolerances = {str(mode): dict(info.tolerance) for mode, info in MODES.items()}
     for key, value in (overrides or {}).items():
         if isinstance(value, dict):
             items = [(key, k, v) for k, v in value.items()]
@@ -27,21 +21,21 @@ def resolve(overrides: dict | None) -> dict[str, dict[str, float]]:
             items = [(mode, name, value)]
         for mode, name, number in items:
             if mode not in tolerances or name not in tolerances[mode]:
-                valid = ", ".join(f"{m}.{k}" for m, ks in DEFAULT_TOLERANCES.items() for k in ks)
+                valid = ", ".join(f"{m}.{k}" for m, ks in tolerances.items() for k in ks)
                 raise BadInputError(f"unknown tolerance {mode}.{name}; choose from {valid}")
             tolerances[mode][name] = float(number)
     return tolerances
 
 
-def judge(stats: dict, tolerance: dict) -> tuple[bool, str]:
+def judge(stats: ErrorStats, tolerance: dict) -> tuple[bool, str]:
     """(passed, the criterion as text) for one output's statistics."""
-    if not stats["shape_ok"]:
-        return False, f"shape {stats['actual_shape']} != {stats['reference_shape']}"
+    if not stats.shape_ok:
+        return False, f"shape {stats.actual_shape} != {stats.reference_shape}"
     if "max_abs" in tolerance:
-        return stats["max_abs"] <= tolerance["max_abs"], f"max_abs <= {tolerance['max_abs']:g}"
-    if "psnr_db" in stats:
-        return stats["psnr_db"] >= tolerance["min_psnr_db"], f"PSNR >= {tolerance['min_psnr_db']:g} dB"
-    return stats["cosine"] >= tolerance["min_cosine"], f"cosine >= {tolerance['min_cosine']:g}"
+        return stats.max_abs <= tolerance["max_abs"], f"max_abs <= {tolerance['max_abs']:g}"
+    if stats.psnr_db is not None:
+        return stats.psnr_db >= tolerance["min_psnr_db"], f"PSNR >= {tolerance['min_psnr_db']:g} dB"
+    return stats.cosine >= tolerance["min_cosine"], f"cosine >= {tolerance['min_cosine']:g}"
 
 
 def judge_elbo(increase_pct: float, tolerance: dict) -> tuple[bool, str]:

@@ -1,9 +1,12 @@
-"""Human-readable descriptions of bundles and model files (`vae-edge info`)."""
+"""`vae-edge info`: a bundle, or a single model file, described for people."""
 
 from pathlib import Path
 
+import click
+
 from vae_edge.bundle import Bundle
-from vae_edge.runtime.engines import open_engine
+from vae_edge.registry import FORMATS, Format
+from vae_edge.runtime.engines import InferenceEngine, open_artifact, open_engine
 
 
 def _tensor(spec: dict) -> str:
@@ -13,17 +16,17 @@ def _tensor(spec: dict) -> str:
     return f"{spec['name']}: {spec['dtype']}[{shape}]{q}"
 
 
-def _ops(engine) -> str:
+def _ops(engine: InferenceEngine) -> str:
     try:
         return ", ".join(engine.ops())
     except ImportError:
         return "(install the onnx package to list them)"
 
 
-def describe_file(path) -> str:
-    """Signature, inputs, outputs and ops of one .tflite or .onnx file."""
+def describe_file(path: Path) -> str:
+    """Signature, inputs, outputs and ops of one model file."""
     engine = open_engine(path)
-    lines = [f"{path}  ({Path(path).stat().st_size / 1024:.1f} KiB)"]
+    lines = [f"{path}  ({path.stat().st_size / 1024:.1f} KiB)"]
     if getattr(engine, "signature", None):
         lines.append(f"  signature: {engine.signature}")
     lines += [f"  input   {_tensor(t)}" for t in engine.inputs]
@@ -48,6 +51,13 @@ def describe_bundle(bundle: Bundle) -> str:
         lines.append(f"\n{artifact.key}  {artifact.path}  {artifact.size_bytes / 1024:.1f} KiB  signature {artifact.signature}  {verdict}")
         lines += [f"    input   {_tensor(t)}" for t in artifact.inputs]
         lines += [f"    output  {_tensor(t)}" for t in artifact.outputs]
-        if artifact.format != "savedmodel":
-            lines.append(f"    ops: {_ops(open_engine(bundle.path_of(artifact), artifact.signature))}")
+        if not FORMATS[Format(artifact.format)].folder:
+            lines.append(f"    ops: {_ops(open_artifact(bundle, artifact))}")
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def info(path: Path) -> None:
+    """Describe a bundle, or a single .tflite/.onnx file: inputs, outputs, quantization, ops."""
+    click.echo(describe_file(path) if path.is_file() else describe_bundle(Bundle(path)))

@@ -1,0 +1,191 @@
+"""Export a trained VAE as a bundle: every target of the registry for every graph, and a manifest.
+
+The bundle is built in a temporary folder and moved into place only when every artifact
+is written (and, by default, verified), so a failed export keeps the previous bundle.
+"""
+
+import datetime
+import importlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
+from vae_edge.data import images_for_model
+from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
+from vae_edge.errors import BadInputError, VerificationFailed
+from vae_edge.export.job import ExportJob
+from vae_edge.export.savedmodel import write_savedmodel
+from vae_edge.fsutil import atomic_directory, check_writable, write_json
+from vae_edge.model.loading import float32_vae
+from vae_edge.provenance import package_versions
+from vae_edge.registry import ALL, CONVERTERS, DEFAULT_STATIC_BATCH, FORMATS, MODES, Graph, Target, targets
+from vae_edge.runtime.engines import open_engine
+from vae_edge.signatures import IMAGE, Z, graph_specs
+from vae_edge.verify.verifier import verify_bundle
+
+MIN_CALIBRATION_SAMPLES = 16
+TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
+BUNDLE_README = Path(__file__).with_name("bundle_readme.md")
+CONVERTER_MODULES = {fmt: f"vae_edge.export.{fmt}" for fmt in FORMATS}  # each registers its converter on import
+
+
+def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None = None,
+         static_batch: int | None = DEFAULT_STATIC_BATCH) -> list[Target]:
+    """The targets to write; unknown names are errors that list the valid ones."""
+    formats = [formats] if isinstance(formats, str) else list(formats or [])
+    formats = list(FORMATS) if not formats or ALL in formats else formats
+    for name in formats:
+        if name not in FORMATS:
+            raise BadInputError(f"unknown format {name!r}; choose from {', '.join(FORMATS)} or {ALL}")
+    for mode in modes or ():
+        if mode not in MODES:
+            raise BadInputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if static_batch is not None and static_batch < 1:
+        raise BadInputError(f"--static-batch must be a positive integer, got {static_batch}")
+    chosen = [t for t in targets(static_batch) if t.format in formats and (not modes or t.mode in modes or len(FORMATS[t.format].modes) == 1)]
+    if not any(len(FORMATS[t.format].modes) > 1 for t in chosen) and any(len(FORMATS[f].modes) > 1 for f in formats):
+        raise BadInputError(f"modes {', '.join(modes)} apply to none of the formats {', '.join(formats)}")
+    return chosen
+
+
+def artifact_path(target: Target, graph: Graph) -> str:
+    """Where an artifact lives in the bundle: `tflite/decoder.int8.tflite`, `tflite/decoder.int8.b1.tflite`;
+    a folder format holds every graph in one folder named after it."""
+    info = FORMATS[target.format]
+    if info.folder:
+        return str(target.format)
+    batch = "" if target.batch is None else f".b{target.batch}"
+    return f"{target.format}/{graph}.{target.mode}{batch}{info.suffix}"
+
+
+def export_bundle(
+    model,
+    out_dir,
+    *,
+    calibration_images: np.ndarray,
+    heldout_images: np.ndarray,
+    formats=None,
+    modes=None,
+    static_batch: int | None = DEFAULT_STATIC_BATCH,
+    calibration_samples: int = 256,
+    opset: int | None = None,
+    seed: int = 0,
+    verify: bool = True,
+    tolerances: dict | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    model_facts: dict | None = None,
+) -> Path:
+    """Write the bundle to `out_dir` and return its path (see `export/README.md` for the layout)."""
+    out_dir = Path(out_dir)
+    chosen = plan(formats, modes, static_batch)
+    check_writable(out_dir, force)
+    if calibration_samples < MIN_CALIBRATION_SAMPLES or len(calibration_images) < calibration_samples:
+        raise BadInputError(
+            f"integer calibration needs at least {MIN_CALIBRATION_SAMPLES} samples and at most the "
+            f"{len(calibration_images)} available; got calibration_samples={calibration_samples}"
+        )
+    images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
+    heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
+    vae = float32_vae(model)
+    specs = graph_specs(vae.image_shape, vae.latent_dim)
+    networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
+    z_mean, z_log_var = vae.encode(images)
+    calibration = {Graph.ENCODER: {IMAGE: images}, Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed))}}
+    for fmt in {t.format for t in chosen}:
+        importlib.import_module(CONVERTER_MODULES[fmt])
+
+    scratch = Path(tempfile.mkdtemp(prefix="vae-edge-export-"))
+    savedmodels: dict[int | None, Path] = {}
+
+    def savedmodel(batch: int | None) -> Path:
+        """Each batch shape's SavedModel, written once (the dynamic one is also the bundle's)."""
+        if batch not in savedmodels:
+            savedmodels[batch] = write_savedmodel(networks, specs, scratch / f"savedmodel-{batch}", batch)
+        return savedmodels[batch]
+
+    jobs = [(target, graph) for target in chosen for graph in Graph]
+    try:
+        with atomic_directory(out_dir, force=True) as staging:
+            artifacts = []
+            for index, (target, graph) in enumerate(jobs, start=1):
+                started = time.perf_counter()
+                relative = artifact_path(target, graph)
+                job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch, opset)
+                job.path.parent.mkdir(parents=True, exist_ok=True)
+                CONVERTERS[target.format](job)
+                artifact = describe(staging, relative, target, specs[graph].signature, graph, time.perf_counter() - started)
+                artifacts.append(artifact)
+                log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
+            manifest = build_manifest(vae, model, artifacts, heldout_images, calibration_samples, seed, model_facts)
+            write_json(staging / MANIFEST, manifest)
+            shutil.copyfile(BUNDLE_README, staging / "README.md")
+            if verify:
+                verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out_dir
+
+
+def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: int, log) -> None:
+    """Verify before the bundle goes into place; a failing bundle is kept beside it for inspection."""
+    report = verify_bundle(staging, vae, images, tolerances=tolerances, seed=seed, log=log)
+    if not report.passed:
+        rejected = out_dir.with_name(f"{out_dir.name}.rejected")
+        shutil.rmtree(rejected, ignore_errors=True)
+        shutil.copytree(staging, rejected)
+        raise VerificationFailed(
+            f"verification failed, so {out_dir} was left as it was; the rejected bundle and its "
+            f"verify.md are in {rejected}"
+        )
+
+
+def describe(staging: Path, relative: str, target: Target, signature: str, graph: Graph, seconds: float) -> Artifact:
+    """The manifest entry of a written artifact; loading it in its engine doubles as a check."""
+    path = staging / relative
+    engine = open_engine(path, signature)
+    return Artifact(
+        path=relative, format=target.format, graph=graph, mode=target.mode, signature=signature,
+        inputs=engine.inputs, outputs=engine.outputs, size_bytes=size_of(path), sha256=sha256_of(path),
+        export_seconds=round(seconds, 3), batch=target.batch,
+    )
+
+
+def build_manifest(vae, trained, artifacts, heldout_images, calibration_samples, seed, model_facts) -> dict:
+    """Everything an app or the runtime needs to know about the bundle."""
+    z_mean, z_log_var = vae.encode(heldout_images)
+    scores = anomaly_scores(heldout_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "variant": vae.variant,
+            "input_shape": list(vae.image_shape),
+            "latent_dim": vae.latent_dim,
+            "filters": list(vae.filters),
+            "blocks_per_stage": vae.blocks_per_stage,
+            "parameters": int(vae.count_params()),
+            "reconstruction_loss": vae.reconstruction_loss,
+            "trained_precision": trained.dtype_policy.name,
+            "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
+            "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
+            **(model_facts or {}),
+        },
+        "calibration": {"samples": calibration_samples, "source": "training split", "seed": seed},
+        "anomaly": {
+            "score": "negative ELBO at the posterior mean, nats/image",
+            "threshold": anomaly_threshold(scores),
+            "quantile": ANOMALY_QUANTILE,
+            "heldout_images": int(len(heldout_images)),
+        },
+        "tools": package_versions(TOOLS),
+        "artifacts": [asdict(a) for a in artifacts],
+    }
+
+

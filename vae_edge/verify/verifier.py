@@ -1,0 +1,145 @@
+"""Run the Keras model and every artifact of a bundle on the same inputs, and judge each.
+
+Per artifact and output: error statistics and PASS/FAIL against the mode's tolerance. Per
+exported pipeline (every graph of one target): end-to-end reconstructions and the test ELBO
+against the Keras model's. Writes `verify.json`, `verify.md`, `verify.png` and the results
+into `manifest.json`.
+"""
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+from vae_edge.bundle import MANIFEST, Bundle
+from vae_edge.data import images_for_model
+from vae_edge.elbo import anomaly_scores, anomaly_threshold
+from vae_edge.errors import BadInputError
+from vae_edge.evaluation import evaluate_pipeline
+from vae_edge.fsutil import write_json
+from vae_edge.prior import prior_latents
+from vae_edge.registry import Graph, Target
+from vae_edge.runtime.engines import InferenceEngine, open_artifact
+from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
+from vae_edge.verify.report import format_table, save_picture, write_markdown
+from vae_edge.verify.results import OutputCheck, PipelineCheck, VerifyReport
+from vae_edge.verify.stats import compare
+from vae_edge.verify.tolerances import judge, judge_elbo, resolve
+
+
+def check_model_matches(bundle: Bundle, model) -> None:
+    facts = bundle.model
+    if list(model.image_shape) != facts["input_shape"] or model.latent_dim != facts["latent_dim"]:
+        raise BadInputError(
+            f"{bundle.folder}: the bundle is for input {tuple(facts['input_shape'])} and latent_dim "
+            f"{facts['latent_dim']}, the model has {tuple(model.image_shape)} and {model.latent_dim}; "
+            "verify against the model it was exported from"
+        )
+
+
+def pipeline_functions(encoder: InferenceEngine, decoder: InferenceEngine):
+    """numpy `encode`/`decode` callables over two engines."""
+
+    def encode(x):
+        out = encoder.run({IMAGE: x})
+        return out[Z_MEAN], out[Z_LOG_VAR]
+
+    def decode(z):
+        return decoder.run({Z: z})[RECONSTRUCTION]
+
+    return encode, decode
+
+
+def verify_bundle(
+    bundle_dir,
+    model,
+    images: np.ndarray,
+    *,
+    tolerances: dict | None = None,
+    seed: int = 0,
+    num_images: int = 256,
+    num_prior: int = 64,
+    log: Callable[[str], None] = print,
+) -> VerifyReport:
+    """Verify every artifact; return the report (also written into the bundle)."""
+    from vae_edge.model.loading import float32_vae  # Keras, only when verifying: reading reports stays light
+
+    bundle = Bundle(bundle_dir)
+    bundle.check_all()
+    check_model_matches(bundle, model)
+    vae = float32_vae(model)
+    limits = resolve(tolerances)
+    kind = vae.reconstruction_loss
+    specs = graph_specs(vae.image_shape, vae.latent_dim)
+    x = images_for_model(images[:num_images], model.image_shape, "verification images")
+    reference_mean, reference_log_var = vae.encode(x)
+    latents = np.concatenate([prior_latents(num_prior, vae.latent_dim, seed), reference_mean])
+    feeds = {Graph.ENCODER: {IMAGE: x}, Graph.DECODER: {Z: latents}}
+    reference = {Z_MEAN: reference_mean, Z_LOG_VAR: reference_log_var, RECONSTRUCTION: vae.decode(latents)}
+    keras_scores = evaluate_pipeline(vae.encode, vae.decode, x, reconstruction_loss=kind, seed=seed)
+    keras_reconstruction = vae.decode(reference_mean)
+
+    outputs, engines = [], {}
+    for artifact in bundle.artifacts:
+        engine = engines[artifact.key] = open_artifact(bundle, artifact, check=False)  # checked above
+        results = engine.run(feeds[Graph(artifact.graph)])
+        for name in specs[Graph(artifact.graph)].output_names:
+            stats = compare(reference[name], results[name], "image" if name == RECONSTRUCTION else "latent")
+            passed, criterion = judge(stats, limits[artifact.mode])
+            outputs.append(OutputCheck(artifact.key, name, stats, criterion, passed))
+
+    pipelines, pictures = [], {}
+    for target in bundle.targets():
+        members = bundle.pipeline(target)
+        encode, decode = pipeline_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key])
+        pipelines.append(check_pipeline(target, encode, decode, x, keras_reconstruction, keras_scores, limits, kind, seed, outputs,
+                                        {a.key for a in members.values()}, pictures))
+
+    report = VerifyReport(
+        passed=all(o.passed for o in outputs) and all(p.passed for p in pipelines),
+        inputs={"images": int(len(x)), "prior_latents": num_prior, "encoded_latents": int(len(x)), "seed": seed},
+        tolerances=limits, keras=keras_scores, outputs=outputs, pipelines=pipelines,
+    )
+    write_json(bundle.folder / "verify.json", report.to_json())
+    write_markdown(report, bundle.folder / "verify.md")
+    save_picture(x, keras_reconstruction, pictures, bundle.folder / "verify.png")
+    record_in_manifest(bundle, report)
+    log(format_table(report))
+    return report
+
+
+def check_pipeline(target: Target, encode, decode, x, keras_reconstruction, keras_scores, limits, kind, seed,
+                   outputs: list[OutputCheck], members: set[str], pictures: dict) -> PipelineCheck:
+    """One target end to end: its reconstructions against Keras', and its ELBO cost."""
+    tolerance = limits[target.mode]
+    reconstruction = decode(encode(x)[0])
+    pictures[target.key] = reconstruction
+    stats = compare(keras_reconstruction, reconstruction, "image")
+    passed, criterion = judge(stats, tolerance)
+    end_to_end = OutputCheck(f"{target.key} end to end", RECONSTRUCTION, stats, criterion, passed)
+    scores = evaluate_pipeline(encode, decode, x, reconstruction_loss=kind, seed=seed)
+    z_mean, z_log_var = encode(x)
+    threshold = anomaly_threshold(anomaly_scores(x, z_mean, z_log_var, decode(z_mean), kind))
+    increase = 100.0 * (scores["negative_elbo"] - keras_scores["negative_elbo"]) / abs(keras_scores["negative_elbo"])
+    elbo_ok, elbo_criterion = judge_elbo(increase, tolerance)
+    return PipelineCheck(
+        pipeline=target.key, format=target.format, mode=target.mode, batch=target.batch,
+        negative_elbo=scores["negative_elbo"], elbo_increase_pct=increase, psnr_db=scores["psnr_db"],
+        anomaly_threshold=threshold, end_to_end=end_to_end, criterion=elbo_criterion,
+        passed=elbo_ok and passed and all(o.passed for o in outputs if o.artifact in members),
+    )
+
+
+def record_in_manifest(bundle: Bundle, report: VerifyReport) -> None:
+    manifest = json.loads((bundle.folder / MANIFEST).read_text())
+    artifacts: dict[str, bool] = {}
+    for check in report.outputs:
+        artifacts[check.artifact] = artifacts.get(check.artifact, True) and check.passed
+    manifest["verification"] = {
+        "passed": report.passed,
+        "tolerances": report.tolerances,
+        "artifacts": artifacts,
+        "pipelines": {p.pipeline: {"passed": p.passed, "negative_elbo": p.negative_elbo, "elbo_increase_pct": p.elbo_increase_pct,
+                                   "psnr_db": p.psnr_db, "anomaly_threshold": p.anomaly_threshold} for p in report.pipelines},
+    }
+    write_json(bundle.folder / MANIFEST, manifest)
