@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from vae_edge.errors import BadInputError
-from vae_edge.fsutil import atomic_directory, write_json
+from vae_edge.fsutil import atomic_directory, exclusive_lock, write_json
 from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, RUNTIME_FORMATS
 from vae_edge.run_folder import RunFolder
 from vae_edge.run_report import write_report
@@ -29,7 +29,7 @@ class RunConfig:
     formats: tuple[str, ...] = (ALL,)
     modes: tuple[str, ...] = ()
     static_batch: int | None = DEFAULT_STATIC_BATCH
-    calibration_samples: int = 256
+    calibration_samples: int | None = None  # None: up to 256 of the training split
     importance_samples: int = 64
     bench_batch_sizes: tuple[int, ...] = (1, 64)
     bench_runs: int = 30  # lighter than `vae-edge bench`'s defaults: the demo should take minutes
@@ -39,29 +39,53 @@ class RunConfig:
     sample_count: int = 64
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+_EXPORT_SETTINGS = ("train", "formats", "modes", "static_batch", "calibration_samples")
+# The settings each stage's output depends on, its upstream stages' included: resuming checks only
+# the stages that finished, so a run that failed can be resumed with corrected settings.
+STAGE_SETTINGS = {
+    "train": ("train",),
+    "evaluate": ("train", "importance_samples"),
+    "export": _EXPORT_SETTINGS,
+    "bench": (*_EXPORT_SETTINGS, "bench_batch_sizes", "bench_runs", "bench_min_seconds", "bench_threads", "bench_only"),
+    "samples": (*_EXPORT_SETTINGS, "sample_count"),
+    "report": (),
+}
 
 
 def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None:
-    """Refuse to mix the outputs of two different recipes in one folder."""
+    """Refuse to mix outputs of different settings: a finished stage must have been made with the
+    settings it would be made with now."""
     if restart or not folder.config.exists():
         return
-    wanted = _flatten(json.loads(json.dumps(asdict(config))))
-    saved = _flatten(json.loads(folder.config.read_text()))
-    changed = sorted(key for key in wanted.keys() | saved.keys() if saved.get(key) != wanted.get(key))
-    if changed:
-        details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
-        raise BadInputError(
-            f"{folder.root} holds a run with other settings ({details}); "
-            "pass --restart to start it over, or choose another --out"
-        )
+    wanted = json.loads(json.dumps(asdict(config)))
+    saved = json.loads(folder.config.read_text())
+    for stage in STAGES:
+        if not folder.done(stage):
+            continue
+        changed = [key for key in STAGE_SETTINGS[stage] if saved.get(key) != wanted.get(key)]
+        if changed:
+            details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
+            raise BadInputError(
+                f"{folder.root} holds a finished {stage} stage made with other settings ({details}); "
+                "pass --restart to start it over, or choose another --out"
+            )
+
+
+def check_settings(config: RunConfig) -> None:
+    """Every setting of a run, checked before its first stage: nothing fails after training that could fail now."""
+    from vae_edge.bench.harness import check_patterns, planned_keys
+    from vae_edge.export import MIN_CALIBRATION_SAMPLES, plan
+    from vae_edge.model.presets import get_preset
+
+    get_preset(config.train.variant)
+    chosen = plan(config.formats, config.modes, config.static_batch)  # bad formats or modes fail now, not after training
+    check_patterns(config.bench_only, planned_keys(chosen), "--bench-only")
+    splits = _load_splits(config)
+    available = len(splits.train)
+    wanted = config.calibration_samples
+    if wanted is not None and not MIN_CALIBRATION_SAMPLES <= wanted <= available:
+        raise BadInputError(f"--calibration-samples must be between {MIN_CALIBRATION_SAMPLES} and the {available} training "
+                            f"images of {splits.name}, got {wanted}")
 
 
 def run_pipeline(
@@ -76,17 +100,20 @@ def run_pipeline(
     for stage in skip:
         if stage not in STAGES:
             raise BadInputError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    from vae_edge.export import MIN_CALIBRATION_SAMPLES, plan
-
-    plan(config.formats, config.modes, config.static_batch)  # bad formats or modes fail now, not after training
-    if config.calibration_samples < MIN_CALIBRATION_SAMPLES:
-        raise BadInputError(f"--calibration-samples must be at least {MIN_CALIBRATION_SAMPLES}, got {config.calibration_samples}")
+    check_settings(config)
     folder = RunFolder(out)
-    check_resumable(folder, config, restart)
-    if restart:
-        shutil.rmtree(folder.root, ignore_errors=True)
-    folder.root.mkdir(parents=True, exist_ok=True)
-    write_json(folder.config, asdict(config))
+    folder.root.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder.root):
+        check_resumable(folder, config, restart)
+        if restart:
+            shutil.rmtree(folder.root, ignore_errors=True)
+        folder.root.mkdir(parents=True, exist_ok=True)
+        write_json(folder.config, asdict(config))
+        run_stages(config, folder, skip, log)
+    return folder
+
+
+def run_stages(config: RunConfig, folder: RunFolder, skip: tuple[str, ...], log: Callable[[str], None]) -> None:
     for index, stage in enumerate(STAGES, start=1):
         if stage in skip:
             log(f"== [{index}/{len(STAGES)}] {stage}: skipped")
@@ -98,7 +125,6 @@ def run_pipeline(
         started = time.perf_counter()
         STAGE_FUNCTIONS[stage](config, folder, log)
         log(f"   {stage} took {time.perf_counter() - started:.1f} s")
-    return folder
 
 
 def _train(config: RunConfig, folder: RunFolder, log) -> None:
@@ -124,15 +150,14 @@ def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
 
 
 def _export(config: RunConfig, folder: RunFolder, log) -> None:
-    from vae_edge.export import export_bundle
+    from vae_edge.export import export_bundle, source_facts
     from vae_edge.model.loading import load_vae
 
     splits = _load_splits(config)
     export_bundle(
         load_vae(folder.model), folder.bundle, calibration_images=splits.train, heldout_images=splits.test,
         formats=config.formats, modes=config.modes or None, static_batch=config.static_batch, calibration_samples=config.calibration_samples,
-        seed=config.train.seed, force=True, log=log,
-        model_facts={"source_model": str(folder.model.resolve()), "dataset": splits.name},
+        seed=config.train.seed, force=True, log=log, model_facts=source_facts(folder.model, splits.name),
     )
 
 

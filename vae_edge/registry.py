@@ -55,16 +55,34 @@ class ReconstructionLoss(StrEnum):
     MSE = "mse"
 
 
+# The pip extra that brings each optional top-level module, for one-line "install vae-edge[X]" errors.
+EXTRAS_OF_MODULES = {
+    "tensorflow": "cpu", "keras": "train", "tf2onnx": "train", "onnx": "train", "mlxtend": "train", "matplotlib": "train",
+    "ai_edge_litert": "litert", "onnxruntime": "onnx", "jax": "jax", "torch": "torch",
+}
+
+
+
+def names(*groups) -> list[str]:
+    """The plain string names of enum members (and strings), e.g. for `click.Choice`, which would
+    otherwise list an Enum by its member names."""
+    return [str(item) for group in groups for item in group]
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     module: str  # what must be importable to run it
-    extra: str  # the pip extra that installs it: `pip install vae-edge[EXTRA]`
+
+    @property
+    def extra(self) -> str:
+        """The pip extra that installs it: `pip install vae-edge[EXTRA]`."""
+        return EXTRAS_OF_MODULES[self.module]
 
 
 ENGINES: dict[Engine, EngineInfo] = {
-    Engine.LITERT: EngineInfo("ai_edge_litert", "litert"),
-    Engine.ONNXRUNTIME: EngineInfo("onnxruntime", "onnx"),
-    Engine.TENSORFLOW: EngineInfo("tensorflow", "cpu"),
+    Engine.LITERT: EngineInfo("ai_edge_litert"),
+    Engine.ONNXRUNTIME: EngineInfo("onnxruntime"),
+    Engine.TENSORFLOW: EngineInfo("tensorflow"),
 }
 
 

@@ -54,8 +54,23 @@ def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...]
                 subjects.append({"key": f"{KERAS}/{graph}/{mode}", "format": KERAS, "graph": graph, "mode": mode, "static_batch": None,
                                  "artifacts": [], "size_bytes": model_path.stat().st_size, "model_path": str(model_path)})
     if only:
+        check_patterns(only, [s["key"] for s in subjects])
         subjects = [s for s in subjects if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in only)]
     return sorted(subjects, key=_order)
+
+
+def planned_keys(targets: list[Target]) -> list[str]:
+    """The subject keys a bundle of these targets will have: artifacts, pipelines, Keras baselines."""
+    graphs = (*Graph, PIPELINE)
+    return [t.artifact_key(g) for t in targets for g in graphs] + [f"{KERAS}/{g}/{m}" for g in graphs for m in KERAS_MODES]
+
+
+def check_patterns(patterns: tuple[str, ...], keys: list[str], option: str = "--only") -> None:
+    """Refuse a glob that matches no subject, so a typo is not a silently smaller benchmark."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(key, pattern) for key in keys):
+            raise BadInputError(f"{option} {pattern!r} matches nothing; keys look like tflite/decoder/int8, "
+                                f"onnx/{PIPELINE}/float32@b1, {KERAS}/decoder/eager")
 
 
 def _order(subject: dict) -> tuple:
@@ -146,9 +161,6 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
         model_path = None
     subjects = plan_subjects(bundle, model_path, settings.only)
-    if not subjects:
-        raise BadInputError(f"--only {' '.join(settings.only)} matches nothing; keys look like tflite/decoder/int8, "
-                            f"onnx/{PIPELINE}/float32@b1, {KERAS}/decoder/eager")
     for fmt, info in FORMATS.items():
         if not installed(info.engine) and any(s["format"] == fmt for s in subjects):
             notes.append(f"{info.engine} is not installed: {fmt} subjects skipped")

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.errors import BadInputError
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
 
 
 def parse_tolerances(pairs: tuple[str, ...]) -> dict:
@@ -30,13 +30,13 @@ def _tolerance_option(function):
 @click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--format", "formats", multiple=True, default=[ALL], show_default=True,
-              type=click.Choice([*FORMATS, ALL]), help="Export format (repeatable).")
-@click.option("--quantize", "modes", multiple=True, type=click.Choice(list(MODES)),
+              type=click.Choice(names(FORMATS, [ALL])), help="Export format (repeatable).")
+@click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)),
               help="Mode (repeatable). Default: every mode of each format.")
 @click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
               help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
-@click.option("--calibration-samples", default=256, show_default=True, type=int, help="Real training images for int8 calibration.")
+@click.option("--calibration-samples", type=int, help="Real training images for int8 calibration. Default: 256, or all when fewer.")
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
 @click.option("--dataset", help="Calibration and verification data. Default: the model's training data.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
@@ -45,7 +45,7 @@ def _tolerance_option(function):
 def export(model_path, formats, modes, static_batch, out, calibration_samples, opset, dataset, verify, tolerances, force):
     """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
     from vae_edge.cli.common import run_splits
-    from vae_edge.export import export_bundle
+    from vae_edge.export import export_bundle, source_facts
     from vae_edge.model.loading import load_vae
 
     out = out or Path("export") / model_path.resolve().parent.name
@@ -56,7 +56,7 @@ def export(model_path, formats, modes, static_batch, out, calibration_samples, o
         model, out, calibration_images=splits.train, heldout_images=splits.test,
         formats=formats, modes=modes or None, static_batch=static_batch or None, calibration_samples=calibration_samples, opset=opset,
         verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
-        model_facts={"source_model": str(model_path.resolve()), "dataset": splits.name},
+        model_facts=source_facts(model_path, splits.name),
     )
     click.echo("\n" + artifact_table(bundle))
     click.echo(f"\nwrote {bundle}/ (manifest.json lists every artifact with its sha256)")
@@ -86,11 +86,13 @@ def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
     from vae_edge.cli.common import run_splits
     from vae_edge.model.loading import load_vae
     from vae_edge.verify import verify_bundle
+    from vae_edge.verify.verifier import check_source
 
     bundle = Bundle(bundle_dir)
     model_path = model_path or Path(bundle.model.get("source_model", ""))
     if not model_path.name:
         raise BadInputError(f"{bundle_dir}: the manifest does not name its Keras model; pass --model")
+    check_source(bundle, model_path)
     model = load_vae(model_path)
     images = run_splits(model_path, dataset).test
     report = verify_bundle(bundle_dir, model, images, tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)

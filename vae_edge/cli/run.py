@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vae_edge.pipeline import STAGES
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, Precision
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, Precision, names
 
 
 def load_recipe(ctx, param, path):
@@ -38,11 +38,11 @@ def load_recipe(ctx, param, path):
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
-@click.option("--precision", type=click.Choice(list(Precision)), default=Precision.FLOAT32.value, show_default=True)
+@click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice([*FORMATS, ALL]))
-@click.option("--quantize", "modes", multiple=True, type=click.Choice(list(MODES)), help="Export modes (default: all).")
+@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, [ALL])))
+@click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)), help="Export modes (default: all).")
 @click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
               help="Batch of the fixed-shape files; 0 writes none.")
 @click.option("--calibration-samples", default=256, show_default=True, type=int)

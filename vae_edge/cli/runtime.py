@@ -10,7 +10,7 @@ import numpy as np
 
 from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.registry import MODES, RUNTIME_FORMATS
+from vae_edge.registry import MODES, RUNTIME_FORMATS, names
 from vae_edge.runtime.edge import INTERPOLATIONS, EdgeVAE
 
 OUTPUT_SUFFIXES = (".png", ".npy")
@@ -18,9 +18,9 @@ OUTPUT_SUFFIXES = (".png", ".npy")
 
 def _engine_options(function):
     function = click.option("--threads", type=click.IntRange(min=1), help="Engine threads. Default: the engine's own.")(function)
-    function = click.option("--mode", type=click.Choice(list(MODES)),
+    function = click.option("--mode", type=click.Choice(names(MODES)),
                             help="Quantization mode. Default: the most compact one that passed verification.")(function)
-    function = click.option("--backend", type=click.Choice(list(RUNTIME_FORMATS)),
+    function = click.option("--backend", type=click.Choice(names(RUNTIME_FORMATS)),
                             help=f"Default: {RUNTIME_FORMATS[0]} if its engine is installed.")(function)
     return click.argument("bundle", type=click.Path(path_type=Path))(function)
 

@@ -7,6 +7,6 @@
 (`savedmodel`, `tflite`, `onnx`) and registers itself in `vae_edge.registry`.
 """
 
-from vae_edge.export.exporter import MIN_CALIBRATION_SAMPLES, artifact_path, export_bundle, plan
+from vae_edge.export.exporter import MIN_CALIBRATION_SAMPLES, artifact_path, export_bundle, plan, source_facts
 
-__all__ = ["MIN_CALIBRATION_SAMPLES", "artifact_path", "export_bundle", "plan"]
+__all__ = ["MIN_CALIBRATION_SAMPLES", "artifact_path", "export_bundle", "plan", "source_facts"]

@@ -7,7 +7,6 @@ is written (and, by default, verified), so a failed export keeps the previous bu
 import datetime
 import importlib
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -18,7 +17,7 @@ import numpy as np
 from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
 from vae_edge.data import images_for_model
 from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
-from vae_edge.errors import BadInputError, VerificationFailed
+from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, VerificationFailed, first_line
 from vae_edge.export.job import ExportJob
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
@@ -30,6 +29,7 @@ from vae_edge.signatures import IMAGE, Z, graph_specs
 from vae_edge.verify.verifier import verify_bundle
 
 MIN_CALIBRATION_SAMPLES = 16
+DEFAULT_CALIBRATION_SAMPLES = 256  # or the whole training split when it is smaller
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 BUNDLE_README = Path(__file__).with_name("bundle_readme.md")
 CONVERTER_MODULES = {fmt: f"vae_edge.export.{fmt}" for fmt in FORMATS}  # each registers its converter on import
@@ -54,6 +54,11 @@ def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None
     return chosen
 
 
+def source_facts(model_path: Path, dataset: str) -> dict:
+    """What the manifest records of the model a bundle comes from; verification refuses any other."""
+    return {"source_model": str(Path(model_path).resolve()), "source_sha256": sha256_of(model_path), "dataset": dataset}
+
+
 def artifact_path(target: Target, graph: Graph) -> str:
     """Where an artifact lives in the bundle: `tflite/decoder.int8.tflite`, `tflite/decoder.int8.b1.tflite`;
     a folder format holds every graph in one folder named after it."""
@@ -73,7 +78,7 @@ def export_bundle(
     formats=None,
     modes=None,
     static_batch: int | None = DEFAULT_STATIC_BATCH,
-    calibration_samples: int = 256,
+    calibration_samples: int | None = None,
     opset: int | None = None,
     seed: int = 0,
     verify: bool = True,
@@ -86,10 +91,14 @@ def export_bundle(
     out_dir = Path(out_dir)
     chosen = plan(formats, modes, static_batch)
     check_writable(out_dir, force)
-    if calibration_samples < MIN_CALIBRATION_SAMPLES or len(calibration_images) < calibration_samples:
+    available = len(calibration_images)
+    if calibration_samples is None:
+        calibration_samples = min(DEFAULT_CALIBRATION_SAMPLES, available)
+        log(f"calibrating integer modes on {calibration_samples} of the {available} training images")
+    if not MIN_CALIBRATION_SAMPLES <= calibration_samples <= available:
         raise BadInputError(
-            f"integer calibration needs at least {MIN_CALIBRATION_SAMPLES} samples and at most the "
-            f"{len(calibration_images)} available; got calibration_samples={calibration_samples}"
+            f"integer calibration needs between {MIN_CALIBRATION_SAMPLES} and the {available} available images; "
+            f"got calibration_samples={calibration_samples}"
         )
     images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
     heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
@@ -101,7 +110,6 @@ def export_bundle(
     for fmt in {t.format for t in chosen}:
         importlib.import_module(CONVERTER_MODULES[fmt])
 
-    scratch = Path(tempfile.mkdtemp(prefix="vae-edge-export-"))
     savedmodels: dict[int | None, Path] = {}
 
     def savedmodel(batch: int | None) -> Path:
@@ -111,26 +119,38 @@ def export_bundle(
         return savedmodels[batch]
 
     jobs = [(target, graph) for target in chosen for graph in Graph]
-    try:
-        with atomic_directory(out_dir, force=True) as staging:
-            artifacts = []
-            for index, (target, graph) in enumerate(jobs, start=1):
-                started = time.perf_counter()
-                relative = artifact_path(target, graph)
-                job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch, opset)
-                job.path.parent.mkdir(parents=True, exist_ok=True)
-                CONVERTERS[target.format](job)
-                artifact = describe(staging, relative, target, specs[graph].signature, graph, time.perf_counter() - started)
-                artifacts.append(artifact)
-                log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
-            manifest = build_manifest(vae, model, artifacts, heldout_images, calibration_samples, seed, model_facts)
-            write_json(staging / MANIFEST, manifest)
-            shutil.copyfile(BUNDLE_README, staging / "README.md")
-            if verify:
-                verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with atomic_directory(out_dir, force=force) as staging:
+        scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
+        scratch.mkdir()
+        artifacts = []
+        for index, (target, graph) in enumerate(jobs, start=1):
+            started = time.perf_counter()
+            relative = artifact_path(target, graph)
+            job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch, opset)
+            job.path.parent.mkdir(parents=True, exist_ok=True)
+            run_converter(job)
+            artifact = describe(staging, relative, target, specs[graph].signature, graph, time.perf_counter() - started)
+            artifacts.append(artifact)
+            log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
+        shutil.rmtree(scratch)
+        manifest = build_manifest(vae, model, artifacts, heldout_images, calibration_samples, seed, model_facts)
+        write_json(staging / MANIFEST, manifest)
+        shutil.copyfile(BUNDLE_README, staging / "README.md")
+        if verify:
+            verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
     return out_dir
+
+
+def run_converter(job: ExportJob) -> None:
+    """The target's converter; whatever a converter library raises becomes one ExportError line
+    naming the artifact (a full disk, say, is TensorFlow's ResourceExhaustedError, not an OSError)."""
+    try:
+        CONVERTERS[job.target.format](job)
+    except VaeEdgeError:
+        raise
+    except Exception as error:
+        raise ExportError(f"writing {job.target.artifact_key(job.spec.graph)} failed: {type(error).__name__}: "
+                          f"{first_line(error)}") from error
 
 
 def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: int, log) -> None:

@@ -8,10 +8,11 @@ into `manifest.json`.
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from vae_edge.bundle import MANIFEST, Bundle
+from vae_edge.bundle import MANIFEST, Bundle, sha256_of
 from vae_edge.data import images_for_model
 from vae_edge.elbo import anomaly_scores, anomaly_threshold
 from vae_edge.errors import BadInputError
@@ -34,6 +35,17 @@ def check_model_matches(bundle: Bundle, model) -> None:
             f"{bundle.folder}: the bundle is for input {tuple(facts['input_shape'])} and latent_dim "
             f"{facts['latent_dim']}, the model has {tuple(model.image_shape)} and {model.latent_dim}; "
             "verify against the model it was exported from"
+        )
+
+
+def check_source(bundle: Bundle, model_path: Path) -> None:
+    """Refuse (before anything is run or written) a model other than the one the bundle was exported
+    from: judging a retrained model would fail every artifact and rewrite the manifest."""
+    recorded = bundle.model.get("source_sha256")
+    if recorded and Path(model_path).is_file() and sha256_of(model_path) != recorded:
+        raise BadInputError(
+            f"{model_path} is not the model {bundle.folder} was exported from (its sha256 differs from the manifest's "
+            "source_sha256; was it retrained?); pass --model with the original, or re-export the bundle"
         )
 
 
