@@ -7,11 +7,11 @@ manifest format is documented in `export/README.md`.
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
-from vae_edge.registry import Format, Graph, Mode, Target
+from vae_edge.registry import Format, Graph, Mode, ReconstructionLoss, Target
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -61,6 +61,45 @@ class Artifact:
         return self.target.artifact_key(self.graph)
 
 
+MANIFEST_KEYS = {"schema_version", "created", "model", "calibration", "anomaly", "tools", "artifacts", "verification"}
+ARTIFACT_FIELDS = {f.name: f for f in fields(Artifact)}
+REQUIRED_ARTIFACT_FIELDS = {name for name, f in ARTIFACT_FIELDS.items() if f.default is MISSING}
+
+
+def _positive_ints(value, length: int | None = None) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return (length is None or len(values) == length) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def manifest_problem(manifest) -> str | None:
+    """What makes `manifest` not a schema-v1 manifest (see export/README.md), or None: readers check
+    the structure once here instead of failing deep inside with a KeyError."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got a {type(manifest).__name__}"
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return f"schema_version {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}"
+    unknown = sorted(set(manifest) - MANIFEST_KEYS)
+    missing = sorted({"model", "anomaly", "artifacts"} - set(manifest))
+    if unknown or missing:
+        return f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+    model, anomaly, artifacts = manifest["model"], manifest["anomaly"], manifest["artifacts"]
+    if not isinstance(model, dict) or not _positive_ints(model.get("input_shape"), 3) or not _positive_ints(model.get("latent_dim")):
+        return "model.input_shape must be [height, width, channels] and model.latent_dim a positive integer"
+    if model.get("reconstruction_loss") not in set(ReconstructionLoss):
+        return f"model.reconstruction_loss must be one of {', '.join(ReconstructionLoss)}"
+    if not isinstance(anomaly, dict) or not isinstance(anomaly.get("threshold"), (int, float)):
+        return "anomaly.threshold must be a number"
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts):
+        return "artifacts must be a list of objects"
+    for index, entry in enumerate(artifacts):
+        unknown, missing = sorted(set(entry) - set(ARTIFACT_FIELDS)), sorted(REQUIRED_ARTIFACT_FIELDS - set(entry))
+        if unknown or missing:
+            return f"artifacts[{index}] has {f'unknown fields {unknown}' if unknown else f'no {missing}'}"
+        if entry["format"] not in set(Format) or entry["mode"] not in set(Mode) or entry["graph"] not in set(Graph):
+            return f"artifacts[{index}] names an unknown format, mode or graph ({entry['format']}/{entry['graph']}/{entry['mode']})"
+    return None
+
+
 class Bundle:
     """An export folder with a manifest; `path_of` resolves artifacts and checks them."""
 
@@ -75,12 +114,9 @@ class Bundle:
             self.manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BadInputError(f"{manifest_path}: not valid JSON ({error})") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("schema_version") != SCHEMA_VERSION:
-            version = self.manifest.get("schema_version") if isinstance(self.manifest, dict) else None
-            raise BadInputError(
-                f"{manifest_path}: schema_version {version!r} is not {SCHEMA_VERSION}; "
-                "re-export the bundle with this version of vae-edge"
-            )
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise BadInputError(f"{manifest_path}: {problem}; re-export the bundle with `vae-edge export`")
         self.artifacts = [Artifact(**entry) for entry in self.manifest["artifacts"]]
 
     @property

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.fsutil import atomic_file
+
 
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile (N, H, W, C) images in [0, 1] into one uint8 (rows*H, columns*W, C) picture."""
@@ -30,7 +32,8 @@ def save_image_grid(images: np.ndarray, path, columns: int | None = None, scale:
     grid = image_grid(images, columns)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-    picture.save(path)
+    with atomic_file(path) as partial:
+        picture.save(partial, format="PNG")
     return Path(path)
 
 
@@ -41,13 +44,16 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
 
 
 def save_training_curves(history: dict[str, list[float]], path) -> Path:
-    """Loss, reconstruction and KL per epoch (train and validation), plus the KL weight."""
+    """Loss, reconstruction and KL per epoch (train and validation), plus the KL weight when it changed
+    (a flat panel at the constant β says nothing)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [name for name in ("loss", "reconstruction_loss", "kl_loss", "kl_weight") if name in history]
+    panels = [name for name in ("loss", "reconstruction_loss", "kl_loss") if name in history]
+    if len(set(history.get("kl_weight", ()))) > 1:
+        panels.append("kl_weight")
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for axis, name in zip(axes[0], panels):
         epochs = np.arange(1, len(history[name]) + 1)
@@ -59,7 +65,8 @@ def save_training_curves(history: dict[str, list[float]], path) -> Path:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_file(path) as partial:
+        figure.savefig(partial, dpi=100, format="png")
     plt.close(figure)
     return Path(path)
 

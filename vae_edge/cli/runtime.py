@@ -3,6 +3,7 @@
 These commands never import TensorFlow, so they run where only `vae-edge[runtime]` is installed.
 """
 
+import os
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ import numpy as np
 
 from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.fsutil import atomic_file
 from vae_edge.registry import MODES, RUNTIME_FORMATS, names
 from vae_edge.runtime.edge import INTERPOLATIONS, EdgeVAE
 
@@ -64,9 +66,14 @@ def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarr
 
 
 def _check_output(out: Path) -> Path:
+    """Refuse, before any work, an output that is a folder, has the wrong suffix or cannot be written."""
+    if out.is_dir():
+        raise BadInputError(f"{out} is a folder; name a file ending in {' or '.join(OUTPUT_SUFFIXES)}")
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise BadInputError(f"{out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise BadInputError(f"{out}: cannot write into {out.parent}; choose another output path")
     return out
 
 
@@ -74,7 +81,8 @@ def _write(images: np.ndarray, out: Path, columns: int | None = None) -> None:
     from vae_edge.plots import save_image_grid
 
     if out.suffix.lower() == ".npy":
-        np.save(out, images.astype(np.float32))
+        with atomic_file(out) as partial, open(partial, "wb") as stream:
+            np.save(stream, images.astype(np.float32))
     else:
         save_image_grid(images, out, columns)
 

@@ -21,6 +21,7 @@ from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, 
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 INTERPOLATIONS = ("linear", "slerp")
+MAX_RESULT_BYTES = 2 * 2**30  # one call's images in memory; more is refused before anything is allocated
 
 
 def default_backend(bundle: Bundle) -> Format:
@@ -94,12 +95,12 @@ class EdgeVAE:
         return cls(bundle, backend, mode, engines)
 
     def __repr__(self) -> str:
-        return f"EdgeVAE({str(self.bundle.folder)!r}, backend={self.backend!r}, mode={self.mode!r})"
+        return f"EdgeVAE({str(self.bundle.folder)!r}, backend={str(self.backend)!r}, mode={str(self.mode)!r})"
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """`n` new images from z ~ N(0, temperature² I), drawn with the portable prior (`vae_edge.prior`):
         a seed gives the same z here, in Keras' `VAE.sample`, in the web app and in any app's port."""
-        n = _positive_int(n, "n")
+        n = self._check_count(n, "n")
         if seed is not None and (not _is_int(seed) or not 0 <= seed < SEED_LIMIT):
             raise BadInputError(f"seed must be None or an integer in [0, 2^32), got {seed!r}")
         if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
@@ -124,7 +125,7 @@ class EdgeVAE:
         "slerp" follows the great circle between the two codes, which keeps intermediate codes
         at the norm the prior expects; "linear" is the straight line.
         """
-        steps = _positive_int(steps, "steps")
+        steps = self._check_count(steps, "steps")
         if steps < 2:
             raise BadInputError(f"steps must be at least 2 (the two ends), got {steps}")
         if method not in INTERPOLATIONS:
@@ -157,10 +158,13 @@ class EdgeVAE:
         """
         expected = f"images of shape (N, {', '.join(map(str, self.input_shape))})"
         x = _numeric(x, expected)
+        if x.shape == self.input_shape:
+            raise BadInputError(f"expected {expected}, got one image of shape {x.shape} without the batch axis; pass x[None]")
+        given = x.shape
         if x.ndim == 3 and self.input_shape[-1] == 1:
             x = x[..., np.newaxis]
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
-            raise BadInputError(f"expected {expected}, got shape {x.shape}")
+            raise BadInputError(f"expected {expected}, got shape {given}")
         if len(x) == 0:
             raise BadInputError(f"expected {expected} with N >= 1, got an empty batch")
         if x.dtype == np.uint8:
@@ -185,6 +189,15 @@ class EdgeVAE:
             raise BadInputError(f"expected {expected} with N >= 1, got an empty batch")
         _check_finite(z, "latent vectors")
         return z.astype(np.float32)
+
+    def _check_count(self, count, name: str) -> int:
+        """A positive number of images that fits in memory (`MAX_RESULT_BYTES`)."""
+        count = _positive_int(count, name)
+        per_image = 4 * math.prod(self.input_shape)
+        if count * per_image > MAX_RESULT_BYTES:
+            raise BadInputError(f"{name}={count} asks for {count * per_image / 2**30:.1f} GiB of images; "
+                                f"ask for at most {MAX_RESULT_BYTES // per_image} per call and repeat")
+        return count
 
     def _single_image(self, x, name: str) -> np.ndarray:
         x = _numeric(x, f"one image of shape ({', '.join(map(str, self.input_shape))})")
