@@ -43,13 +43,13 @@ def rng():
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run, trained_model, digits, tmp_path_factory):
     """Every format and mode of the tiny model, exported and verified once per session."""
-    from vae_edge.export import export_bundle
+    from vae_edge.export import export_bundle, source_facts
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export_bundle(
         trained_model, out, calibration_images=digits.train, heldout_images=digits.test,
         calibration_samples=32, log=lambda message: None,
-        model_facts={"source_model": str(trained_run / "model.keras"), "dataset": "mnist-5k"},
+        model_facts=source_facts(trained_run / "model.keras", "mnist-5k"),
     )
 
 
