@@ -6,6 +6,7 @@ from vae_edge import elbo
 from vae_edge.errors import BadInputError
 from vae_edge.model import PRESETS, VAE, Sampling
 from vae_edge.model.annealing import kl_weight_at
+from vae_edge.registry import Precision
 
 
 @pytest.mark.parametrize("variant", list(PRESETS))
@@ -14,7 +15,10 @@ def test_every_variant_gives_the_four_outputs_with_their_shapes(variant):
     latent = PRESETS[variant]["latent_dim"]
     out = model(np.random.rand(2, 16, 16, 1).astype("float32"))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "reconstruction": (2, 16, 16, 1), "z_mean": (2, latent), "z_log_var": (2, latent), "z": (2, latent),
+        "reconstruction": (2, 16, 16, 1),
+        "z_mean": (2, latent),
+        "z_log_var": (2, latent),
+        "z": (2, latent),
     }
     recon = keras.ops.convert_to_numpy(out["reconstruction"])
     assert recon.min() >= 0.0 and recon.max() <= 1.0
@@ -36,6 +40,14 @@ def test_unknown_variant_lists_the_valid_ones():
         VAE.from_variant("huge")
 
 
+@pytest.mark.parametrize(
+    "argument, listed", [("reconstruction_loss", "bce, mse"), ("dtype", "float32, mixed_float16, mixed_bfloat16")]
+)
+def test_unknown_loss_or_precision_lists_the_registry_choices(argument, listed):
+    with pytest.raises(BadInputError, match=listed):
+        VAE.from_variant("micro", input_shape=(16, 16, 1), **{argument: "float64" if argument == "dtype" else "l1"})
+
+
 def test_config_round_trips():
     model = VAE.from_variant("micro", input_shape=(16, 16, 3), latent_dim=5, kl_loss_weight=0.5, free_bits=0.1)
     clone = VAE.from_config(model.get_config())
@@ -43,6 +55,7 @@ def test_config_round_trips():
     assert clone.count_params() == model.count_params()
 
 
+@pytest.mark.slow
 def test_keras_file_round_trip_gives_identical_outputs(trained_model, digits, tmp_path):
     path = tmp_path / "m.keras"
     trained_model.save(path)
@@ -78,7 +91,9 @@ def test_training_loss_equals_the_numpy_elbo(kind, rng):
     x = rng.random((4, 16, 16, 1)).astype("float32")
     y_pred = {k: keras.ops.convert_to_numpy(v) for k, v in model(x).items()}
     loss = float(model.compute_loss(x, None, y_pred))
-    expected = np.mean(elbo.reconstruction_nll(x, y_pred["reconstruction"], kind) + elbo.gaussian_kl(y_pred["z_mean"], y_pred["z_log_var"]))
+    expected = np.mean(
+        elbo.reconstruction_nll(x, y_pred["reconstruction"], kind) + elbo.gaussian_kl(y_pred["z_mean"], y_pred["z_log_var"])
+    )
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -90,16 +105,25 @@ def test_free_bits_floor_the_optimised_kl(rng):
     y_pred = {k: keras.ops.convert_to_numpy(v) for k, v in plain(x).items()}
     assert float(floored.compute_loss(x, None, y_pred)) > float(plain.compute_loss(x, None, y_pred))
     # evaluation reports the true objective, without the floor
-    assert float(floored.compute_loss(x, None, y_pred, training=False)) == pytest.approx(float(plain.compute_loss(x, None, y_pred)))
+    assert float(floored.compute_loss(x, None, y_pred, training=False)) == pytest.approx(
+        float(plain.compute_loss(x, None, y_pred))
+    )
 
 
+@pytest.mark.slow
 def test_validation_uses_the_full_kl_weight_during_annealing(digits):
     from vae_edge.model.annealing import KLAnnealing
 
     model = VAE.from_variant("micro", input_shape=(28, 28, 1), latent_dim=4, seed=0)
     model.compile(optimizer="adam")
-    history = model.fit(digits.train[:64], validation_data=(digits.val[:32],), epochs=1, batch_size=32, verbose=0,
-                        callbacks=[KLAnnealing("linear", warmup_steps=100)]).history
+    history = model.fit(
+        digits.train[:64],
+        validation_data=(digits.val[:32],),
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[KLAnnealing("linear", warmup_steps=100)],
+    ).history
     assert history["kl_weight"][0] < 0.05 and history["val_kl_weight"][0] == 1.0
 
 
@@ -112,10 +136,11 @@ def test_kl_annealing_schedules():
     assert kl_weight_at(3, 0.7, "none", 100) == 0.7
 
 
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", list(Precision))
 def test_a_few_steps_lower_the_loss_under_each_precision_policy(precision, digits, tmp_path):
     keras.utils.set_random_seed(0)
-    model = VAE.from_variant("micro", input_shape=(28, 28, 1), latent_dim=4, dtype=precision)
+    model = VAE.from_variant("micro", input_shape=(28, 28, 1), latent_dim=4, dtype=str(precision))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     x = digits.train[:128]
     before = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["loss"]

@@ -2,6 +2,6 @@
 
 from vae_edge.model.layers import Sampling
 from vae_edge.model.presets import PRESETS
-from vae_edge.model.vae import PRECISIONS, VAE
+from vae_edge.model.vae import VAE
 
-__all__ = ["PRECISIONS", "PRESETS", "Sampling", "VAE"]
+__all__ = ["PRESETS", "Sampling", "VAE"]

@@ -2,7 +2,7 @@
 
 import keras
 
-ANNEALING = ("none", "linear", "cyclical")
+from vae_edge.registry import Annealing
 
 
 def kl_weight_at(step: int, target: float, schedule: str, warmup_steps: int, cycle_ratio: float = 0.5) -> float:
@@ -12,14 +12,14 @@ def kl_weight_at(step: int, target: float, schedule: str, warmup_steps: int, cyc
     cyclical: repeats that ramp every `warmup_steps` steps, rising during the first
     `cycle_ratio` of each cycle and holding at target for the rest (Fu et al., 2019).
     """
-    if schedule == "none" or warmup_steps <= 0:
+    if schedule == Annealing.NONE or warmup_steps <= 0:
         return target
-    if schedule == "linear":
+    if schedule == Annealing.LINEAR:
         return target * min(1.0, step / warmup_steps)
-    if schedule == "cyclical":
+    if schedule == Annealing.CYCLICAL:
         phase = (step % warmup_steps) / warmup_steps
         return target * min(1.0, phase / cycle_ratio)
-    raise ValueError(f"unknown KL annealing {schedule!r}; choose one of {ANNEALING}")
+    raise ValueError(f"unknown KL annealing {schedule!r}; choose one of: {', '.join(Annealing)}")
 
 
 class KLAnnealing(keras.callbacks.Callback):

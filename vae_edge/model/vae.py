@@ -5,13 +5,13 @@ import numpy as np
 from keras import ops
 
 from vae_edge.data import images_for_model
-from vae_edge.elbo import BCE_EPSILON, RECONSTRUCTION_LOSSES, prior_latents
+from vae_edge.elbo import BCE_EPSILON
 from vae_edge.errors import BadInputError
 from vae_edge.model.layers import Sampling
 from vae_edge.model.networks import build_decoder, build_encoder, check_input_shape
 from vae_edge.model.presets import get_preset
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from vae_edge.prior import prior_latents
+from vae_edge.registry import Precision, ReconstructionLoss
 
 
 @keras.saving.register_keras_serializable(package="vae_edge")
@@ -44,18 +44,18 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         filters = [int(f) for f in filters]
         self.image_shape = check_input_shape(input_shape, len(filters))
-        if reconstruction_loss not in RECONSTRUCTION_LOSSES:
+        if reconstruction_loss not in set(ReconstructionLoss):
             raise BadInputError(
-                f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of {RECONSTRUCTION_LOSSES}"
+                f"unknown reconstruction_loss {reconstruction_loss!r}; choose one of: {', '.join(ReconstructionLoss)}"
             )
-        if self.dtype_policy.name not in PRECISIONS:
-            raise BadInputError(f"unsupported precision {self.dtype_policy.name!r}; choose one of {PRECISIONS}")
+        if self.dtype_policy.name not in set(Precision):
+            raise BadInputError(f"unsupported precision {self.dtype_policy.name!r}; choose one of: {', '.join(Precision)}")
         if latent_dim < 1 or blocks_per_stage < 0 or kl_loss_weight < 0 or free_bits < 0:
             raise BadInputError("latent_dim must be >= 1; blocks_per_stage, kl_loss_weight and free_bits >= 0")
         self.filters = filters
         self.latent_dim = int(latent_dim)
         self.blocks_per_stage = int(blocks_per_stage)
-        self.reconstruction_loss = reconstruction_loss
+        self.reconstruction_loss = str(reconstruction_loss)
         self.kl_loss_weight = float(kl_loss_weight)
         self.free_bits = float(free_bits)
         self.seed = seed
@@ -95,7 +95,7 @@ class VAE(keras.Model):
         z_mean = ops.cast(y_pred["z_mean"], "float32")
         z_log_var = ops.cast(y_pred["z_log_var"], "float32")
         pixel_axes = tuple(range(1, len(x.shape)))
-        if self.reconstruction_loss == "bce":
+        if self.reconstruction_loss == ReconstructionLoss.BCE:
             r = ops.clip(reconstruction, BCE_EPSILON, 1.0 - BCE_EPSILON)
             nll = -ops.sum(x * ops.log(r) + (1.0 - x) * ops.log1p(-r), axis=pixel_axes)
         else:
