@@ -1,4 +1,8 @@
-"""Shared, expensive fixtures: built once per test session."""
+"""Shared, expensive fixtures, built once per test session, and the test tiers.
+
+Every test that uses a trained model or an exported bundle (directly or through another
+fixture) is marked `slow` here, so `pytest -m "not slow"` runs without training or exporting.
+"""
 
 import os
 
@@ -8,6 +12,15 @@ import numpy as np
 import pytest
 
 TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max_samples=400, seed=0)
+# Fixtures that train or export; any test depending on one of them, even indirectly, is slow.
+SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark slow every test whose fixture closure trains or exports."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +55,7 @@ def rng():
 
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run, trained_model, digits, tmp_path_factory):
-    """Every format and mode of the tiny model, exported and verified once per session."""
+    """Every target of the registry (dynamic and fixed-shape) of the tiny model, exported and verified once per session."""
     from vae_edge.export import export_bundle, source_facts
 
     out = tmp_path_factory.mktemp("export") / "tiny"

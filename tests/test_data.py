@@ -1,3 +1,6 @@
+import sys
+import types
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -96,11 +99,12 @@ def test_too_few_images_to_split():
 
 
 def test_offline_keras_dataset_points_to_the_embedded_one(monkeypatch):
-    import keras
+    """Keras' download fails offline; a stand-in module keeps this test free of the Keras import (~30 s)."""
 
     def offline():
         raise OSError("no network")
 
-    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    keras = types.SimpleNamespace(datasets=types.SimpleNamespace(mnist=types.SimpleNamespace(load_data=offline)))
+    monkeypatch.setitem(sys.modules, "keras", keras)
     with pytest.raises(BadInputError, match="mnist-5k.*folder"):
         load_images("mnist")
