@@ -6,18 +6,18 @@ printed as one line: exit status 2 for bad input, 1 for a failed export or verif
 """
 
 import errno
-import logging
 import os
 import signal
+import sys
 
 import click
 
 from vae_edge.cli import bench, export, info, run, runtime, train
 from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
+from vae_edge.logs import VERBOSE_ENV, quiet_libraries
 from vae_edge.registry import EXTRAS_OF_MODULES
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
-logging.getLogger("tensorflow").setLevel(logging.ERROR)  # and its retracing warnings from predict()
+quiet_libraries()
 
 
 BAD_PATH_ERRORS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EROFS, errno.ENAMETOOLONG)
@@ -53,9 +53,36 @@ class VaeEdgeGroup(click.Group):
         click.secho(f"Error: {message}", fg="red", err=True)
         ctx.exit(status)
 
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        """Click's usage errors as one line too (the problem and where the help is), exit status 2."""
+        try:
+            result = super().main(args, prog_name, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0  # ctx.exit(N) comes back as N
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx else "vae-edge"
+            click.secho(f"Error: {error.format_message()} (see `{command} --help`)", fg="red", err=True)
+            code = error.exit_code
+        except click.ClickException as error:
+            click.secho(f"Error: {error.format_message()}", fg="red", err=True)
+            code = error.exit_code
+        except click.Abort:
+            click.secho("Aborted.", fg="red", err=True)
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _verbose(ctx, param, value):
+    if value:
+        os.environ[VERBOSE_ENV] = "1"  # child processes (bench workers) inherit it
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
 
 @click.group(cls=VaeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vae-edge")
+@click.option("--verbose", is_flag=True, is_eager=True, expose_value=False, callback=_verbose,
+              help="Show the native libraries' logs (TensorFlow, converters, LiteRT) that are hidden by default.")
 def main():
     """Train a ResNet VAE, export it for devices, verify and benchmark the exports."""
 
@@ -65,3 +92,7 @@ for command in (
     runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate,
 ):
     main.add_command(command)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ import warnings
 
 from vae_edge.errors import ExportError, first_line
 from vae_edge.export.job import ExportJob
+from vae_edge.logs import native_stderr_silenced
 from vae_edge.registry import MODES, Format, Mode, register_converter
 
 
@@ -39,7 +40,7 @@ def to_tflite(savedmodel_path, signature: str, mode: Mode, calibration) -> bytes
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     try:
-        with warnings.catch_warnings():  # calibration runs TF's own deprecated interpreter, which warns
+        with warnings.catch_warnings(), native_stderr_silenced():  # calibration warns; the quantizer prints per tensor
             warnings.simplefilter("ignore")
             return converter.convert()
     except Exception as error:  # tf.lite's ConverterError and friends

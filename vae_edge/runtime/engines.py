@@ -18,6 +18,7 @@ import numpy as np
 
 from vae_edge.bundle import Artifact, Bundle
 from vae_edge.errors import BadInputError, first_line
+from vae_edge.logs import native_stderr_silenced
 from vae_edge.registry import ENGINES, FORMATS, Engine, Format, format_of_suffix
 
 CHUNK = 256  # rows per engine call: large enough to be fast, small enough to bound the arena
@@ -91,7 +92,9 @@ class LiteRTEngine(InferenceEngine):
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise BadInputError(f"{path}: LiteRT cannot load this file ({first_line(error)})") from None
         signatures = list(self.interpreter.get_signature_list())

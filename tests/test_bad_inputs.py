@@ -1,0 +1,218 @@
+"""Bad and unusual input through the CLI and the Python API: one line, the documented exit status,
+and nothing that existed before changed (issue: the defects found when tried as a new user would)."""
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vae_edge.bundle import Bundle
+from vae_edge.cli import main
+from vae_edge.errors import BadInputError
+from vae_edge.fsutil import atomic_directory, exclusive_lock
+from vae_edge.pipeline import RunConfig, check_resumable
+from vae_edge.run_folder import RunFolder
+from vae_edge.runtime import EdgeVAE
+from vae_edge.train import TrainConfig
+
+
+def snapshot(*folders: Path) -> dict[str, str]:
+    """sha256 of every file under the folders, by path."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, status: int):
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == status, (result.exit_code, result.stderr, result.output)
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.output
+
+
+@pytest.fixture(scope="module")
+def workspace(bundle_dir, trained_run, tmp_path_factory):
+    """A private bundle, run folder and a few files that bad commands must leave alone."""
+    root = tmp_path_factory.mktemp("bad")
+    bundle = Path(shutil.copytree(bundle_dir, root / "bundle"))
+    shutil.copytree(trained_run, root / "run")
+    good = root / "good.npy"
+    np.save(good, np.zeros((2, 28, 28, 1), np.float32))
+    (root / "folder.png").mkdir()
+    for name, manifest in {
+        "list": [],
+        "no-artifacts": {k: v for k, v in json.loads((bundle / "manifest.json").read_text()).items() if k != "artifacts"},
+        "unknown-field": {**json.loads((bundle / "manifest.json").read_text()), "surprise": 1},
+        "rank-2": {**json.loads((bundle / "manifest.json").read_text()),
+                   "model": {**json.loads((bundle / "manifest.json").read_text())["model"], "input_shape": [28, 28]}},
+    }.items():
+        broken = Path(shutil.copytree(bundle, root / f"manifest-{name}"))
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+BAD_COMMANDS = [  # (args with {root} for the workspace, exit status)
+    (["sample", "{root}/bundle", "-n", "100000000", "-o", "{root}/big.png"], 2),
+    (["sample", "{root}/bundle", "-n", "0", "-o", "{root}/zero.png"], 2),
+    (["sample", "{root}/bundle", "-o", "/proc/x/y.png"], 2),
+    (["sample", "{root}/bundle", "-o", "{root}/folder.png"], 2),
+    (["sample", "{root}/bundle", "-o", "{root}/out.txt"], 2),
+    (["sample", "{root}/bundle", "--seed", "4294967296", "-o", "{root}/s.png"], 2),
+    (["sample", "{root}/bundle", "--mode", "int4"], 2),
+    (["sample", "{root}/bundle", "--backend", "tflite", "--threads", "0"], 2),
+    (["interpolate", "{root}/bundle", "{root}/good.npy", "{root}/good.npy", "--steps", "100000000", "-o", "{root}/i.png"], 2),
+    (["score", "{root}/bundle", "{root}/missing.png"], 2),
+    (["reconstruct", "{root}/bundle", "{root}/good.npy", "-o", "/proc/x/r.npy"], 2),
+    (["info", "{root}/nowhere"], 2),
+    (["info", "{root}/manifest-list"], 2),
+    (["sample", "{root}/manifest-no-artifacts"], 2),
+    (["sample", "{root}/manifest-unknown-field"], 2),
+    (["sample", "{root}/manifest-rank-2"], 2),
+    (["verify", "{root}/manifest-rank-2"], 2),
+    (["export", "{root}/run/model.keras", "--out", "{root}/bundle"], 2),
+    (["export", "{root}/run/model.keras", "--format", "bogus", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--calibration-samples", "5", "--out", "{root}/new"], 2),
+    (["export", "{root}/good.npy", "--out", "{root}/new"], 2),
+    (["bench", "{root}/bundle", "--only", "nothing/*"], 2),
+    (["run", "--variant", "gigantic", "--out", "{root}/run2"], 2),
+    (["run", "--bench-only", "tflite/decoder/int4", "--out", "{root}/run2"], 2),
+    (["run", "--calibration-samples", "100000", "--max-samples", "400", "--out", "{root}/run2"], 2),
+    (["train", "--dataset", "{root}/missing", "--out", "{root}/run2"], 2),
+    (["evaluate", "{root}/good.npy"], 2),
+]
+
+
+@pytest.mark.parametrize("args, status", BAD_COMMANDS, ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
+def test_bad_command_is_one_line_and_changes_nothing(workspace, args, status):
+    before = snapshot(workspace)
+    result = invoke([a.format(root=workspace) for a in args])
+    assert_one_line_error(result, status)
+    assert snapshot(workspace) == before
+    assert not (workspace / "run2").exists() and not (workspace / "new").exists()
+
+
+def test_verify_refuses_another_model_and_leaves_the_bundle_alone(workspace, trained_model, tmp_path):
+    retrained = tmp_path / "retrained.keras"
+    trained_model.save(retrained)  # same weights, another file: the bundle records its source's sha256
+    before = snapshot(workspace / "bundle")
+    result = invoke(["verify", workspace / "bundle", "--model", retrained])
+    assert_one_line_error(result, 2)
+    assert "source_sha256" in result.stderr
+    assert snapshot(workspace / "bundle") == before
+
+
+def test_missing_extra_names_the_pip_extra(monkeypatch, workspace):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as in a runtime-only install
+    monkeypatch.setitem(sys.modules, "keras", None)
+    result = invoke(["export", workspace / "run" / "model.keras", "--out", workspace / "new"])
+    assert_one_line_error(result, 2)
+    assert "pip install vae-edge[train]" in result.stderr
+
+
+def test_bench_without_matplotlib_writes_consistent_reports(bundle_copy, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = invoke(["bench", bundle_copy, "--only", "onnx/decoder/float32", "--batch-size", "1", "--threads", "1",
+                     "--runs", "3", "--min-seconds", "0", "--warmup", "1"])
+    assert result.exit_code == 0, result.output + result.stderr
+    report = json.loads((bundle_copy / "bench.json").read_text())
+    assert not (bundle_copy / "bench.png").exists()
+    assert any("matplotlib" in note for note in report["notes"])
+    assert "matplotlib" in (bundle_copy / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("out", ["samples.npy", "samples.png"])
+def test_a_full_disk_keeps_the_previous_output(bundle_dir, tmp_path, monkeypatch, out):
+    target = tmp_path / out
+    assert invoke(["sample", bundle_dir, "-n", "4", "-o", target]).exit_code == 0
+    before = target.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    monkeypatch.setattr("PIL.Image.Image.save", disk_full)
+    result = invoke(["sample", bundle_dir, "-n", "4", "--seed", "3", "-o", target])
+    assert_one_line_error(result, 1)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [out]  # no partial file left beside it
+
+
+def test_a_second_writer_of_the_same_folder_is_refused(tmp_path, workspace):
+    out = tmp_path / "bundle"
+    with exclusive_lock(out):  # another export holds the folder
+        result = invoke(["export", workspace / "run" / "model.keras", "--format", "onnx", "--out", out])
+    assert_one_line_error(result, 2)
+    assert "another vae-edge process" in result.stderr and not out.exists()
+
+
+def test_stale_staging_folders_are_swept(tmp_path):
+    target = tmp_path / "bundle"
+    stale = tmp_path / ".bundle.abc123.tmp"
+    stale.mkdir()
+    (stale / "half.tflite").write_bytes(b"\0")
+    with atomic_directory(target) as staging:
+        (staging / "done").write_text("ok")
+    assert not stale.exists() and (target / "done").read_text() == "ok"
+
+
+def test_sigterm_during_export_leaves_no_staging(tmp_path, trained_run):
+    out = tmp_path / "bundle"
+    process = subprocess.Popen([sys.executable, "-m", "vae_edge.cli.app", "export", str(trained_run / "model.keras"),
+                                "--format", "tflite", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".bundle.*.tmp")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".bundle.*.tmp")), "the export never started staging"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    assert not list(tmp_path.glob(".bundle.*.tmp")) and not out.exists()
+
+
+def test_resume_checks_only_the_stages_that_finished(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.train.mkdir(parents=True)
+    folder.model.write_bytes(b"trained")  # train finished; export failed on its settings
+    failed = RunConfig(train=TrainConfig(epochs=1), calibration_samples=100000)
+    folder.config.write_text(json.dumps(asdict(failed)))
+    check_resumable(folder, RunConfig(train=TrainConfig(epochs=1), calibration_samples=64), restart=False)  # accepted
+    with pytest.raises(BadInputError, match="finished train stage"):
+        check_resumable(folder, RunConfig(train=TrainConfig(epochs=2)), restart=False)
+
+
+def test_runtime_api_edges_name_the_argument(bundle_dir):
+    with pytest.raises(BadInputError, match="num_threads"):
+        EdgeVAE.load(bundle_dir, num_threads=0)
+    vae = EdgeVAE.load(bundle_dir)
+    with pytest.raises(BadInputError, match=r"one image of shape \(28, 28, 1\) without the batch axis"):
+        vae.encode(np.zeros((28, 28, 1), np.float32))
+    with pytest.raises(BadInputError, match="GiB"):
+        vae.sample(10**9)
+
+
+def test_manifest_checks_name_the_problem(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["artifacts"][0]["mode"] = "int4"
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInputError, match=r"artifacts\[0\] names an unknown format, mode or graph"):
+        Bundle(bundle_copy)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_folder(bundle_dir, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_one_line_error(invoke(["sample", bundle_dir, "-o", locked / "s.png"]), 2)

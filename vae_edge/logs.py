@@ -1,0 +1,47 @@
+"""A quiet terminal: native libraries' chatter (TensorFlow start-up, the TFLite converter's
+`fully_quantize:` lines, LiteRT's "Created ... XNNPACK delegate") kept off stderr unless
+`VAE_EDGE_VERBOSE=1` (the CLI's `--verbose`) asks for it.
+
+C++ libraries write to file descriptor 2 directly, below Python's `sys.stderr`, so silencing
+them means pointing that descriptor at /dev/null for the duration of the call.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+
+VERBOSE_ENV = "VAE_EDGE_VERBOSE"
+_lock = threading.Lock()  # descriptor 2 is process-wide: one silenced section at a time
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def quiet_libraries() -> None:
+    """Before TensorFlow loads: no C++ start-up lines, no Python-side retracing warnings."""
+    if verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Run the block with descriptor 2 on /dev/null (unless verbose); Python exceptions still propagate."""
+    if verbose():
+        yield
+        return
+    with _lock:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
