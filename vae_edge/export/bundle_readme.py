@@ -1,0 +1,229 @@
+"""The README.md written into each bundle: for an app developer who opens the folder.
+
+It is rendered from the bundle's manifest, so the names, shapes, dtypes and int8 parameters in
+its Kotlin and Swift snippets are this bundle's own, and the prior's reference vectors let a
+port of the seeded prior test itself.
+"""
+
+from string import Template
+
+from vae_edge.prior import reference_vectors
+from vae_edge.registry import Format, Graph, Mode
+from vae_edge.signatures import RECONSTRUCTION, Z
+
+INT8_TYPES = ("int8", "uint8")
+PRIOR_SPEC = """\
+    mix32(x):  x ^= x >> 16;  x = (x * 0x7FEB352D) mod 2^32
+               x ^= x >> 15;  x = (x * 0x846CA68B) mod 2^32
+               x ^= x >> 16;  return x
+    bits(seed, k) = mix32(mix32(seed) ^ mix32((k + 0x9E3779B9) mod 2^32))
+    uniform(seed, k) = ((bits(seed, k) >> 8) + 0.5) / 2^24
+    pair p: u1 = uniform(seed, 2p), u2 = uniform(seed, 2p + 1), r = sqrt(-2 ln u1)   (double precision)
+            normal[2p] = r cos(2 pi u2),  normal[2p + 1] = r sin(2 pi u2)
+    z[n, d] = float32(normal[n * latent_size + d] * temperature)"""
+
+TEMPLATE = Template("""\
+# vae-edge bundle: $variant VAE, $height x $width x $channels images, latent size $latent
+
+Exported by vae-edge $version (manifest schema $schema). `manifest.json` is the contract: every
+file below with its inputs, outputs, dtypes, int8 parameters, size and sha256.
+
+## What this folder holds
+
+| file | graph | mode | batch | inputs | outputs |
+|---|---|---|---|---|---|
+$files
+
+Fixed-batch files (`*.b1.*`, batch 1) are the ones for phones: NNAPI, CoreML and the GPU
+delegate need every dimension known. Each `.tflite` and `.onnx` also carries these facts in
+its own metadata (entry `vae_edge`), so a copied file explains itself (`vae-edge info FILE`).
+`verify.md` says how far each file is from the Keras model.
+
+## The decoder an app calls
+
+`$decoder` (signature `$signature`):
+
+- input `$z_name`: $z_dtype $z_shape, z ~ N(0, I) of width $latent$z_quant
+- output `$out_name`: $out_dtype $out_shape, pixels in [0, 1], channels last$out_quant
+
+## Android (Kotlin, LiteRT)
+
+$android
+`interpreter.getSignatureRunner("$signature")` gives the same call with `run(inputs, outputs)`.
+$int8_android
+## iOS (Swift)
+
+TensorFlowLiteSwift (`pod 'TensorFlowLiteSwift'`), the same `.tflite` file:
+
+```swift
+let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: "$decoder_stem", ofType: "tflite")!)
+let runner = try interpreter.signatureRunner(with: "$signature")
+try runner.allocateTensors()
+$swift_io
+try runner.invoke()
+let out = try runner.output(named: "$out_name")   // $out_dtype $out_shape
+$swift_post
+```
+
+onnxruntime-objc (`pod 'onnxruntime-objc'`), `$onnx_file`, with CoreML taking every node:
+
+```swift
+let session = try ORTSession(env: ORTEnv(loggingLevel: .warning), modelPath: path, sessionOptions: {
+    let options = try ORTSessionOptions()
+    try options.appendCoreMLExecutionProvider(with: ORTCoreMLExecutionProviderOptions())
+    return options }())
+var z = [Float](repeating: 0, count: $latent)   // fill with the prior below
+let input = try ORTValue(tensorData: NSMutableData(bytes: &z, length: z.count * 4), elementType: .float, shape: $onnx_z_shape)
+let outputs = try session.run(withInputs: ["$z_name": input], outputNames: ["$out_name"], runOptions: nil)
+let pixels = try outputs["$out_name"]!.tensorData() as Data   // float32 $onnx_out_shape
+```
+
+## Drawing z: the portable seeded prior
+
+The same seed gives the same z here, in the Python runtime and in the web demo. Every step is
+32-bit unsigned integer arithmetic (Kotlin: `Int` with `ushr`; Swift: `&*` on `UInt32`) or an
+IEEE-754 double:
+
+```
+$prior
+```
+
+Reference vectors (the first 8 values of z for a seed, temperature 1); a port should match them
+to 1e-6:
+
+| seed | z[0, 0:8] |
+|---|---|
+$vectors
+""")
+
+
+ANDROID = Template("""\
+```kotlin
+// build.gradle: implementation("com.google.ai.edge.litert:litert:1.+"); put $file in src/main/assets
+val fd = context.assets.openFd("$file")   // aaptOptions { noCompress "tflite" } keeps it mappable
+val interpreter = Interpreter(FileInputStream(fd.fileDescriptor).channel.map(READ_ONLY, fd.startOffset, fd.declaredLength))
+$io
+interpreter.runSignature(mapOf("$z_name" to z), mapOf("$out_name" to reconstruction), "$signature")
+$post
+```
+""")
+
+
+def _android(artifact: dict) -> str:
+    """The Kotlin snippet that runs one TFLite decoder file through its signature."""
+    z, out = _tensor(artifact["inputs"], Z), _tensor(artifact["outputs"], RECONSTRUCTION)
+    int8 = z["dtype"] in INT8_TYPES
+    return ANDROID.substitute(
+        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8),
+        z_name=z["name"], out_name=out["name"], signature=artifact["signature"],
+    )
+
+
+def render_bundle_readme(manifest: dict) -> str:
+    """README.md for the bundle that `manifest` describes (see module docstring)."""
+    model = manifest["model"]
+    artifacts = manifest["artifacts"]
+    decoder = _pick(artifacts, Format.TFLITE, (Mode.FLOAT32,))
+    onnx_decoder = _pick(artifacts, Format.ONNX, (Mode.FLOAT32,))
+    int8_decoder = _pick(artifacts, Format.TFLITE, (Mode.INT8_IO,), exact=True)
+    z, out = _tensor(decoder["inputs"], Z), _tensor(decoder["outputs"], RECONSTRUCTION)
+    height, width, channels = model["input_shape"]
+    int8 = z["dtype"] in INT8_TYPES
+    return TEMPLATE.substitute(
+        variant=model.get("variant", "custom"), height=height, width=width, channels=channels, latent=model["latent_dim"],
+        version=manifest.get("tools", {}).get("vae-edge", "?"), schema=manifest["schema_version"],
+        files="\n".join(_file_row(a) for a in artifacts),
+        decoder=decoder["path"], decoder_file=decoder["path"].rsplit("/", 1)[-1],
+        decoder_stem=decoder["path"].rsplit("/", 1)[-1].removesuffix(".tflite"), signature=decoder["signature"],
+        z_name=z["name"], z_dtype=z["dtype"], z_shape=z["shape"], z_quant=_quant_note(z),
+        out_name=out["name"], out_dtype=out["dtype"], out_shape=out["shape"], out_quant=_quant_note(out),
+        android=_android(decoder),
+        int8_android=(f"\nThe int8-io decoder `{int8_decoder['path']}` ({int8_decoder['size_bytes'] // 1024} KiB) takes and "
+                      f"returns int8{_quant_note(_tensor(int8_decoder['inputs'], Z))}:\n\n{_android(int8_decoder)}")
+        if int8_decoder else "",
+        swift_io=_swift_io(z, int8), swift_post=_swift_post(out, int8),
+        onnx_file=onnx_decoder["path"] if onnx_decoder else "onnx/decoder.float32.b1.onnx",
+        onnx_z_shape=(onnx_decoder or decoder)["inputs"][0]["shape"],
+        onnx_out_shape=(onnx_decoder or decoder)["outputs"][0]["shape"],
+        prior=PRIOR_SPEC,
+        vectors="\n".join(f"| {seed} | {', '.join(f'{v:.9g}' for v in z0)} |" for seed, z0 in reference_vectors().items()),
+    )
+
+
+def _pick(artifacts: list[dict], fmt: Format, modes: tuple[Mode, ...], exact: bool = False) -> dict | None:
+    """The fixed-batch decoder of `fmt` in the first of `modes` present, else its dynamic one; else (unless
+    `exact`) any decoder of `fmt`; else None."""
+    decoders = [a for a in artifacts if a["format"] == fmt and a["graph"] == Graph.DECODER]
+    for mode in modes:
+        for fixed in (True, False):
+            found = next((a for a in decoders if a["mode"] == mode and bool(a.get("batch")) == fixed), None)
+            if found:
+                return found
+    return decoders[0] if decoders and not exact else None
+
+
+def _tensor(tensors: list[dict], name: str) -> dict:
+    return next((t for t in tensors if t["name"] == name), tensors[0])
+
+
+def _file_row(artifact: dict) -> str:
+    def tensors(items):
+        return ", ".join(f"`{t['name']}` {t['dtype']} {t['shape']}" for t in items)
+
+    batch = artifact.get("batch") or "dynamic"
+    return (f"| `{artifact['path']}` | {artifact['graph']} | {artifact['mode']} | {batch} | "
+            f"{tensors(artifact['inputs'])} | {tensors(artifact['outputs'])} |")
+
+
+def _quant_note(tensor: dict) -> str:
+    q = tensor.get("quantization")
+    if not q or tensor["dtype"] not in INT8_TYPES:
+        return ""
+    return (f"; int8 with scale {q['scale']:.9g} and zero_point {q['zero_point']}: "
+            "q = clip(round(x / scale + zero_point), -128, 127), x = (q - zero_point) * scale")
+
+
+def _size(shape) -> int:
+    size = 1
+    for d in shape:
+        size *= max(int(d), 1)
+    return size
+
+
+def _kotlin_io(z: dict, out: dict, int8: bool) -> str:
+    if int8:
+        q = z["quantization"]
+        return (f"val zFloat = FloatArray({_size(z['shape'])})  // fill with the prior below\n"
+                f"val z = ByteBuffer.allocateDirect(zFloat.size).order(ByteOrder.nativeOrder())\n"
+                f"zFloat.forEach {{ z.put((Math.round(it / {q['scale']:.9g}f) + {q['zero_point']})"
+                ".coerceIn(-128, 127).toByte()) }\n"
+                f"val reconstruction = ByteBuffer.allocateDirect({_size(out['shape'])}).order(ByteOrder.nativeOrder())")
+    _, height, width, channels = out["shape"]
+    return (f"val z = Array(1) {{ FloatArray({z['shape'][-1]}) }}  // {z['dtype']} {z['shape']}; fill with the prior below\n"
+            f"val reconstruction = Array(1) {{ Array({height}) {{ Array({width}) {{ FloatArray({channels}) }} }} }}")
+
+
+def _kotlin_post(out: dict, int8: bool) -> str:
+    if int8:
+        q = out["quantization"]
+        return (f"reconstruction.rewind()\n"
+                f"val pixels = FloatArray({_size(out['shape'])}) "
+                f"{{ (reconstruction.get() - ({q['zero_point']})) * {q['scale']:.9g}f }}")
+    return "// reconstruction[0][row][col][channel] is a pixel in [0, 1]"
+
+
+def _swift_io(z: dict, int8: bool) -> str:
+    if int8:
+        q = z["quantization"]
+        return (f"let zFloat = [Float](repeating: 0, count: {_size(z['shape'])})   // fill with the prior below\n"
+                f"let zQ = zFloat.map {{ Int8(clamping: Int(($0 / {q['scale']:.9g}).rounded()) + {q['zero_point']}) }}\n"
+                f"try runner.copy(zQ.withUnsafeBufferPointer {{ Data(buffer: $0) }}, toInputNamed: \"{z['name']}\")")
+    return (f"var z = [Float](repeating: 0, count: {_size(z['shape'])})   // fill with the prior below\n"
+            f"try runner.copy(Data(bytes: &z, count: z.count * 4), toInputNamed: \"{z['name']}\")")
+
+
+def _swift_post(out: dict, int8: bool) -> str:
+    if int8:
+        q = out["quantization"]
+        return (f"let pixels = out.data.map {{ (Float(Int8(bitPattern: $0)) - Float({q['zero_point']})) * {q['scale']:.9g} }}")
+    return "let pixels = out.data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }"
