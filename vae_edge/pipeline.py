@@ -10,12 +10,16 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from vae_edge.bench.machine import usable_cores
+from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.fsutil import atomic_directory, exclusive_lock, write_json
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, RUNTIME_FORMATS
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, RUNTIME_FORMATS
 from vae_edge.run_folder import RunFolder
 from vae_edge.run_report import write_report
+from vae_edge.runtime import default_backend, default_mode
 from vae_edge.train import TrainConfig
 
 STAGES = ("train", "evaluate", "export", "bench", "samples", "report")
@@ -35,7 +39,8 @@ class RunConfig:
     bench_runs: int = 30  # lighter than `vae-edge bench`'s defaults: the demo should take minutes
     bench_min_seconds: float = 0.5
     bench_threads: tuple[int, ...] = ()  # () = 1 and all cores
-    bench_only: tuple[str, ...] = ()  # glob patterns over artifact keys, e.g. "tflite/*/int8"
+    bench_only: tuple[str, ...] = ()  # glob patterns over subject keys, e.g. "tflite/*/int8"; () = the demo set
+    bench_full: bool = False  # every artifact, as `vae-edge bench` does, instead of the demo set
     sample_count: int = 64
 
 
@@ -46,7 +51,8 @@ STAGE_SETTINGS = {
     "train": ("train",),
     "evaluate": ("train", "importance_samples"),
     "export": _EXPORT_SETTINGS,
-    "bench": (*_EXPORT_SETTINGS, "bench_batch_sizes", "bench_runs", "bench_min_seconds", "bench_threads", "bench_only"),
+    "bench": (*_EXPORT_SETTINGS, "bench_batch_sizes", "bench_runs", "bench_min_seconds", "bench_threads", "bench_only",
+              "bench_full"),
     "samples": (*_EXPORT_SETTINGS, "sample_count"),
     "report": (),
 }
@@ -165,11 +171,20 @@ def _bench(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.bench.harness import BenchSettings, run_bench
     from vae_edge.bench.report import write_all
 
-    settings = BenchSettings(
-        batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds,
-        only=config.bench_only, **({"threads": config.bench_threads} if config.bench_threads else {}),
-    )
+    only = config.bench_only or (() if config.bench_full else demo_subjects(folder.bundle))
+    threads = config.bench_threads or (() if config.bench_full or config.bench_only else (usable_cores(),))
+    settings = BenchSettings(batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds,
+                             only=only, **({"threads": threads} if threads else {}))
     write_all(run_bench(folder.bundle, settings, folder.model, log=log), folder.bundle)
+
+
+def demo_subjects(bundle_dir: Path) -> tuple[str, ...]:
+    """What a user decides with, in about a minute: the runtime's default backend and mode, its
+    dynamic and fixed-shape files, end to end and per graph, against Keras' traced function."""
+    bundle = Bundle(bundle_dir)
+    backend = default_backend(bundle)
+    mode = default_mode(bundle, backend)
+    return (f"{backend}/*/{mode}", f"{backend}/*/{mode}@b*", f"{KERAS}/*/{KERAS_MODES[-1]}")
 
 
 def _samples(config: RunConfig, folder: RunFolder, log) -> None:

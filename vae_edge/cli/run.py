@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vae_edge.pipeline import STAGES
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, Precision, names
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
 
 
 def load_recipe(ctx, param, path):
@@ -51,12 +51,15 @@ def load_recipe(ctx, param, path):
 @click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--bench-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0))
 @click.option("--bench-threads", multiple=True, type=click.IntRange(min=1), help="Thread counts (default: 1 and all cores).")
-@click.option("--bench-only", multiple=True, help="Benchmark only artifacts matching these globs, e.g. 'tflite/*/int8'.")
+@click.option("--bench-only", multiple=True,
+              help="Benchmark only subjects matching these globs, e.g. 'tflite/*/int8'. Default: the runtime's default mode "
+                   "(dynamic and fixed shape) against Keras.")
+@click.option("--bench-full", is_flag=True, help="Benchmark every artifact at 1 and all threads, as `vae-edge bench` does.")
 @click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")
 @click.option("--restart", is_flag=True, help="Discard an existing run in --out and start over.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
 def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes, static_batch,
-        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, bench_threads, bench_only, skip, restart, out):
+        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, bench_threads, bench_only, bench_full, skip, restart, out):
     """Train, export every format, verify, benchmark, sample through the runtime, and report.
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
@@ -70,27 +73,35 @@ def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples
         formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None, calibration_samples=calibration_samples,
         importance_samples=importance_samples, bench_batch_sizes=tuple(bench_batch_sizes), bench_runs=bench_runs,
         bench_min_seconds=bench_seconds, bench_threads=tuple(bench_threads), bench_only=tuple(bench_only),
+        bench_full=bench_full,
     )
     folder = run_pipeline(config, out, skip=tuple(skip), restart=restart, log=click.echo)
     click.echo(summary(folder))
 
 
 def summary(folder) -> str:
-    """The closing lines: quality, verification, latency and where everything is."""
+    """The closing lines: quality, the verdict per format, the best latency per format, where the
+    report is. The full tables are in the report."""
     lines = ["", f"== done: {folder.root}/"]
     if folder.evaluation.is_file():
         scores = json.loads(folder.evaluation.read_text())
-        lines.append(f"test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB")
+        lines.append(f"quality:  test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB")
     verify = folder.bundle / "verify.json"
     if verify.is_file():
-        from vae_edge.verify.report import format_table
-        from vae_edge.verify.results import VerifyReport
-
-        lines.append(format_table(VerifyReport.from_json(json.loads(verify.read_text()))))
+        verdicts: dict[str, list[bool]] = {}
+        for pipeline in json.loads(verify.read_text())["pipelines"]:
+            verdicts.setdefault(pipeline["format"], []).append(pipeline["passed"])
+        lines.append("verified: " + ", ".join(f"{fmt} {sum(v)}/{len(v)} PASS" for fmt, v in verdicts.items()))
     if folder.bench.is_file():
-        from vae_edge.bench.report import format_table as bench_table
-
-        lines.append(bench_table(json.loads(folder.bench.read_text())))
-    lines += [f"report: {folder.report} and {folder.report.with_suffix('.html')}", f"bundle: {folder.bundle}/",
-              f"model:  {folder.model}"]
+        best: dict[tuple[str, int], dict] = {}
+        for cell in json.loads(folder.bench.read_text())["cells"]:
+            if cell["graph"] == PIPELINE:
+                key = (cell["format"], cell["batch"])
+                if key not in best or cell["p50_ms"] < best[key]["p50_ms"]:
+                    best[key] = cell
+        for (fmt, batch), cell in sorted(best.items()):
+            lines.append(f"latency:  {fmt:<10} batch {batch:<3} best {cell['p50_ms']:.3f} ms end to end "
+                         f"({cell['mode']}{'' if cell['key'].count('@') == 0 else ' fixed shape'}, {cell['threads']} thread(s))")
+    lines += [f"report:   {folder.report} and {folder.report.with_suffix('.html')}", f"bundle:   {folder.bundle}/",
+              f"model:    {folder.model}"]
     return "\n".join(lines)
