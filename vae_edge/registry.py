@@ -132,6 +132,7 @@ KERAS = "keras"
 KERAS_MODES = ("eager", "tf.function")
 KERAS_COLOR = "tab:gray"
 PIPELINE = "e2e"  # the encoder then the decoder of one format and mode, as a bench subject
+BENCH_JSON = "bench.json"  # in the bundle: what `vae-edge bench` measured (the runtime reads it to pick its mode)
 
 
 @dataclass(frozen=True)

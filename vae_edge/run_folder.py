@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from vae_edge.registry import BENCH_JSON
+
 
 class RunFolder:
     """Where each stage's output lives inside a run folder."""
@@ -13,7 +15,7 @@ class RunFolder:
         self.model = self.train / "model.keras"
         self.evaluation = self.root / "evaluation.json"
         self.bundle = self.root / "bundle"
-        self.bench = self.bundle / "bench.json"
+        self.bench = self.bundle / BENCH_JSON
         self.samples = self.root / "samples"
         self.report = self.root / "report.md"
 

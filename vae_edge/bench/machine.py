@@ -43,6 +43,17 @@ def theoretical_gflops(mhz: float, lanes: int, threads: int) -> float:
     return FMA_UNITS * lanes * 2 * mhz / 1e3 * threads
 
 
+VECTOR_EXTENSIONS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"}
+
+
+def cpu_class() -> dict:
+    """The CPU model and the vector extensions that decide which kernels run: results measured on
+    another CPU class say nothing about this one."""
+    info = _cpuinfo()
+    return {"cpu": info.get("model name", platform.processor() or platform.machine()),
+            "vector_extensions": sorted(set(info.get("flags", "").split()) & VECTOR_EXTENSIONS)}
+
+
 def describe() -> dict:
     """CPU model, clock, vector extensions, core counts, OS and package versions."""
     info = _cpuinfo()
@@ -51,7 +62,7 @@ def describe() -> dict:
     return {
         "cpu": info.get("model name", platform.processor() or platform.machine()),
         "cpu_mhz": mhz,
-        "vector_extensions": sorted(flags & {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"}),
+        "vector_extensions": sorted(flags & VECTOR_EXTENSIONS),
         "fp32_lanes": fp32_lanes(flags),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),

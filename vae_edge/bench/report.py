@@ -4,7 +4,7 @@ from pathlib import Path
 
 from vae_edge.document import Heading, Paragraph, Picture, Table, to_markdown
 from vae_edge.fsutil import atomic_file, write_json, write_text
-from vae_edge.registry import FORMATS, KERAS, KERAS_COLOR, PIPELINE
+from vae_edge.registry import BENCH_JSON, FORMATS, KERAS, KERAS_COLOR, PIPELINE
 from vae_edge.tables import human_size, text_table
 
 COLUMNS = ["subject", "size", "load", "first", "mean ± std ms", "p50 ms", "p90 ms", "p99 ms",
@@ -160,4 +160,4 @@ def write_all(report: dict, folder) -> list[Path]:
     except ImportError:
         report["notes"].append("bench.png not drawn: matplotlib is not installed (pip install vae-edge[train])")
     written.insert(0, write_markdown(report, folder / "bench.md"))
-    return [*written, write_json(folder / "bench.json", report)]  # last: bench.json marks the stage done
+    return [*written, write_json(folder / BENCH_JSON, report)]  # last: bench.json marks the stage done

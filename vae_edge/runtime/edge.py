@@ -7,16 +7,18 @@ was expected. Images are float arrays in [0, 1] or uint8 pixels 0..255, channels
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 
 import numpy as np
 
+from vae_edge.bench.machine import cpu_class
 from vae_edge.bundle import Bundle
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
 from vae_edge.prior import SEED_LIMIT, prior_latents
-from vae_edge.registry import FORMATS, RUNTIME_FORMATS, Format, Graph, Mode, Target
+from vae_edge.registry import BENCH_JSON, FORMATS, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
@@ -34,17 +36,39 @@ def default_backend(bundle: Bundle) -> Format:
 
 
 def default_mode(bundle: Bundle, backend: Format) -> Mode:
-    """The smallest mode of `backend` whose whole (dynamic-batch) pipeline passed verification, else float32.
+    """The verified mode of `backend` to run when none is asked for, else float32.
 
-    Ties in size go to the mode listed first in the registry (float I/O before int8 I/O).
+    The fastest verified one end to end at batch 1, where the bundle's `bench.json` was measured on
+    this CPU class (same model and vector extensions: int8 pays off with VNNI and not without);
+    otherwise the most compact verified one, ties to the mode listed first in the registry.
+    Decided from files, not by timing at load, so the same bundle always gives the same images.
     """
     modes = FORMATS[backend].modes
-    sizes = {
-        target.mode: sum(a.size_bytes for a in bundle.pipeline(target).values())
-        for target in bundle.targets()
-        if target.format == backend and target.batch is None and bundle.verified(target)
-    }
-    return min(sizes, key=lambda m: (sizes[m], modes.index(m))) if sizes else Mode.FLOAT32
+    verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)]
+    if not verified:
+        return Mode.FLOAT32
+    latency = measured_latency(bundle)
+    timed = [t for t in verified if t.key in latency]
+    if timed:
+        return min(timed, key=lambda t: (latency[t.key], modes.index(t.mode))).mode
+    sizes = {t.mode: sum(a.size_bytes for a in bundle.pipeline(t).values()) for t in verified}
+    return min(sizes, key=lambda m: (sizes[m], modes.index(m)))
+
+
+def measured_latency(bundle: Bundle) -> dict[str, float]:
+    """p50 ms end to end at batch 1 per target key, from the bundle's bench.json when it was measured on
+    this CPU class (at its highest thread count); {} otherwise."""
+    path = bundle.folder / BENCH_JSON
+    try:
+        report = json.loads(path.read_text())
+        machine = report["machine"]
+        if {key: machine[key] for key in ("cpu", "vector_extensions")} != cpu_class():
+            return {}
+        cells = [c for c in report["cells"] if c["graph"] == PIPELINE and c["batch"] == 1]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    most = max((c["threads"] for c in cells), default=None)
+    return {c["key"].replace(f"/{PIPELINE}/", "/"): c["p50_ms"] for c in cells if c["threads"] == most}
 
 
 class EdgeVAE:
