@@ -1,0 +1,325 @@
+"""The web app in a real headless Chromium: the JS runtime must give the Python runtime's numbers.
+
+One tiny bundle (ONNX only) and one browser serve the whole module. Without a browser the
+browser tests skip outside CI; under CI=true a missing browser or Playwright is a failure.
+"""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.prior import prior_latents, reference_vectors
+from vae_edge.web.app import write_web_app
+from vae_edge.web.vendor import FILES, ORT_WEB_VERSION, VENDOR_DIR, read_record, runtime_files
+
+IN_CI = os.environ.get("CI") == "true"
+# int8: onnxruntime-web's WASM kernels and native x86 kernels may round a requantized value
+# one step apart, which moves a pixel by about one output quantization step (1/255 of the range).
+TOLERANCE = {"float32": 1e-4, "int8": 2e-2}
+
+
+def _require_browser() -> str:
+    from vae_edge.web.browser import INSTALL_HINT, find_browser
+
+    problem = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "Playwright is not installed (pip install playwright; no browser download needed)"
+    executable = find_browser()
+    if problem is None and executable is None:
+        problem = f"no Chromium found ({INSTALL_HINT})"
+    if problem:
+        if IN_CI:
+            pytest.fail(f"browser tests cannot run under CI: {problem}")
+        pytest.skip(problem)
+    return executable
+
+
+@pytest.fixture(scope="module")
+def web_bundle(trained_model, trained_run, digits, tmp_path_factory):
+    """The tiny model exported to ONNX (float32 and int8) with the web app in `web/`."""
+    from vae_edge.export import export_bundle
+
+    out = tmp_path_factory.mktemp("web") / "bundle"
+    bundle = export_bundle(
+        trained_model, out, calibration_images=digits.train, heldout_images=digits.test, formats=["onnx"],
+        calibration_samples=32, log=lambda message: None,
+        model_facts={"source_model": str(trained_run / "model.keras"), "dataset": "mnist-5k"},
+    )
+    write_web_app(bundle, bundle / "web")
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from vae_edge.web.browser import launch
+
+    with launch(_require_browser()) as browser:
+        yield browser
+
+
+class Page:
+    """A loaded app page that records console errors and failed requests."""
+
+    def __init__(self, browser, url: str):
+        self.page = browser.new_page(viewport={"width": 1100, "height": 900})
+        self.errors = []
+        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("response", lambda response: self.errors.append(f"HTTP {response.status} {response.url}")
+                     if response.status >= 400 else None)
+        self.page.goto(url)
+
+    def ready(self):
+        from vae_edge.web.browser import READY
+
+        return self.page.evaluate(READY)
+
+    def run(self, script: str, arg=None):
+        """`script` is the body of an async function of `vae` (the loaded EdgeVAE), `arg` and `VaeEdge` (the module)."""
+        return self.page.evaluate(
+            f"async (arg) => {{ const vae = await window.vaeEdgeReady; const VaeEdge = window.VaeEdge; {script} }}", arg)
+
+
+@pytest.fixture(scope="module")
+def app(web_bundle, browser):
+    from vae_edge.web.browser import serving
+
+    with serving(web_bundle / "web") as url:
+        page = Page(browser, url)
+        page.info = page.ready()
+        yield page
+        page.page.close()
+
+
+def _python_vae(bundle, mode):
+    from vae_edge.runtime import EdgeVAE
+
+    return EdgeVAE.load(bundle, backend="onnx", mode=mode)
+
+
+def _tensor(result) -> np.ndarray:
+    return np.asarray(result["data"], dtype=np.float32).reshape(result["shape"])
+
+
+def _as_js(images: np.ndarray) -> dict:
+    return {"data": images.reshape(-1).tolist(), "shape": list(images.shape)}
+
+
+# Arrays go back to Python as plain lists: typed arrays do not cross the protocol.
+TO_LIST = "const plain = (t) => ({data: Array.from(t.data), shape: t.shape});"
+
+
+@pytest.mark.slow
+def test_page_loads_without_errors_and_shows_what_runs(app, web_bundle):
+    manifest = json.loads((web_bundle / "web" / "manifest.json").read_text())
+    assert app.info["backend"] == "onnx" and app.info["ortVersion"] == ORT_WEB_VERSION
+    assert app.info["crossOriginIsolated"] is True  # the server's COOP/COEP headers took effect
+    assert app.info["decoder"] in {a["path"] for a in manifest["artifacts"]}
+    header = app.page.locator("#facts").inner_text()
+    assert app.info["decoder"] in header and "onnxruntime-web" in header
+    assert "ms" in app.page.locator("#grid-latency").inner_text()
+    assert app.errors == []
+
+
+@pytest.mark.slow
+def test_web_folder_is_a_bundle_of_checked_copies_of_the_onnx_models(web_bundle):
+    from vae_edge.bundle import Bundle
+
+    source, web = Bundle(web_bundle), Bundle(web_bundle / "web")
+    web.check_all()  # every copy matches the sha256 the export recorded
+    assert {(a.graph, a.mode, a.sha256) for a in web.artifacts} == {
+        (a.graph, a.mode, a.sha256) for a in source.artifacts if a.format == "onnx"}
+    assert {a.format for a in web.artifacts} == {"onnx"} and len(web.artifacts) >= 4
+    assert sorted(p.name for p in (web_bundle / "web" / "ort").iterdir()) == sorted(FILES)
+
+
+@pytest.mark.slow
+def test_prior_matches_python_bit_for_bit_in_float32(app):
+    z = app.run(TO_LIST + "return plain(VaeEdge.priorLatents(5, 8, 1234, 0.7));")
+    np.testing.assert_allclose(_tensor(z), prior_latents(5, 8, 1234, 0.7), rtol=0, atol=1e-6)
+    for seed, expected in reference_vectors().items():
+        got = app.run(TO_LIST + "return plain(VaeEdge.priorLatents(1, 8, arg));", seed)
+        np.testing.assert_allclose(_tensor(got)[0], expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_sample_matches_the_python_runtime(app, web_bundle, mode):
+    got = app.run(
+        TO_LIST + "const v = await VaeEdge.EdgeVAE.load('./', {mode: arg.mode});"
+        "return plain(await v.sample(6, {seed: 7, temperature: 0.9}));", {"mode": mode})
+    expected = _python_vae(web_bundle, mode).sample(6, seed=7, temperature=0.9)
+    assert _tensor(got).shape == expected.shape == (6, 28, 28, 1)
+    assert np.abs(_tensor(got) - expected).max() <= TOLERANCE[mode]
+
+
+@pytest.mark.slow
+def test_encode_decode_interpolate_and_score_match_python(app, web_bundle, digits):
+    images = digits.test[:5]
+    got = app.run(
+        TO_LIST + "const v = await VaeEdge.EdgeVAE.load('./', {mode: 'float32'});"
+        "const codes = await v.encode(arg.images);"
+        "return {z_mean: plain(codes.z_mean), z_log_var: plain(codes.z_log_var), decoded: plain(await v.decode(codes.z_mean)),"
+        " recon: plain(await v.reconstruct(arg.images)), path: plain(await v.interpolate(arg.a, arg.b, 5, 'slerp')),"
+        " line: plain(await v.interpolate(arg.a, arg.b, 4, 'linear')),"
+        " scores: Array.from(await v.anomalyScore(arg.images)), threshold: v.threshold, anomaly: await v.isAnomaly(arg.images)};",
+        {"images": _as_js(images), "a": _as_js(images[0]), "b": _as_js(images[1])})
+    vae = _python_vae(web_bundle, "float32")
+    z_mean, z_log_var = vae.encode(images)
+    np.testing.assert_allclose(_tensor(got["z_mean"]), z_mean, atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["z_log_var"]), z_log_var, atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["decoded"]), vae.decode(z_mean), atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["recon"]), vae.reconstruct(images), atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["path"]), vae.interpolate(images[0], images[1], 5, "slerp"), atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["line"]), vae.interpolate(images[0], images[1], 4, "linear"), atol=1e-4)
+    np.testing.assert_allclose(got["scores"], vae.anomaly_score(images), rtol=1e-4)
+    assert got["threshold"] == pytest.approx(vae.threshold)
+    assert got["anomaly"] == vae.is_anomaly(images).tolist()
+
+
+@pytest.mark.slow
+def test_uint8_pixels_equal_float_pixels_and_bad_input_is_named(app, digits):
+    pixels = np.round(digits.test[:2] * 255).astype(np.uint8)
+    got = app.run(
+        "const f = await vae.encode(arg.float); const u = await vae.encode({data: Uint8Array.from(arg.uint8), shape: arg.shape});"
+        "const errors = [];"
+        "const image = (value, shape) => ({data: new Float32Array(784).fill(value), shape});"
+        "for (const bad of [{data: new Float32Array(10), shape: [1, 10]}, image(NaN, [1, 28, 28, 1]), image(2, [1, 28, 28]),"
+        "                   [[1, 2], [3]]]) {"
+        "  try { await vae.encode(bad); errors.push(null); } catch (e) { errors.push(`${e.name}: ${e.message}`); } }"
+        "try { await vae.sample(2, {seed: -1}); } catch (e) { errors.push(e.message); }"
+        "return {same: Array.from(f.z_mean.data).every((x, i) => Math.abs(x - u.z_mean.data[i]) < 1e-6), errors};",
+        {"float": _as_js(pixels.astype(np.float32) / 255), "uint8": pixels.reshape(-1).tolist(), "shape": list(pixels.shape)})
+    assert got["same"]
+    shape_error, nan_error, range_error, ragged_error, seed_error = got["errors"]
+    assert shape_error.startswith("BadInputError: expected images of shape (N, 28, 28, 1), got shape (1, 10)")
+    assert "NaN" in nan_error
+    assert "[0, 1]" in range_error and "uint8" in range_error
+    assert "rectangular" in ragged_error
+    assert "seed must be an integer in [0, 2^32)" in seed_error
+
+
+@pytest.mark.slow
+def test_rendered_sample_grid_is_not_blank(app):
+    from PIL import Image
+
+    picture = np.asarray(Image.open(io.BytesIO(app.page.locator("#grid").screenshot())).convert("L"), dtype=np.float32)
+    assert picture.shape[0] > 100 and picture.shape[1] > 100
+    assert picture.std() > 5  # digits on black, not one flat colour
+    assert picture.max() > 100
+
+
+@pytest.mark.slow
+def test_drawing_a_digit_gives_a_reconstruction_and_verdict(app):
+    pad = app.page.locator("#pad").bounding_box()
+    app.page.mouse.move(pad["x"] + 0.5 * pad["width"], pad["y"] + 0.2 * pad["height"])
+    app.page.mouse.down()
+    for step in range(1, 11):
+        app.page.mouse.move(pad["x"] + 0.5 * pad["width"], pad["y"] + (0.2 + 0.06 * step) * pad["height"])
+    app.page.mouse.up()
+    app.page.wait_for_function("document.querySelector('#verdict').textContent.startsWith('score')")
+    verdict = app.page.locator("#verdict")
+    assert " nats vs threshold " in verdict.inner_text()
+    assert verdict.get_attribute("class") in ("verdict anomaly", "verdict typical")
+    assert app.errors == []
+
+
+@pytest.mark.slow
+def test_a_tampered_model_file_is_refused(web_bundle, browser, tmp_path):
+    from vae_edge.web.browser import serving
+
+    web = shutil.copytree(web_bundle / "web", tmp_path / "web")
+    for model in (web / "models").glob("decoder.*.onnx"):
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model.write_bytes(bytes(data))
+    with serving(web) as url:
+        page = Page(browser, url)
+        error = page.page.evaluate(
+            "async () => { try { await window.vaeEdgeReady; return null; } catch (e) { return `${e.name}: ${e.message}`; } }")
+        status = page.page.locator("#status").inner_text()
+        page.page.close()
+    assert error is not None and error.startswith("IntegrityError: models/decoder.")
+    assert "sha256 does not match the manifest" in error
+    assert "sha256 does not match" in status
+
+
+# ---- no browser needed ----
+
+
+def test_vendored_runtime_is_the_pinned_version_and_intact(tmp_path):
+    record = read_record()
+    assert record["version"] == ORT_WEB_VERSION
+    files = runtime_files()
+    assert sorted(files) == sorted(FILES)
+    assert files["ort-wasm-simd-threaded.wasm"][:4] == b"\0asm"
+    assert f"ONNX Runtime Web v{ORT_WEB_VERSION}".encode() in files["ort.wasm.bundle.min.mjs"][:200]
+    damaged = shutil.copytree(VENDOR_DIR, tmp_path / "ort")
+    entry = damaged / "ort.wasm.bundle.min.mjs"
+    entry.write_bytes(entry.read_bytes() + b"//")
+    with pytest.raises(BadInputError, match="sha256 differs"):
+        runtime_files(damaged)
+
+
+def _fake_bundle(folder, formats):
+    """A manifest-only bundle with an encoder and a decoder in each of `formats` (enough for the app's checks)."""
+    folder.mkdir()
+    artifacts = [{"path": f"{fmt}/{graph}.float32.{fmt}", "format": fmt, "graph": graph, "mode": "float32", "signature": graph,
+                  "inputs": [], "outputs": [], "size_bytes": 1, "sha256": "0" * 64}
+                 for fmt in formats for graph in ("encoder", "decoder")]
+    model = {"input_shape": [28, 28, 1], "latent_dim": 8, "reconstruction_loss": "bce"}
+    manifest = {"schema_version": 1, "model": model, "anomaly": {"threshold": 1.0}, "artifacts": artifacts}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_bundle_without_onnx_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(BadInputError, match="needs an ONNX encoder and decoder.*--format onnx"):
+        write_web_app(_fake_bundle(tmp_path / "b", ["tflite"]), tmp_path / "b" / "web")
+    assert not (tmp_path / "b" / "web").exists()
+
+
+def test_serve_sends_isolation_headers_and_stops_cleanly_on_ctrl_c(tmp_path):
+    web = tmp_path / "bundle" / "web"
+    web.mkdir(parents=True)
+    (web / "index.html").write_text("<p>hello</p>")
+    command = [sys.executable, "-c", "from vae_edge.cli.serve import serve; serve()", str(tmp_path / "bundle"), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "index.html", timeout=10) as response:
+            assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert response.read() == b"<p>hello</p>"
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(url + "missing.onnx", timeout=10)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=10)
+    assert server.returncode == 0
+    assert "stopped" in out and "Traceback" not in err
+
+
+def test_serve_names_the_fix_for_a_bundle_without_a_web_app(tmp_path):
+    from click.testing import CliRunner
+
+    from vae_edge.cli.serve import serve
+
+    (tmp_path / "bundle").mkdir()
+    result = CliRunner().invoke(serve, [str(tmp_path / "bundle")])
+    assert isinstance(result.exception, MissingFileError)
+    assert "no web app in this bundle" in str(result.exception) and "--format web" in str(result.exception)

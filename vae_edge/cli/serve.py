@@ -1,0 +1,38 @@
+"""`vae-edge serve BUNDLE`: the bundle's web app on a local web server.
+
+Browsers run WebAssembly and fetch models only over http, and onnxruntime-web uses threads
+only in a cross-origin isolated page, so a plain file:// open is not enough. Binds 127.0.0.1
+by default: the app is for this machine unless `--host` says otherwise.
+"""
+
+from pathlib import Path
+
+import click
+
+from vae_edge.errors import MissingFileError
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--verbose", is_flag=True, help="Log every request.")
+def serve(bundle: Path, port: int, host: str, verbose: bool) -> None:
+    """Serve BUNDLE/web/ (written by the export's web target) until Ctrl-C."""
+    from vae_edge.web.server import make_server
+
+    web_dir = bundle / "web"
+    if not (web_dir / "index.html").is_file():
+        raise MissingFileError(f"{web_dir}: no web app in this bundle; write it with `vae-edge export MODEL --format web`")
+    try:
+        server = make_server(web_dir, host, port, verbose)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port") from None
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"Serving {web_dir} at http://{shown}:{server.server_port}/  (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()

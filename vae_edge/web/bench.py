@@ -1,0 +1,104 @@
+"""Decoder latency inside a real browser (onnxruntime-web, WASM) next to native onnxruntime.
+
+The page's own clock (`performance.now()` around `session.run`) times each call, so the
+numbers exclude Python and the browser protocol. Thread counts go in as `?threads=N`:
+onnxruntime-web fixes its thread pool when it starts, so each count gets a fresh page.
+Chromium coarsens `performance.now()` to 0.1 ms even when cross-origin isolated, which is
+fine for calls of a millisecond and more.
+
+    python -m vae_edge.web.bench BUNDLE [--mode int8]    # a table of in-browser vs native p50
+"""
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vae_edge.bundle import Bundle
+from vae_edge.errors import BadInputError
+from vae_edge.prior import prior_latents
+from vae_edge.registry import Format, Graph
+from vae_edge.web.browser import READY, launch, serving
+
+BATCHES = (1, 64)  # one image, and the page's 8x8 grid
+
+
+def _summary(times_ms: list[float]) -> dict:
+    return {"p50_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
+            "mean_ms": statistics.fmean(times_ms), "repeats": len(times_ms)}
+
+
+def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHES, threads=None,
+                       warmup: int = 10, repeats: int = 50) -> list[dict]:
+    """Median (and p90, mean) decoder latency in headless Chromium per thread count and batch.
+
+    `bundle_dir` must hold the web app in `web/`; `threads` defaults to (1, all cores).
+    One dict per (threads, batch): engine, mode, file, batch, threads, browser, p50_ms, p90_ms, mean_ms, repeats.
+    """
+    web_dir = Path(bundle_dir) / "web"
+    threads = threads or sorted({1, os.cpu_count() or 1})
+    rows = []
+    with serving(web_dir) as url, launch() as browser:
+        for count in threads:
+            page = browser.new_page()
+            query = f"?threads={count}" + (f"&mode={mode}" if mode else "")
+            page.goto(url + query)
+            info = page.evaluate(READY)
+            for batch in batches:
+                times = page.evaluate(
+                    "async ([batch, warmup, repeats]) => window.vaeEdge.benchmark('decoder', batch, {warmup, repeats})",
+                    [batch, warmup, repeats],
+                )
+                rows.append({"engine": "onnxruntime-web", "mode": info["mode"], "file": info["decoder"], "batch": batch,
+                             "threads": count, "isolated": info["crossOriginIsolated"], "browser": browser.version,
+                             **_summary(times)})
+            page.close()
+    return rows
+
+
+def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 1, warmup: int = 10,
+                   repeats: int = 50) -> list[dict]:
+    """The same decoder file and batches timed around `onnxruntime.InferenceSession.run` with `threads` threads."""
+    import onnxruntime
+
+    bundle = Bundle(bundle_dir)
+    artifact = next((a for a in bundle.artifacts if (a.format, a.graph, a.mode) == (Format.ONNX, Graph.DECODER, mode)), None)
+    if artifact is None:
+        raise BadInputError(f"{bundle_dir}: no ONNX {mode} decoder; choose a mode the bundle has")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(bundle.path_of(artifact)), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rows = []
+    for batch in batches:
+        feed = {name: prior_latents(batch, int(bundle.model["latent_dim"]), 0)}
+        times = []
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+        rows.append({"engine": f"onnxruntime {onnxruntime.__version__}", "mode": mode, "file": artifact.path, "batch": batch,
+                     "threads": threads, **_summary(times)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="decoder latency: in the browser vs native onnxruntime")
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--mode", help="ONNX mode (default: the page's default)")
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args(argv)
+    browser_rows = measure_in_browser(args.bundle, args.mode, repeats=args.repeats)
+    native_rows = measure_native(args.bundle, browser_rows[0]["mode"], repeats=args.repeats)
+    print("| engine | mode | batch | threads | p50 ms | p90 ms |\n|---|---|---|---|---|---|")
+    for row in browser_rows + native_rows:
+        cells = [row["engine"], row["mode"], row["batch"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}"]
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
+if __name__ == "__main__":
+    main()
