@@ -197,9 +197,10 @@ def test_every_exported_onnx_is_standard_and_agrees_with_the_reference_evaluator
         names = [o.name for o in session.get_outputs()]
         on_ort = dict(zip(names, session.run(names, feed)))
         on_reference = dict(zip(names, reference_evaluator(model).run(names, feed)))
-        # float32: the same arithmetic; int8: onnxruntime fuses QDQ into integer kernels, the evaluator
-        # dequantizes and computes in float, so they differ by rounding (a few quantization steps)
-        bound = 1e-4 if ".float32." in path.name else 0.05
+        # float32: the same arithmetic. int8: onnxruntime fuses QDQ into integer kernels, the evaluator
+        # dequantizes and computes in float; they agreed exactly on the tiny model, a rounding tie
+        # may still move one output by one quantization step (1/256 for pixels)
+        bound = 1e-4 if ".float32." in path.name else 0.01
         for name in names:
             assert np.abs(on_ort[name] - on_reference[name]).max() <= bound, f"{path.name} {name}"
         if ".float32." in path.name:

@@ -120,13 +120,14 @@ def reference_evaluator(model: onnx.ModelProto):
     """onnx's reference evaluator for `model`, able to run our int8 QDQ files too.
 
     onnx 1.23's evaluator implements DequantizeLinear from opset 19 only, and our files are
-    opset 18; opset 19 changed nothing for 8-bit integers (it added float8), so its
-    implementation stands in.
+    opset 18; later opsets changed nothing for 8-bit integers with per-tensor or per-axis
+    scales (they added float8, int4 and blocked scales), so the newest implementation stands
+    in. It must be the newest: a new op's attributes come from the newest schema of its name.
     """
     from onnx.reference import ReferenceEvaluator
-    from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19
+    from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_25
 
-    class DequantizeLinear(DequantizeLinear_19):  # the evaluator looks new ops up by class name
+    class DequantizeLinear(DequantizeLinear_25):  # the evaluator looks new ops up by class name
         pass
 
     return ReferenceEvaluator(model, new_ops=[DequantizeLinear])
