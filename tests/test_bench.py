@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from vae_edge.bench.flops import count_flops
-from vae_edge.bench.harness import derive, plan_subjects
+from vae_edge.bench.harness import derive, plan_subjects, planned_keys
 from vae_edge.bench.stats import summarize
 from vae_edge.bench.worker import timed_runs
 from vae_edge.bundle import Bundle
+from vae_edge.errors import BadInputError
+from vae_edge.registry import DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, Format, Graph, Mode, Target
 
 
 def test_summarize_exact_on_a_synthetic_series(rng):
@@ -73,20 +75,30 @@ def test_count_flops_matches_the_formulas_on_a_tiny_graph(tmp_path):
 
 def test_count_flops_of_the_bundle_graphs(bundle_dir):
     bundle = Bundle(bundle_dir)
-    for graph in ("encoder", "decoder"):
-        counts = count_flops(bundle.path_of(bundle.find("onnx", graph, "float32")))
+    for graph in Graph:
+        counts = count_flops(bundle.path_of(bundle.find(Target(Format.ONNX, Mode.FLOAT32), graph)))
         assert counts["flops"] > 0 and counts["by_op"]["Conv"] > counts["flops"] / 2
+        fixed = count_flops(bundle.path_of(bundle.find(Target(Format.ONNX, Mode.FLOAT32, DEFAULT_STATIC_BATCH), graph)))
+        assert fixed["flops"] == counts["flops"]  # per image, whatever the file's batch (its MatMul may be a Gemm)
 
 
 def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
     bundle = Bundle(bundle_dir)
     model_path = next(bundle_dir.rglob("*.tflite"))  # any existing file stands in for the model
     keys = [s["key"] for s in plan_subjects(bundle, model_path)]
-    assert {a.key for a in bundle.artifacts} <= set(keys)
-    assert {"tflite/e2e/int8", "onnx/e2e/float32", "savedmodel/e2e/float32", "keras/decoder/eager", "keras/e2e/tf.function"} <= set(keys)
-    assert keys[0].startswith("keras/")
-    only = plan_subjects(bundle, None, ("tflite/*/int8", "keras/*"))
-    assert [s["key"] for s in only] == ["tflite/encoder/int8", "tflite/decoder/int8", "tflite/e2e/int8"]
+    pipelines = {t.artifact_key(PIPELINE) for t in bundle.targets()}
+    keras = {f"{KERAS}/{graph}/{mode}" for graph in (*Graph, PIPELINE) for mode in KERAS_MODES}
+    assert len(keys) == len(set(keys)) and set(keys) == {a.key for a in bundle.artifacts} | pipelines | keras
+    assert sorted(keys) == sorted(planned_keys(bundle.targets()))  # what `run` plans before the bundle exists
+    assert keys[0].startswith(f"{KERAS}/")
+    int8 = Target(Format.TFLITE, Mode.INT8)
+    only = plan_subjects(bundle, None, (f"{int8.format}/*/{int8.mode}",))
+    assert [s["key"] for s in only] == [int8.artifact_key(graph) for graph in (*Graph, PIPELINE)]
+    fixed = Target(Format.TFLITE, Mode.INT8, DEFAULT_STATIC_BATCH)
+    only = plan_subjects(bundle, None, (f"{fixed.format}/*/{fixed.mode}@*",))
+    assert [(s["key"], s["static_batch"]) for s in only] == [(fixed.artifact_key(g), fixed.batch) for g in (*Graph, PIPELINE)]
+    with pytest.raises(BadInputError, match="'keras/\\*' matches nothing"):
+        plan_subjects(bundle, None, (f"{int8.format}/*/{int8.mode}", f"{KERAS}/*"))  # no Keras model: no Keras subjects
 
 
 def test_derive_speedups_and_flop_rates():
@@ -111,26 +123,27 @@ def test_cli_benchmarks_a_bundle_and_writes_the_report(bundle_copy):
 
     from vae_edge.cli.bench import bench
 
+    subjects = [Target(Format.TFLITE, Mode.INT8).artifact_key(Graph.DECODER),
+                Target(Format.TFLITE, Mode.INT8, DEFAULT_STATIC_BATCH).artifact_key(Graph.DECODER),  # batch 2 in chunks
+                Target(Format.ONNX, Mode.FLOAT32).artifact_key(PIPELINE)]
+    keras = [f"{KERAS}/{Graph.DECODER}/{mode}" for mode in KERAS_MODES]
     args = [str(bundle_copy), "--runs", "3", "--warmup", "1", "--min-seconds", "0", "--batch-size", "1",
-            "--batch-size", "2", "--threads", "1", "--only", "tflite/decoder/int8", "--only", "onnx/e2e/float32",
-            "--only", "keras/decoder/*"]
+            "--batch-size", "2", "--threads", "1", *(f"--only={key}" for key in subjects), f"--only={KERAS}/{Graph.DECODER}/*"]
     result = CliRunner().invoke(bench, args)
     assert result.exit_code == 0, result.output
-    assert "tflite/decoder/int8" in result.output and "× eager" in result.output
+    assert subjects[0] in result.output and "× eager" in result.output
     report = json.loads((bundle_copy / "bench.json").read_text())
     assert {"machine", "settings", "flops", "cells", "failures", "notes"} <= set(report)
-    assert report["failures"] == [] and report["flops"]["e2e"]["flops"] > 0
+    assert report["failures"] == [] and report["flops"][PIPELINE]["flops"] > 0
     assert {"cpu", "usable_cores", "versions", "fp32_peak"} <= set(report["machine"])
-    assert {(c["key"], c["batch"]) for c in report["cells"]} == {
-        (key, batch) for key in ("keras/decoder/eager", "keras/decoder/tf.function", "tflite/decoder/int8", "onnx/e2e/float32")
-        for batch in (1, 2)
-    }
+    assert {(c["key"], c["batch"]) for c in report["cells"]} == {(key, batch) for key in subjects + keras for batch in (1, 2)}
     fields = {"load_s", "first_s", "runs", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
               "images_per_s", "peak_rss_mib", "size_bytes", "gflops_per_s", "fraction_of_measured_peak",
               "speedup_vs_keras_eager", "speedup_vs_keras_tf_function"}
     for cell in report["cells"]:
         assert fields <= set(cell) and cell["runs"] == 3 and cell["min_ms"] <= cell["p50_ms"] <= cell["p99_ms"] <= cell["max_ms"]
-    int8 = next(c for c in report["cells"] if c["key"] == "tflite/decoder/int8")
+        assert cell["images_per_s"] == pytest.approx(cell["batch"] * 1e3 / cell["mean_ms"])
+    int8 = next(c for c in report["cells"] if c["key"] == subjects[0])
     assert int8["speedup_vs_keras_eager"] > 0 and int8["gflops_per_s"] > 0
     markdown = (bundle_copy / "bench.md").read_text()
     assert "## Batch 2, 1 thread(s)" in markdown and "bench.png" in markdown
@@ -141,7 +154,6 @@ def test_cli_refuses_a_filter_that_matches_nothing(bundle_dir):
     from click.testing import CliRunner
 
     from vae_edge.cli.bench import bench
-    from vae_edge.errors import BadInputError
 
     result = CliRunner().invoke(bench, [str(bundle_dir), "--only", "nothing/*"])
-    assert isinstance(result.exception, BadInputError)
+    assert isinstance(result.exception, BadInputError) and "'nothing/*' matches nothing" in str(result.exception)
