@@ -242,6 +242,30 @@ def test_interrupted_export_leaves_the_previous_bundle_untouched(bundle_copy, tr
     assert leftovers == []  # no staging folder left
 
 
+def test_targets_are_every_mode_of_every_format_with_a_fixed_shape_twin_where_the_format_has_one():
+    every = {(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes}
+    fixed_shape = {(fmt, mode) for fmt, mode in every if FORMATS[fmt].fixed_shape}
+    assert {(t.format, t.mode) for t in targets() if t.batch is None} == every
+    assert {(t.format, t.mode) for t in FIXED} == fixed_shape and {t.batch for t in FIXED} == {DEFAULT_STATIC_BATCH}
+    assert len(targets()) == len(every) + len(fixed_shape) == len(set(targets()))
+    assert targets(None) == tuple(t for t in targets() if t.batch is None)
+    assert {t.key for t in targets(3) if t.batch} == {f"{fmt}/{mode}@b3" for fmt, mode in fixed_shape}
+    for fixed in FIXED:  # each fixed-shape target right after its dynamic twin, in table order
+        assert targets()[targets().index(fixed) - 1] == Target(fixed.format, fixed.mode)
+
+
+def test_target_keys_and_artifact_paths_name_the_fixed_batch():
+    from vae_edge.export import artifact_path
+
+    fixed = Target(Format.TFLITE, Mode.INT8, 1)
+    assert (fixed.key, fixed.artifact_key(Graph.DECODER)) == ("tflite/int8@b1", "tflite/decoder/int8@b1")
+    assert Target(Format.ONNX, Mode.FLOAT32).artifact_key(Graph.ENCODER) == "onnx/encoder/float32"
+    assert artifact_path(fixed, Graph.DECODER) == "tflite/decoder.int8.b1.tflite"
+    assert artifact_path(Target(Format.ONNX, Mode.INT8), Graph.ENCODER) == "onnx/encoder.int8.onnx"
+    folder = next(fmt for fmt, info in FORMATS.items() if info.folder)
+    assert {artifact_path(Target(folder, FORMATS[folder].modes[0]), graph) for graph in Graph} == {str(folder)}  # one folder
+
+
 def test_plan_selects_modes_and_fixed_shape_variants():
     from vae_edge.export import plan
 
