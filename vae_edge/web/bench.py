@@ -48,33 +48,42 @@ def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHE
             page.goto(url + query)
             info = page.evaluate(READY)
             for batch in batches:
-                times = page.evaluate(
-                    "async ([batch, warmup, repeats]) => window.vaeEdge.benchmark('decoder', batch, {warmup, repeats})",
+                times, file = page.evaluate(
+                    "async ([batch, warmup, repeats]) => [await window.vaeEdge.benchmark('decoder', batch, {warmup, repeats}),"
+                    " window.vaeEdge.lastRun.file]",
                     [batch, warmup, repeats],
                 )
-                rows.append({"engine": "onnxruntime-web", "mode": info["mode"], "file": info["decoder"], "batch": batch,
+                rows.append({"engine": "onnxruntime-web", "mode": info["mode"], "file": file, "batch": batch,
                              "threads": count, "isolated": info["crossOriginIsolated"], "browser": browser.version,
                              **_summary(times)})
             page.close()
     return rows
 
 
+def _decoder_for(bundle: Bundle, mode: str, batch: int):
+    """The decoder file the page runs for `batch`: a fixed-batch file of exactly that batch, else the dynamic one."""
+    decoders = [a for a in bundle.artifacts if (a.format, a.graph, a.mode) == (Format.ONNX, Graph.DECODER, mode)]
+    exact = [a for a in decoders if getattr(a, "batch", None) == batch]
+    dynamic = [a for a in decoders if getattr(a, "batch", None) is None]
+    if not exact and not dynamic:
+        raise BadInputError(f"{bundle.folder}: no ONNX {mode} decoder for batch {batch}; choose a mode the bundle has")
+    return (exact or dynamic)[0]
+
+
 def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 1, warmup: int = 10,
                    repeats: int = 50) -> list[dict]:
-    """The same decoder file and batches timed around `onnxruntime.InferenceSession.run` with `threads` threads."""
+    """The files the page runs, timed around `onnxruntime.InferenceSession.run` with `threads` threads, per batch."""
     import onnxruntime
 
     bundle = Bundle(bundle_dir)
-    artifact = next((a for a in bundle.artifacts if (a.format, a.graph, a.mode) == (Format.ONNX, Graph.DECODER, mode)), None)
-    if artifact is None:
-        raise BadInputError(f"{bundle_dir}: no ONNX {mode} decoder; choose a mode the bundle has")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(str(bundle.path_of(artifact)), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    options.log_severity_level = 3  # errors only
     rows = []
     for batch in batches:
-        feed = {name: prior_latents(batch, int(bundle.model["latent_dim"]), 0)}
+        artifact = _decoder_for(bundle, mode, batch)
+        session = onnxruntime.InferenceSession(str(bundle.path_of(artifact)), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: prior_latents(batch, int(bundle.model["latent_dim"]), 0)}
         times = []
         for i in range(warmup + repeats):
             start = time.perf_counter()
@@ -94,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     browser_rows = measure_in_browser(args.bundle, args.mode, repeats=args.repeats)
     native_rows = measure_native(args.bundle, browser_rows[0]["mode"], repeats=args.repeats)
-    print("| engine | mode | batch | threads | p50 ms | p90 ms |\n|---|---|---|---|---|---|")
+    print("| engine | file | batch | threads | p50 ms | p90 ms |\n|---|---|---|---|---|---|")
     for row in browser_rows + native_rows:
-        cells = [row["engine"], row["mode"], row["batch"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}"]
+        cells = [row["engine"], row["file"], row["batch"], row["threads"], f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}"]
         print("| " + " | ".join(map(str, cells)) + " |")
 
 
