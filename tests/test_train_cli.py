@@ -15,11 +15,21 @@ def test_help_lists_the_commands():
 
 def test_training_writes_the_run_folder(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"model.keras", "history.json", "train_config.json", "training_curves.png", "samples.png", "reconstructions.png"} <= names
+    assert {
+        "model.keras",
+        "history.json",
+        "train_config.json",
+        "training_curves.png",
+        "samples.png",
+        "reconstructions.png",
+    } <= names
     history = json.loads((trained_run / "history.json").read_text())
     assert len(history["history"]["loss"]) == 2
     for key in ("loss", "reconstruction_loss", "kl_loss", "kl_weight", "val_loss"):
         assert key in history["history"]
+    assert (history["backend"], history["devices"], history["per_device_batch"]) == ("tensorflow", 1, 32)
+    config = json.loads((trained_run / "train_config.json").read_text())
+    assert config["epochs"] == 2 and config["backend"] == "tensorflow" and config["lr_schedule"] == "cosine"
     with Image.open(trained_run / "samples.png") as picture:
         assert picture.size[0] > 28 * 8
 
@@ -37,7 +47,9 @@ def test_evaluate_reports_elbo_terms_as_text_and_json(trained_run, tmp_path):
 
 def test_existing_run_is_not_overwritten_without_force(trained_run):
     before = (trained_run / "model.keras").stat().st_mtime_ns
-    result = CliRunner().invoke(main, ["train", "--out", str(trained_run), "--variant", "micro", "--max-samples", "30", "--epochs", "1"])
+    result = CliRunner().invoke(
+        main, ["train", "--out", str(trained_run), "--variant", "micro", "--max-samples", "30", "--epochs", "1"]
+    )
     assert result.exit_code == 2
     assert "--force" in result.output
     assert (trained_run / "model.keras").stat().st_mtime_ns == before

@@ -4,35 +4,121 @@ from pathlib import Path
 
 import click
 
-PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
+from vae_edge.backend import Backend
+from vae_edge.registry import Annealing, Precision, ReconstructionLoss
+from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, LRSchedule, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def _devices(value: str) -> int | str:
+    """--devices: "all" or a positive count."""
+    if value == "all":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r} is neither 'all' nor a positive number of devices")
+    return int(value)
 
 
 @click.command()
-@click.option("--variant", default="small", show_default=True, help="micro, small, medium, large or xlarge.")
-@click.option("--dataset", default="mnist-5k", show_default=True, help="mnist-5k (embedded), mnist, fashion_mnist, cifar10, a folder of images or a .npy/.npz file.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--variant", default=DEFAULTS.variant, show_default=True, help="micro, small, medium, large or xlarge.")
+@click.option(
+    "--dataset",
+    default=DEFAULTS.dataset,
+    show_default=True,
+    help="mnist-5k (embedded), mnist, fashion_mnist, cifar10, a folder of images or a .npy/.npz file.",
+)
+@click.option(
+    "--backend", type=click.Choice([b.value for b in Backend]), help="Keras backend. Default: $KERAS_BACKEND, else tensorflow."
+)
+@click.option(
+    "--devices",
+    default="1",
+    show_default=True,
+    help="Devices to split each batch over: a number or 'all' (more than 1 needs --backend jax).",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU/TPU."
+)
+@click.option(
+    "--batch-size",
+    default=DEFAULTS.batch_size,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Global: split over --devices.",
+)
+@click.option(
+    "--learning-rate",
+    default=DEFAULTS.learning_rate,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Peak learning rate.",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice([s.value for s in LRSchedule]),
+    default=DEFAULTS.lr_schedule.value,
+    show_default=True,
+    help="cosine: linear warm-up to the peak, then cosine decay to zero.",
+)
+@click.option(
+    "--warmup-fraction",
+    default=DEFAULTS.warmup_fraction,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of the steps spent warming up.",
+)
+@click.option(
+    "--clip-norm",
+    default=DEFAULTS.clip_norm,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Clip the global gradient norm to this (0: off).",
+)
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
-@click.option("--beta", "kl_loss_weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the KL term.")
-@click.option("--kl-annealing", type=click.Choice(["none", "linear", "cyclical"]), default="none", show_default=True)
-@click.option("--kl-warmup-steps", default=1000, show_default=True, type=click.IntRange(min=0), help="Steps of the warm-up (or of one cycle).")
-@click.option("--free-bits", default=0.0, show_default=True, type=click.FloatRange(min=0), help="KL floor per latent dimension, in nats.")
-@click.option("--reconstruction-loss", type=click.Choice(["bce", "mse"]), default="bce", show_default=True)
-@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True)
+@click.option(
+    "--beta", "kl_loss_weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the KL term."
+)
+@click.option("--kl-annealing", type=click.Choice([a.value for a in Annealing]), default=Annealing.NONE.value, show_default=True)
+@click.option(
+    "--kl-warmup-steps",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Steps of the warm-up (or of one cycle).",
+)
+@click.option(
+    "--free-bits", default=0.0, show_default=True, type=click.FloatRange(min=0), help="KL floor per latent dimension, in nats."
+)
+@click.option(
+    "--reconstruction-loss",
+    type=click.Choice([r.value for r in ReconstructionLoss]),
+    default=ReconstructionLoss.BCE.value,
+    show_default=True,
+)
+@click.option("--precision", type=click.Choice([p.value for p in Precision]), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-samples", type=click.IntRange(min=3), help="Use at most this many images.")
 @click.option("--image-size", type=click.IntRange(min=1), help="Resize folder images to this square size.")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Grayscale (1) or RGB (3) for folder images.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
-def train(out, force, channels, **options):
-    """Train a VAE and write model.keras, history.json and pictures to --out."""
-    from vae_edge.train import TrainConfig
+def train(out, force, channels, backend, devices, clip_norm, **options):
+    """Train a VAE and write model.keras, history.json and pictures to --out.
+
+    Output is one line per epoch when stdout is not a terminal. If the loss becomes NaN the
+    command stops with exit status 1, writes nothing to --out and keeps the last good model
+    in <out>.diverged/.
+    """
+    from vae_edge.backend import select_backend
+
+    select_backend(backend)  # before anything imports Keras
     from vae_edge.train import train as run_training
 
-    config = TrainConfig(channels=int(channels) if channels else None, **options)
-    result = run_training(config, out, force=force)
+    config = TrainConfig(
+        channels=int(channels) if channels else None, devices=_devices(devices), clip_norm=clip_norm or None, **options
+    )
+    result = run_training(config, out, force=force, log=click.echo)
     history = result.history
     click.echo(
         f"\nbest validation loss {min(history['val_loss']):.2f} nats/image, "
@@ -44,7 +130,14 @@ def train(out, force, channels, **options):
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--dataset", help="Default: the data set the model was trained on.")
 @click.option("--seed", type=int, help="Split seed. Default: the training seed.")
-@click.option("--importance-samples", "-k", default=64, show_default=True, type=click.IntRange(min=0), help="Samples for the importance-weighted NLL (0 to skip).")
+@click.option(
+    "--importance-samples",
+    "-k",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Samples for the importance-weighted NLL (0 to skip).",
+)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the results as JSON here.")
 def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
@@ -53,12 +146,14 @@ def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_ou
     from vae_edge.data import images_for_model
     from vae_edge.evaluation import evaluate_model
     from vae_edge.fsutil import write_json
-    from vae_edge.keras_io import load_vae
+    from vae_edge.model.loading import load_vae
 
     model = load_vae(model_path)
     warn_if_split_differs(model_path, dataset, seed, max_samples)
     splits = run_splits(model_path, dataset, seed, max_samples)
-    results = evaluate_model(model, images_for_model(splits.test, model.image_shape, splits.name), importance_samples=importance_samples)
+    results = evaluate_model(
+        model, images_for_model(splits.test, model.image_shape, splits.name), importance_samples=importance_samples
+    )
     for key, value in results.items():
         click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
     if json_out:
@@ -72,8 +167,15 @@ def warn_if_split_differs(model_path: Path, dataset, seed, max_samples) -> None:
     run = read_run_config(model_path)
     if not run or dataset not in (None, run.get("dataset")):
         return  # another data set, or nothing recorded: no overlap to warn about
-    changed = [name for name, value in (("--seed", seed), ("--max-samples", max_samples))
-               if value is not None and value != run.get(name[2:].replace("-", "_"))]
+    changed = [
+        name
+        for name, value in (("--seed", seed), ("--max-samples", max_samples))
+        if value is not None and value != run.get(name[2:].replace("-", "_"))
+    ]
     if changed:
-        click.secho(f"Warning: {' and '.join(changed)} differ from training, so the 'test' images may include "
-                    "training images and the scores will look better than they are", fg="yellow", err=True)
+        click.secho(
+            f"Warning: {' and '.join(changed)} differ from training, so the 'test' images may include "
+            "training images and the scores will look better than they are",
+            fg="yellow",
+            err=True,
+        )
