@@ -17,6 +17,7 @@ from vae_edge.export.onnx_int8 import (
     cpu_class,
     cpu_features,
     features_of,
+    head_nodes,
     quantize,
 )
 
@@ -166,3 +167,34 @@ def test_feeds_must_name_the_graph_inputs(tiny, tmp_path):
     with pytest.raises(MissingFileError, match="export the float32 ONNX graph first"):
         quantize(tmp_path / "absent.onnx", tmp_path / "x.onnx", calibration)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _sigmoid_graph(path) -> None:
+    """A Conv whose logits sit near -12, then a Sigmoid and a Reshape: like the decoder's dim background pixels."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["logits"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Sigmoid", ["logits"], ["p"], name="sigmoid"),
+             helper.make_node("Reshape", ["p", "shape"], ["out"], name="to_pixels")]
+    initializers = [numpy_helper.from_array(rng.standard_normal((1, 4, 3, 3)).astype(np.float32) * 0.3, "w"),
+                    numpy_helper.from_array(np.array([-12.0], np.float32), "b"),
+                    numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_float_head_keeps_small_probabilities(tmp_path):
+    path = tmp_path / "head.onnx"
+    _sigmoid_graph(path)
+    assert head_nodes(onnx.load(str(path))) == ["to_pixels", "sigmoid"]
+    rng = np.random.default_rng(2)
+    calibration = [{"x": rng.random((8, 4, 8, 8), dtype=np.float32) * 20 - 10} for _ in range(2)]
+    feed = {"x": rng.random((4, 4, 8, 8), dtype=np.float32)}
+    float_head = quantize(path, tmp_path / "float_head.onnx", calibration, choose_settings("avx2"))
+    quantized_head = quantize(path, tmp_path / "quantized_head.onnx", calibration, Settings(reduce_range=True, float_head=False))
+    assert np.all(_run(float_head, feed) > 0)  # every probability survives, so the log-likelihood stays finite
+    assert np.mean(_run(quantized_head, feed) == 0) > 0.5  # 1/255 steps round them to exactly 0

@@ -8,7 +8,8 @@ integer kernels, picked by the signedness of activations (A) and weights (W):
   weights) avoids it. With VNNI, `VPDPBUSD` accumulates in int32 and never saturates.
 - U8U8: widens to int16 first (`VPMADDWD`): no saturation, about half the U8S8 throughput.
 - S8S8 in QDQ form: on x86 the session's `QDQS8ToU8Transformer` shifts activations to uint8, so
-  it runs as U8S8 with full-range weights; in QOperator form it hits a slow generic kernel.
+  it saturates like full-range U8S8 (and here it left 4 of 7 convolutions in float); in
+  QOperator form it hits slow generic kernels.
   On ARM (and x86 with AVX-VNNI-INT8) int8 x int8 dot products are native.
 
 See onnxruntime's "Quantize ONNX models" guide (data type selection; reduce_range and
@@ -30,6 +31,7 @@ import numpy as np
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
 
 CPUINFO = Path("/proc/cpuinfo")
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 Feed = Mapping[str, np.ndarray]  # one calibration batch: graph input name -> array
 Feeds = Callable[[], Iterable[Feed]] | Iterable[Feed]
 
@@ -69,14 +71,18 @@ class Settings:
     reduce_range: bool = False  # 7-bit weights, against VPMADDUBSW saturation
     per_channel: bool = True  # one weight scale per output channel
     calibration: Calibration = Calibration.MINMAX
+    # The ops between the last Conv/Gemm/MatMul and each graph output (the decoder's Sigmoid) run in float:
+    # a sigmoid quantized to 1/255 steps rounds dim pixels' probabilities to 0, which the Bernoulli likelihood
+    # charges at -log(BCE_EPSILON) nats per pixel.
+    float_head: bool = True
 
     @property
     def name(self) -> str:
-        """Short label, e.g. `qdq-u8s8r-pc-minmax`."""
+        """Short label, e.g. `qdq-u8s8r-pc-minmax` (`-qhead` when the head is quantized too)."""
         short = {IntType.UINT8: "u8", IntType.INT8: "s8"}
         types = short[self.activations] + short[self.weights]
         parts = [self.format, types + ("r" if self.reduce_range else ""), "pc" if self.per_channel else "pt", self.calibration]
-        return "-".join(parts)
+        return "-".join(parts + ([] if self.float_head else ["qhead"]))
 
     def as_dict(self) -> dict[str, str | bool]:
         """JSON-ready (enum members are strings)."""
@@ -105,16 +111,19 @@ def _candidates() -> dict[str, Settings]:
     found = [Settings(fmt, a, w, rr, pc) for fmt in QuantFormat for a, w, rr in types for pc in (True, False)]
     found += [Settings(QuantFormat.QDQ, a, w, rr, True, cal)
               for a, w, rr in types for cal in Calibration if cal != Calibration.MINMAX]
+    found += [Settings(QuantFormat.QDQ, IntType.UINT8, IntType.UINT8, float_head=False),  # what export used before
+              Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, True, calibration=Calibration.PERCENTILE, float_head=False)]
     return {settings.name: settings for settings in found}
 
 
 CANDIDATES: dict[str, Settings] = _candidates()
 
+_PERCENTILE = Calibration.PERCENTILE
 CHOICES: dict[CpuClass, Settings] = {
-    CpuClass.VNNI: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, reduce_range=False, per_channel=True),
-    CpuClass.AVX512: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, reduce_range=True, per_channel=True),
-    CpuClass.AVX2: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, reduce_range=True, per_channel=True),
-    CpuClass.OTHER: Settings(QuantFormat.QDQ, IntType.INT8, IntType.INT8, reduce_range=False, per_channel=True),
+    CpuClass.VNNI: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, False, True, _PERCENTILE),
+    CpuClass.AVX512: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, True, True, _PERCENTILE),
+    CpuClass.AVX2: Settings(QuantFormat.QDQ, IntType.UINT8, IntType.INT8, True, True, _PERCENTILE),
+    CpuClass.OTHER: Settings(QuantFormat.QDQ, IntType.INT8, IntType.INT8, False, True, _PERCENTILE),
 }
 
 
@@ -152,23 +161,45 @@ def cpu_class(features: set[str]) -> CpuClass:
 def choose_settings(target: str = "auto") -> Settings:
     """The settings for a CPU class ("vnni", "avx512", "avx2", "other"), or "auto" for this machine's.
 
-    Every class gets QDQ with per-channel weights and MinMax calibration: the session fuses QDQ
-    into the same integer kernels QOperator names explicitly, and per-channel scales keep
-    the narrow convolution filters accurate. What differs is the data type:
+    Every class gets QDQ, per-channel weights, Percentile calibration and a float head. Measured
+    on `small` on a 2-core AVX2 EPYC (benchmarks/onnx_int8_settings.py, 1000 held-out digits):
+    QDQ and QOperator run the same fused kernels at the same speed, per-tensor weights cost
+    ELBO (+0.6 to +0.9% against +0.1 to +0.3% per-channel), Percentile (99.999%) halves MinMax's
+    ELBO cost (Entropy gave MinMax's ranges exactly), and the float head takes the ELBO cost
+    from +3.5% to +0.1%. What differs per class is the data type:
 
-    - vnni: U8S8, full 8-bit weights. `VPDPBUSD` (uint8 x int8 into int32) is MLAS' fastest x86
-      path and cannot saturate, so reduce_range would only cost accuracy (unmeasured here: no
-      VNNI machine; chosen from onnxruntime's guide, which says reduce_range is not needed there).
-    - avx512, avx2: U8S8 with reduce_range. 7-bit weights keep `VPMADDUBSW` pair sums inside
-      int16, which is the guide's remedy for saturation; U8U8 is accurate but takes the slower
-      widening kernel, and S8S8 QDQ runs as U8S8 with full-range weights (saturates).
-    - other (ARM and older x86): S8S8, onnxruntime's default and native with ARM dot products.
+    - avx2, avx512 (no VNNI): U8S8 with reduce_range. The only accurate candidates faster than
+      float32 here; 7-bit weights keep `VPMADDUBSW` pair sums inside int16. Full-range U8S8
+      (and S8S8, which the session runs as U8S8) saturate: latent errors 0.33 against 0.05.
+      U8U8 is accurate but not faster than float32; S8S8 leaves convolutions in float (QDQ)
+      or hits generic kernels (QOperator) and is 1.5 to 17x slower.
+    - vnni: U8S8 with full 8-bit weights. MLAS' VNNI GEMM and ConvSym kernels exist only for
+      U8S8 (U8U8 keeps the widening kernel) and `VPDPBUSD` accumulates in int32, so there is
+      no saturation and reduce_range would only cost precision. Unmeasured (no VNNI machine):
+      from onnxruntime's guide and MLAS' dispatch (platform.cpp). Such a file run on an AVX2
+      CPU saturates; export for the CPU the model will run on.
+    - other (ARM, older x86): S8S8, onnxruntime's documented default, with native int8 dot
+      products on ARM. Unmeasured.
     """
     try:
         chosen = cpu_class(cpu_features()) if target == "auto" else CpuClass(target)
     except ValueError:
         raise BadInputError(f"unknown CPU target {target!r}; use auto or one of {', '.join(CpuClass)}") from None
     return CHOICES[chosen]
+
+
+def head_nodes(model) -> list[str]:
+    """Names of the nodes between the last Conv/Gemm/MatMul and each graph output (walking back from the outputs)."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    names: list[str] = []
+    pending = [output.name for output in model.graph.output]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.op_type in COMPUTE_OPS or node.name in names:
+            continue
+        names.append(node.name)
+        pending.extend(node.input)
+    return names
 
 
 def _batches(feeds: Feeds) -> Iterator[Feed]:
@@ -230,10 +261,11 @@ def quantize(float_path, out_path, feeds: Feeds, settings: Settings | None = Non
     try:
         prepared = scratch / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared))
+        excluded = head_nodes(onnx.load(str(prepared))) if settings.float_head else []
         q.quantize_static(str(prepared), str(scratch / "quantized.onnx"), Reader(), quant_format=formats[settings.format],
-                        per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                        activation_type=types[settings.activations], weight_type=types[settings.weights],
-                        calibrate_method=methods[settings.calibration])
+                          per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                          activation_type=types[settings.activations], weight_type=types[settings.weights],
+                          calibrate_method=methods[settings.calibration], nodes_to_exclude=excluded)
         os.replace(scratch / "quantized.onnx", out_path)
     except Exception as error:
         raise ExportError(f"ONNX int8 quantization ({settings.name}) of {float_path.name} failed: {first_line(error)}") from None
