@@ -125,7 +125,22 @@ FORMATS: dict[Format, FormatInfo] = {
     ),
     Format.ONNX: FormatInfo((Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True, fixed_shape=True),
 }
-ALL = "all"  # the CLI's word for every format
+
+
+class App(StrEnum):
+    """What the export writes from a whole bundle rather than per graph."""
+
+    WEB = "web"
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    requires: Format  # the format whose files the app runs (exported along with it)
+    folder: str  # inside the bundle
+
+
+APPS: dict[App, AppInfo] = {App.WEB: AppInfo(Format.ONNX, "web")}
+ALL = "all"  # the CLI's word for every format and app
 
 # Bench subjects that are not bundle formats: the Keras model, eager or traced.
 KERAS = "keras"
@@ -184,8 +199,11 @@ def order_key(fmt: str, mode: str) -> tuple[int, int]:
 
 
 # A converter writes one target's file for one graph; see vae_edge/export/job.py for its argument.
-Converter = Callable[..., None]
+# An app writer gets the finished (verified) bundle folder and the app's folder inside it.
+Converter = Callable[..., object]
 CONVERTERS: dict[Format, Converter] = {}
+APP_WRITERS: dict[App, Converter] = {}
+WRITER_MODULES = {**{fmt: f"vae_edge.export.{fmt}" for fmt in Format}, App.WEB: "vae_edge.web.app"}  # each registers on import
 
 
 def register_converter(fmt: Format) -> Callable[[Converter], Converter]:
@@ -193,6 +211,16 @@ def register_converter(fmt: Format) -> Callable[[Converter], Converter]:
 
     def register(function: Converter) -> Converter:
         CONVERTERS[fmt] = function
+        return function
+
+    return register
+
+
+def register_app(app: App) -> Callable[[Converter], Converter]:
+    """Decorator an app module uses to claim its app."""
+
+    def register(function: Converter) -> Converter:
+        APP_WRITERS[app] = function
         return function
 
     return register

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from vae_edge.cli import bench, export, info, run, runtime, train
+from vae_edge.cli import bench, export, info, run, runtime, serve, train
 from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
 from vae_edge.logs import VERBOSE_ENV, quiet_libraries
 from vae_edge.registry import EXTRAS_OF_MODULES
@@ -89,7 +89,7 @@ def main():
 
 for command in (
     run.run, train.train, train.evaluate, export.export, export.verify, info.info, bench.bench,
-    runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate,
+    runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate, serve.serve,
 ):
     main.add_command(command)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.errors import BadInputError
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
+from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
 
 
 def parse_tolerances(pairs: tuple[str, ...]) -> dict:
@@ -30,7 +30,7 @@ def _tolerance_option(function):
 @click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
 @click.option("--format", "formats", multiple=True, default=[ALL], show_default=True,
-              type=click.Choice(names(FORMATS, [ALL])), help="Export format (repeatable).")
+              type=click.Choice(names(FORMATS, APPS, [ALL])), help="Export format or app (repeatable); `web` brings the ONNX files it runs.")
 @click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)),
               help="Mode (repeatable). Default: every mode of each format.")
 @click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),

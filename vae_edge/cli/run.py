@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from vae_edge.pipeline import STAGES
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
+from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
 
 
 def load_recipe(ctx, param, path):
@@ -41,7 +41,7 @@ def load_recipe(ctx, param, path):
 @click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, [ALL])))
+@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL])))
 @click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)), help="Export modes (default: all).")
 @click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
               help="Batch of the fixed-shape files; 0 writes none.")

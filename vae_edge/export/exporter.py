@@ -23,7 +23,21 @@ from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
 from vae_edge.model.loading import float32_vae
 from vae_edge.provenance import package_versions
-from vae_edge.registry import ALL, CONVERTERS, DEFAULT_STATIC_BATCH, FORMATS, MODES, Graph, Target, targets
+from vae_edge.registry import (
+    ALL,
+    APP_WRITERS,
+    APPS,
+    CONVERTERS,
+    DEFAULT_STATIC_BATCH,
+    FORMATS,
+    MODES,
+    WRITER_MODULES,
+    App,
+    Graph,
+    Target,
+    names,
+    targets,
+)
 from vae_edge.runtime.engines import open_engine
 from vae_edge.signatures import IMAGE, Z, graph_specs
 from vae_edge.verify.verifier import verify_bundle
@@ -32,17 +46,24 @@ MIN_CALIBRATION_SAMPLES = 16
 DEFAULT_CALIBRATION_SAMPLES = 256  # or the whole training split when it is smaller
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 BUNDLE_README = Path(__file__).with_name("bundle_readme.md")
-CONVERTER_MODULES = {fmt: f"vae_edge.export.{fmt}" for fmt in FORMATS}  # each registers its converter on import
+
+
+def plan_apps(formats: Iterable[str] | str | None = None) -> list[App]:
+    """The apps among the requested formats (all of them for `all` or nothing)."""
+    formats = [formats] if isinstance(formats, str) else list(formats or [])
+    return list(APPS) if not formats or ALL in formats else [App(f) for f in formats if f in APPS]
 
 
 def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None = None,
          static_batch: int | None = DEFAULT_STATIC_BATCH) -> list[Target]:
-    """The targets to write; unknown names are errors that list the valid ones."""
+    """The targets to write (an app brings the format it runs); unknown names are errors that list the valid ones."""
     formats = [formats] if isinstance(formats, str) else list(formats or [])
-    formats = list(FORMATS) if not formats or ALL in formats else formats
     for name in formats:
-        if name not in FORMATS:
-            raise BadInputError(f"unknown format {name!r}; choose from {', '.join(FORMATS)} or {ALL}")
+        if name not in FORMATS and name not in APPS and name != ALL:
+            raise BadInputError(f"unknown format {name!r}; choose from {', '.join(names(FORMATS, APPS))} or {ALL}")
+    apps = plan_apps(formats)
+    formats = list(FORMATS) if not formats or ALL in formats else [f for f in formats if f in FORMATS]
+    formats += [APPS[app].requires for app in apps if APPS[app].requires not in formats]
     for mode in modes or ():
         if mode not in MODES:
             raise BadInputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -107,8 +128,9 @@ def export_bundle(
     networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
     z_mean, z_log_var = vae.encode(images)
     calibration = {Graph.ENCODER: {IMAGE: images}, Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed))}}
-    for fmt in {t.format for t in chosen}:
-        importlib.import_module(CONVERTER_MODULES[fmt])
+    apps = plan_apps(formats)
+    for writer in [*{t.format for t in chosen}, *apps]:
+        importlib.import_module(WRITER_MODULES[writer])
 
     savedmodels: dict[int | None, Path] = {}
 
@@ -138,6 +160,9 @@ def export_bundle(
         shutil.copyfile(BUNDLE_README, staging / "README.md")
         if verify:
             verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
+        for app in apps:
+            APP_WRITERS[app](staging, staging / APPS[app].folder)
+            log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
     return out_dir
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from vae_edge.bundle import MANIFEST, Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.fsutil import atomic_directory
-from vae_edge.registry import Format, Graph
+from vae_edge.registry import App, Format, Graph, register_app
 from vae_edge.web.vendor import runtime_files
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -39,6 +39,7 @@ def web_manifest(bundle: Bundle) -> dict:
     return manifest
 
 
+@register_app(App.WEB)
 def write_web_app(bundle_dir: Path, web_dir: Path) -> Path:
     """Write the web app for the bundle in `bundle_dir` into `web_dir` (normally `<bundle>/web`).
 
