@@ -18,7 +18,7 @@ from vae_edge.bench.flops import METHOD, count_flops
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.provenance import git_commit
-from vae_edge.registry import FORMATS, KERAS, KERAS_MODES, PIPELINE, Engine, Format, Graph, Mode, Target
+from vae_edge.registry import APPS, FORMATS, KERAS, KERAS_MODES, PIPELINE, App, Engine, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import installed
 
 GRAPH_ORDER = (*Graph, PIPELINE)
@@ -130,6 +130,23 @@ def count_graph_flops(bundle: Bundle) -> dict:
     return counts
 
 
+def measure_browser(bundle: Bundle, settings: "BenchSettings", notes: list[str], log) -> list[dict]:
+    """The web app's decoder in headless Chromium next to native onnxruntime, where the bundle has the
+    app and a browser is installed (else a note says why not)."""
+    from vae_edge.web.browser import find_browser
+
+    if not (bundle.folder / APPS[App.WEB].folder / "index.html").is_file():
+        notes.append("no in-browser latency: the bundle has no web app (export with --format web)")
+        return []
+    if find_browser() is None or importlib.util.find_spec("playwright") is None:
+        notes.append("no in-browser latency: needs chromium-headless-shell and the playwright package")
+        return []
+    from vae_edge.web.bench import browser_vs_native
+
+    log("  web app in headless Chromium vs native onnxruntime")
+    return browser_vs_native(bundle.folder, tuple(settings.batch_sizes), settings.threads, max(settings.runs, 10))
+
+
 def derive(cells: list[dict], flops: dict, peaks: dict) -> None:
     """Add speed-ups over the Keras baselines (ratio of p50 latencies in this run),
     achieved GFLOP/s and fractions of the FP32 ceilings, in place."""
@@ -192,6 +209,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
                 f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)")
     flops = count_graph_flops(bundle)
     derive(cells, flops, peaks)
+    browser = measure_browser(bundle, settings, notes, log)
     return {
         "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -209,5 +227,6 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         "flops": flops,
         "cells": cells,
         "failures": failures,
+        "browser": browser,
         "notes": notes,
     }

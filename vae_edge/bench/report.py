@@ -43,6 +43,14 @@ def table_rows(report: dict, batch: int, threads: int) -> list[list[str]]:
     return rows
 
 
+def browser_rows(report: dict) -> list[list[str]]:
+    rows = [["file", "batch", "threads", "browser p50 ms", "native p50 ms", "browser / native"]]
+    for row in report.get("browser", []):
+        rows.append([row["file"], str(row["batch"]), str(row["threads"]), _ms(row["p50_ms"]), _ms(row["native_p50_ms"]),
+                     f"{row['ratio']:.2f}x"])
+    return rows
+
+
 def _failures(report: dict) -> list[str]:
     return [f"{f['key']} at {f['threads']} thread(s): {f['error']}" for f in report["failures"]]
 
@@ -104,6 +112,11 @@ def blocks(report: dict) -> list:
     ]
     for batch, threads in groups(report):
         document += [Heading(f"Batch {batch}, {threads} thread(s)"), Table(table_rows(report, batch, threads))]
+    if report.get("browser"):
+        document += [Heading("Decoder in the browser (onnxruntime-web, WASM) vs native onnxruntime"),
+                     Paragraph(f"The bundle's web app in headless {report['browser'][0]['browser']}, timed by the page's clock "
+                               "around `session.run`; native: the same file in onnxruntime, same batch and threads, right after."),
+                     Table(browser_rows(report))]
     if report["notes"] or report["failures"]:
         document += [Heading("Notes"), Paragraph("\n".join(f"- {line}" for line in report["notes"] + [f"FAILED: {f}" for f in _failures(report)]))]
     document.append(Picture(Path("bench.png"), "p50 latency per subject, whiskers to p90"))

@@ -95,6 +95,17 @@ def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 
     return rows
 
 
+def browser_vs_native(bundle_dir: Path, batches=BATCHES, threads=None, repeats: int = 50) -> list[dict]:
+    """In-browser decoder latency and native onnxruntime's on the same files, thread counts and batches,
+    measured one after the other in this run; each row has both medians and their ratio."""
+    rows = []
+    for browser in measure_in_browser(bundle_dir, batches=batches, threads=threads, repeats=repeats):
+        native = measure_native(bundle_dir, browser["mode"], (browser["batch"],), browser["threads"], repeats=repeats)[0]
+        rows.append({**browser, "native_engine": native["engine"], "native_p50_ms": native["p50_ms"],
+                     "ratio": browser["p50_ms"] / native["p50_ms"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="decoder latency: in the browser vs native onnxruntime")
     parser.add_argument("bundle", type=Path)
