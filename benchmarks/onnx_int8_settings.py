@@ -113,6 +113,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(CANDIDATES)
+    unknown = sorted(set(names) - set(CANDIDATES))
+    if unknown:
+        parser.error(f"unknown candidate(s) {unknown}; known: {', '.join(CANDIDATES)}")
     floats = {graph: args.bundle / "onnx" / f"{graph}.float32.onnx" for graph in Graph}
     calibration, heldout = data(args.bundle, args.max_samples, args.heldout)
     rng = np.random.default_rng(0)
