@@ -25,10 +25,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
+
+if TYPE_CHECKING:
+    import onnx
 
 CPUINFO = Path("/proc/cpuinfo")
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -188,7 +192,7 @@ def choose_settings(target: str = "auto") -> Settings:
     return CHOICES[chosen]
 
 
-def head_nodes(model) -> list[str]:
+def head_nodes(model: "onnx.ModelProto") -> list[str]:
     """Names of the nodes between the last Conv/Gemm/MatMul and each graph output (walking back from the outputs)."""
     producers = {output: node for node in model.graph.node for output in node.output}
     names: list[str] = []
@@ -221,7 +225,7 @@ def _checked(feeds: Feeds, input_names: list[str]) -> list[dict[str, np.ndarray]
     return batches
 
 
-def quantize(float_path, out_path, feeds: Feeds, settings: Settings | None = None) -> Path:
+def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, settings: Settings | None = None) -> Path:
     """Static int8 quantization of a float32 ONNX graph, calibrated on `feeds`.
 
     `feeds` is a list of calibration batches (dict: input name -> array) or a function returning
