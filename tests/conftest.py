@@ -13,7 +13,7 @@ import pytest
 
 TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max_samples=400, seed=0)
 # Fixtures that train or export; any test depending on one of them, even indirectly, is slow.
-SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy"})
+SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy", "run_dir"})  # run_dir: test_pipeline
 
 
 def pytest_collection_modifyitems(config, items):
