@@ -2,8 +2,22 @@
 
 numpy's PCG64 and ziggurat normals cannot be reproduced by an app without numpy, so the
 runtime, Keras' `VAE.sample` and the web app all draw z with this small generator, whose
-every step is an operation on 32-bit unsigned integers or an IEEE-754 double:
+every step is an operation on 32-bit unsigned integers or an IEEE-754 double
+(`ALGORITHM` below, also printed in each bundle's README).
 
+`seed` is an integer in [0, 2^32); `k` counts uniforms from 0 (so at most 2^31 normals a
+seed). Any language with 32-bit integer arithmetic and double-precision `log`, `sqrt`,
+`cos` and `sin` reproduces it: JavaScript with `Math.imul` and `>>> 0`, Kotlin with `Int`
+and `ushr`, Swift with `&*` on `UInt32`. Different C libraries may round `log`/`cos` one
+double ulp apart, so ports agree with this reference to float32 rounding (|diff| <= 1e-6).
+`reference_vectors()` below lets a port test itself.
+"""
+
+import secrets
+
+import numpy as np
+
+ALGORITHM = """\
     mix32(x):  x ^= x >> 16;  x = (x * 0x7FEB352D) mod 2^32
                x ^= x >> 15;  x = (x * 0x846CA68B) mod 2^32
                x ^= x >> 16;  return x
@@ -13,20 +27,7 @@ every step is an operation on 32-bit unsigned integers or an IEEE-754 double:
         u1 = uniform(seed, 2p),  u2 = uniform(seed, 2p + 1)
         r = sqrt(-2 ln u1)                                          # in double precision
         normal[2p] = r cos(2 pi u2),  normal[2p + 1] = r sin(2 pi u2)   # Box-Muller
-    z[n, d] = float32(normal[n * latent_dim + d] * temperature)     # row-major, product in double
-
-`seed` is an integer in [0, 2^32); `k` counts uniforms from 0 (so at most 2^31 normals a
-seed). Any language with 32-bit integer arithmetic and double-precision `log`, `sqrt`,
-`cos` and `sin` reproduces it: JavaScript with `Math.imul` and `>>> 0`, Kotlin with `Int`
-and `ushr`, Swift with `&*` on `UInt32`. Different C libraries may round `log`/`cos` one
-double ulp apart, so ports agree with this reference to float32 rounding (|diff| <= 1e-6).
-`REFERENCE_VECTORS` below lets a port test itself.
-"""
-
-import secrets
-
-import numpy as np
-
+    z[n, d] = float32(normal[n * latent_dim + d] * temperature)     # row-major, product in double"""
 SEED_LIMIT = 2**32
 _GOLDEN = 0x9E3779B9
 _M1, _M2 = 0x7FEB352D, 0x846CA68B

@@ -17,6 +17,7 @@ class Format(StrEnum):
     SAVEDMODEL = "savedmodel"
     TFLITE = "tflite"
     ONNX = "onnx"
+    ORT = "ort"  # onnxruntime's mobile format, converted from the ONNX file of the same target
 
 
 class Mode(StrEnum):
@@ -111,6 +112,8 @@ class FormatInfo:
     color: str  # in bench pictures
     runtime: bool  # EdgeVAE can run it (no TensorFlow on the device)
     fixed_shape: bool  # also written with every dimension fixed, for mobile accelerators
+    metadata: bool = False  # the vae_edge fields are embedded in each file (an .ort inherits its .onnx file's)
+    requires: "Format | None" = None  # converted from this format's file of the same target, so exported with it
 
     @property
     def folder(self) -> bool:
@@ -121,9 +124,14 @@ FORMATS: dict[Format, FormatInfo] = {
     Format.SAVEDMODEL: FormatInfo((Mode.FLOAT32,), Engine.TENSORFLOW, "", "tab:orange", runtime=False, fixed_shape=False),
     Format.TFLITE: FormatInfo(
         (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8, Mode.INT8_IO), Engine.LITERT, ".tflite", "tab:blue",
-        runtime=True, fixed_shape=True,
+        runtime=True, fixed_shape=True, metadata=True,
     ),
-    Format.ONNX: FormatInfo((Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True, fixed_shape=True),
+    Format.ONNX: FormatInfo(
+        (Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".onnx", "tab:green", runtime=True, fixed_shape=True, metadata=True,
+    ),
+    Format.ORT: FormatInfo(
+        (Mode.FLOAT32, Mode.INT8), Engine.ONNXRUNTIME, ".ort", "tab:olive", runtime=True, fixed_shape=True, requires=Format.ONNX,
+    ),
 }
 
 
@@ -184,6 +192,16 @@ def targets(static_batch: int | None = DEFAULT_STATIC_BATCH) -> tuple[Target, ..
     )
 
 RUNTIME_FORMATS: tuple[Format, ...] = tuple(fmt for fmt, info in FORMATS.items() if info.runtime)
+
+
+def artifact_path(target: Target, graph: str) -> str:
+    """Where an artifact lives in a bundle: `tflite/decoder.int8.tflite`, `tflite/decoder.int8.b1.tflite`;
+    a folder format holds every graph in one folder named after it."""
+    info = FORMATS[target.format]
+    if info.folder:
+        return str(target.format)
+    batch = "" if target.batch is None else f".b{target.batch}"
+    return f"{target.format}/{graph}.{target.mode}{batch}{info.suffix}"
 
 
 def format_of_suffix(suffix: str) -> Format | None:

@@ -5,8 +5,10 @@ from pathlib import Path
 import click
 
 from vae_edge.bundle import Bundle
-from vae_edge.registry import FORMATS, Format
-from vae_edge.runtime.engines import InferenceEngine, open_artifact, open_engine
+from vae_edge.errors import BadInputError
+from vae_edge.export.metadata import describe_file as describe_metadata
+from vae_edge.registry import FORMATS, Engine, Format
+from vae_edge.runtime.engines import InferenceEngine, format_of_path, installed, open_artifact, open_engine
 
 
 def _tensor(spec: dict) -> str:
@@ -23,8 +25,26 @@ def _ops(engine: InferenceEngine) -> str:
         return "(install the onnx package to list them)"
 
 
+def phone_coverage(path: Path) -> str:
+    """What a phone does with the file: how many nodes NNAPI and CoreML (ONNX) or the GPU delegate and
+    XNNPACK (TFLite) take; 100 % means the whole graph runs on that accelerator."""
+    from vae_edge.export.mobile import onnx_mobile_coverage, tflite_coverage
+
+    fmt = format_of_path(path)
+    if fmt == Format.ONNX:
+        coverage = {name: onnx_mobile_coverage(path)[name] for name in ("nnapi", "coreml_mlprogram", "coreml_neuralnetwork")}
+    elif fmt == Format.TFLITE:
+        if not installed(Engine.TENSORFLOW):
+            return "phone: install vae-edge[cpu] to analyze GPU-delegate coverage"
+        coverage = tflite_coverage(path)
+    else:
+        return ""
+    parts = [f"{name} {c['supported_nodes']}/{c['nodes']} ({c['percent']:g} %)" for name, c in coverage.items()]
+    return "phone: " + ", ".join(parts)
+
+
 def describe_file(path: Path) -> str:
-    """Signature, inputs, outputs and ops of one model file."""
+    """Signature, inputs, outputs, ops, accelerator coverage and the embedded metadata of one model file."""
     engine = open_engine(path)
     lines = [f"{path}  ({path.stat().st_size / 1024:.1f} KiB)"]
     if getattr(engine, "signature", None):
@@ -32,6 +52,11 @@ def describe_file(path: Path) -> str:
     lines += [f"  input   {_tensor(t)}" for t in engine.inputs]
     lines += [f"  output  {_tensor(t)}" for t in engine.outputs]
     lines.append(f"  ops: {_ops(engine)}")
+    lines.append(f"  {phone_coverage(path)}")
+    try:
+        lines += ["", "embedded metadata:", describe_metadata(path)]
+    except BadInputError as error:  # a file from before metadata, or another tool's
+        lines.append(f"  no embedded metadata ({error})")
     return "\n".join(lines)
 
 
@@ -53,6 +78,8 @@ def describe_bundle(bundle: Bundle) -> str:
         lines += [f"    output  {_tensor(t)}" for t in artifact.outputs]
         if not FORMATS[Format(artifact.format)].folder:
             lines.append(f"    ops: {_ops(open_artifact(bundle, artifact))}")
+            coverage = phone_coverage(bundle.path_of(artifact, check=False))
+            lines += [f"    {coverage}"] if coverage else []
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from vae_edge.errors import MissingFileError
+from vae_edge.registry import APPS, App
 
 
 @click.command()
@@ -21,7 +22,7 @@ def serve(bundle: Path, port: int, host: str, verbose: bool) -> None:
     """Serve BUNDLE/web/ (written by the export's web target) until Ctrl-C."""
     from vae_edge.web.server import make_server
 
-    web_dir = bundle / "web"
+    web_dir = bundle / APPS[App.WEB].folder
     if not (web_dir / "index.html").is_file():
         raise MissingFileError(f"{web_dir}: no web app in this bundle; write it with `vae-edge export MODEL --format web`")
     try:

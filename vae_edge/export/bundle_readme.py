@@ -7,20 +7,12 @@ port of the seeded prior test itself.
 
 from string import Template
 
-from vae_edge.prior import reference_vectors
-from vae_edge.registry import Format, Graph, Mode
+from vae_edge.prior import ALGORITHM, reference_vectors
+from vae_edge.registry import FORMATS, Format, Graph, Mode
 from vae_edge.signatures import RECONSTRUCTION, Z
 
 INT8_TYPES = ("int8", "uint8")
-PRIOR_SPEC = """\
-    mix32(x):  x ^= x >> 16;  x = (x * 0x7FEB352D) mod 2^32
-               x ^= x >> 15;  x = (x * 0x846CA68B) mod 2^32
-               x ^= x >> 16;  return x
-    bits(seed, k) = mix32(mix32(seed) ^ mix32((k + 0x9E3779B9) mod 2^32))
-    uniform(seed, k) = ((bits(seed, k) >> 8) + 0.5) / 2^24
-    pair p: u1 = uniform(seed, 2p), u2 = uniform(seed, 2p + 1), r = sqrt(-2 ln u1)   (double precision)
-            normal[2p] = r cos(2 pi u2),  normal[2p + 1] = r sin(2 pi u2)
-    z[n, d] = float32(normal[n * latent_size + d] * temperature)"""
+TFLITE_EXTENSION = FORMATS[Format.TFLITE].suffix.lstrip(".")
 
 TEMPLATE = Template("""\
 # vae-edge bundle: $variant VAE, $height x $width x $channels images, latent size $latent
@@ -46,39 +38,9 @@ its own metadata (entry `vae_edge`), so a copied file explains itself (`vae-edge
 - input `$z_name`: $z_dtype $z_shape, z ~ N(0, I) of width $latent$z_quant
 - output `$out_name`: $out_dtype $out_shape, pixels in [0, 1], channels last$out_quant
 
-## Android (Kotlin, LiteRT)
-
-$android
-`interpreter.getSignatureRunner("$signature")` gives the same call with `run(inputs, outputs)`.
-$int8_android
-## iOS (Swift)
-
-TensorFlowLiteSwift (`pod 'TensorFlowLiteSwift'`), the same `.tflite` file:
-
-```swift
-let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: "$decoder_stem", ofType: "tflite")!)
-let runner = try interpreter.signatureRunner(with: "$signature")
-try runner.allocateTensors()
-$swift_io
-try runner.invoke()
-let out = try runner.output(named: "$out_name")   // $out_dtype $out_shape
-$swift_post
-```
-
-onnxruntime-objc (`pod 'onnxruntime-objc'`), `$onnx_file`, with CoreML taking every node:
-
-```swift
-let session = try ORTSession(env: ORTEnv(loggingLevel: .warning), modelPath: path, sessionOptions: {
-    let options = try ORTSessionOptions()
-    try options.appendCoreMLExecutionProvider(with: ORTCoreMLExecutionProviderOptions())
-    return options }())
-var z = [Float](repeating: 0, count: $latent)   // fill with the prior below
-let input = try ORTValue(tensorData: NSMutableData(bytes: &z, length: z.count * 4), elementType: .float, shape: $onnx_z_shape)
-let outputs = try session.run(withInputs: ["$z_name": input], outputNames: ["$out_name"], runOptions: nil)
-let pixels = try outputs["$out_name"]!.tensorData() as Data   // float32 $onnx_out_shape
-```
-
+$tflite_apps$onnx_apps
 ## Drawing z: the portable seeded prior
+
 
 The same seed gives the same z here, in the Python runtime and in the web demo. Every step is
 32-bit unsigned integer arithmetic (Kotlin: `Int` with `ushr`; Swift: `&*` on `UInt32`) or an
@@ -97,10 +59,48 @@ $vectors
 """)
 
 
+TFLITE_APPS = Template("""\
+## Android (Kotlin, LiteRT)
+
+$android
+`interpreter.getSignatureRunner("$signature")` gives the same call with `run(inputs, outputs)`.
+$int8_android
+## iOS (Swift)
+
+TensorFlowLiteSwift (`pod 'TensorFlowLiteSwift'`), the same `.tflite` file:
+
+```swift
+let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: "$decoder_stem", ofType: "$tflite_extension")!)
+let runner = try interpreter.signatureRunner(with: "$signature")
+try runner.allocateTensors()
+$swift_io
+try runner.invoke()
+let out = try runner.output(named: "$out_name")   // $out_dtype $out_shape
+$swift_post
+```
+
+""")
+
+ONNX_APPS = Template("""\
+onnxruntime-objc (`pod 'onnxruntime-objc'`), `$onnx_file`, with CoreML taking every node:
+
+```swift
+let session = try ORTSession(env: ORTEnv(loggingLevel: .warning), modelPath: path, sessionOptions: {
+    let options = try ORTSessionOptions()
+    try options.appendCoreMLExecutionProvider(with: ORTCoreMLExecutionProviderOptions())
+    return options }())
+var z = [Float](repeating: 0, count: $latent)   // fill with the prior below
+let input = try ORTValue(tensorData: NSMutableData(bytes: &z, length: z.count * 4), elementType: .float, shape: $onnx_z_shape)
+let outputs = try session.run(withInputs: ["$z_name": input], outputNames: ["$out_name"], runOptions: nil)
+let pixels = try outputs["$out_name"]!.tensorData() as Data   // float32 $onnx_out_shape
+```
+
+""")
+
 ANDROID = Template("""\
 ```kotlin
 // build.gradle: implementation("com.google.ai.edge.litert:litert:1.+"); put $file in src/main/assets
-val fd = context.assets.openFd("$file")   // aaptOptions { noCompress "tflite" } keeps it mappable
+val fd = context.assets.openFd("$file")   // aaptOptions { noCompress "$tflite_extension" } keeps it mappable
 val interpreter = Interpreter(FileInputStream(fd.fileDescriptor).channel.map(READ_ONLY, fd.startOffset, fd.declaredLength))
 $io
 interpreter.runSignature(mapOf("$z_name" to z), mapOf("$out_name" to reconstruction), "$signature")
@@ -114,38 +114,43 @@ def _android(artifact: dict) -> str:
     z, out = _tensor(artifact["inputs"], Z), _tensor(artifact["outputs"], RECONSTRUCTION)
     int8 = z["dtype"] in INT8_TYPES
     return ANDROID.substitute(
-        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8),
+        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8), tflite_extension=TFLITE_EXTENSION,
         z_name=z["name"], out_name=out["name"], signature=artifact["signature"],
     )
 
 
 def render_bundle_readme(manifest: dict) -> str:
-    """README.md for the bundle that `manifest` describes (see module docstring)."""
+    """README.md for the bundle that `manifest` describes (see module docstring); the app sections are
+    those of the formats the bundle has."""
     model = manifest["model"]
     artifacts = manifest["artifacts"]
-    decoder = _pick(artifacts, Format.TFLITE, (Mode.FLOAT32,))
+    tflite_decoder = _pick(artifacts, Format.TFLITE, (Mode.FLOAT32,))
     onnx_decoder = _pick(artifacts, Format.ONNX, (Mode.FLOAT32,))
+    decoder = tflite_decoder or onnx_decoder or next(a for a in artifacts if a["graph"] == Graph.DECODER)
     int8_decoder = _pick(artifacts, Format.TFLITE, (Mode.INT8_IO,), exact=True)
     z, out = _tensor(decoder["inputs"], Z), _tensor(decoder["outputs"], RECONSTRUCTION)
     height, width, channels = model["input_shape"]
     int8 = z["dtype"] in INT8_TYPES
-    return TEMPLATE.substitute(
-        variant=model.get("variant", "custom"), height=height, width=width, channels=channels, latent=model["latent_dim"],
-        version=manifest.get("tools", {}).get("vae-edge", "?"), schema=manifest["schema_version"],
-        files="\n".join(_file_row(a) for a in artifacts),
-        decoder=decoder["path"], decoder_file=decoder["path"].rsplit("/", 1)[-1],
-        decoder_stem=decoder["path"].rsplit("/", 1)[-1].removesuffix(".tflite"), signature=decoder["signature"],
-        z_name=z["name"], z_dtype=z["dtype"], z_shape=z["shape"], z_quant=_quant_note(z),
-        out_name=out["name"], out_dtype=out["dtype"], out_shape=out["shape"], out_quant=_quant_note(out),
-        android=_android(decoder),
-        int8_android=(f"\nThe int8-io decoder `{int8_decoder['path']}` ({int8_decoder['size_bytes'] // 1024} KiB) takes and "
-                      f"returns int8{_quant_note(_tensor(int8_decoder['inputs'], Z))}:\n\n{_android(int8_decoder)}")
+    names = {"signature": decoder["signature"], "z_name": z["name"], "out_name": out["name"], "latent": model["latent_dim"],
+             "out_dtype": out["dtype"], "out_shape": out["shape"]}
+    tflite_apps = TFLITE_APPS.substitute(
+        names, android=_android(tflite_decoder), tflite_extension=TFLITE_EXTENSION,
+        decoder_stem=tflite_decoder["path"].rsplit("/", 1)[-1].removesuffix(FORMATS[Format.TFLITE].suffix),
+        int8_android=(f"\nThe {Mode.INT8_IO} decoder `{int8_decoder['path']}` ({int8_decoder['size_bytes'] // 1024} KiB) takes "
+                      f"and returns int8{_quant_note(_tensor(int8_decoder['inputs'], Z))}:\n\n{_android(int8_decoder)}")
         if int8_decoder else "",
         swift_io=_swift_io(z, int8), swift_post=_swift_post(out, int8),
-        onnx_file=onnx_decoder["path"] if onnx_decoder else "onnx/decoder.float32.b1.onnx",
-        onnx_z_shape=(onnx_decoder or decoder)["inputs"][0]["shape"],
-        onnx_out_shape=(onnx_decoder or decoder)["outputs"][0]["shape"],
-        prior=PRIOR_SPEC,
+    ) if tflite_decoder else ""
+    onnx_apps = ONNX_APPS.substitute(
+        names, onnx_file=onnx_decoder["path"], onnx_z_shape=onnx_decoder["inputs"][0]["shape"],
+        onnx_out_shape=onnx_decoder["outputs"][0]["shape"],
+    ) if onnx_decoder else ""
+    return TEMPLATE.substitute(
+        names, variant=model.get("variant", "custom"), height=height, width=width, channels=channels,
+        version=manifest.get("tools", {}).get("vae-edge", "?"), schema=manifest["schema_version"],
+        files="\n".join(_file_row(a) for a in artifacts), decoder=decoder["path"],
+        z_dtype=z["dtype"], z_shape=z["shape"], z_quant=_quant_note(z), out_quant=_quant_note(out),
+        tflite_apps=tflite_apps, onnx_apps=onnx_apps, prior=ALGORITHM,
         vectors="\n".join(f"| {seed} | {', '.join(f'{v:.9g}' for v in z0)} |" for seed, z0 in reference_vectors().items()),
     )
 
@@ -170,7 +175,7 @@ def _file_row(artifact: dict) -> str:
     def tensors(items):
         return ", ".join(f"`{t['name']}` {t['dtype']} {t['shape']}" for t in items)
 
-    batch = artifact.get("batch") or "dynamic"
+    batch = artifact.get("batch") or "any"
     return (f"| `{artifact['path']}` | {artifact['graph']} | {artifact['mode']} | {batch} | "
             f"{tensors(artifact['inputs'])} | {tensors(artifact['outputs'])} |")
 

@@ -18,9 +18,11 @@ from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_
 from vae_edge.data import images_for_model
 from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
 from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, VerificationFailed, first_line
+from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.job import ExportJob
+from vae_edge.export.metadata import embed_file, metadata_fields
 from vae_edge.export.savedmodel import write_savedmodel
-from vae_edge.fsutil import atomic_directory, check_writable, write_json
+from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
 from vae_edge.model.loading import float32_vae
 from vae_edge.provenance import package_versions
 from vae_edge.registry import (
@@ -35,6 +37,7 @@ from vae_edge.registry import (
     App,
     Graph,
     Target,
+    artifact_path,
     names,
     targets,
 )
@@ -45,7 +48,6 @@ from vae_edge.verify.verifier import verify_bundle
 MIN_CALIBRATION_SAMPLES = 16
 DEFAULT_CALIBRATION_SAMPLES = 256  # or the whole training split when it is smaller
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
-BUNDLE_README = Path(__file__).with_name("bundle_readme.md")
 
 
 def plan_apps(formats: Iterable[str] | str | None = None) -> list[App]:
@@ -64,6 +66,7 @@ def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None
     apps = plan_apps(formats)
     formats = list(FORMATS) if not formats or ALL in formats else [f for f in formats if f in FORMATS]
     formats += [APPS[app].requires for app in apps if APPS[app].requires not in formats]
+    formats += [FORMATS[f].requires for f in formats if FORMATS[f].requires and FORMATS[f].requires not in formats]
     for mode in modes or ():
         if mode not in MODES:
             raise BadInputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
@@ -78,16 +81,6 @@ def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None
 def source_facts(model_path: Path, dataset: str) -> dict:
     """What the manifest records of the model a bundle comes from; verification refuses any other."""
     return {"source_model": str(Path(model_path).resolve()), "source_sha256": sha256_of(model_path), "dataset": dataset}
-
-
-def artifact_path(target: Target, graph: Graph) -> str:
-    """Where an artifact lives in the bundle: `tflite/decoder.int8.tflite`, `tflite/decoder.int8.b1.tflite`;
-    a folder format holds every graph in one folder named after it."""
-    info = FORMATS[target.format]
-    if info.folder:
-        return str(target.format)
-    batch = "" if target.batch is None else f".b{target.batch}"
-    return f"{target.format}/{graph}.{target.mode}{batch}{info.suffix}"
 
 
 def export_bundle(
@@ -140,6 +133,7 @@ def export_bundle(
             savedmodels[batch] = write_savedmodel(networks, specs, scratch / f"savedmodel-{batch}", batch)
         return savedmodels[batch]
 
+    facts = model_section(vae, model, model_facts)
     jobs = [(target, graph) for target in chosen for graph in Graph]
     with atomic_directory(out_dir, force=force) as staging:
         scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
@@ -148,16 +142,17 @@ def export_bundle(
         for index, (target, graph) in enumerate(jobs, start=1):
             started = time.perf_counter()
             relative = artifact_path(target, graph)
-            job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch, opset)
+            job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch,
+                            staging, opset)
             job.path.parent.mkdir(parents=True, exist_ok=True)
             run_converter(job)
-            artifact = describe(staging, relative, target, specs[graph].signature, graph, time.perf_counter() - started)
+            artifact = describe(staging, relative, target, specs[graph].signature, graph, facts, time.perf_counter() - started)
             artifacts.append(artifact)
             log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
         shutil.rmtree(scratch)
-        manifest = build_manifest(vae, model, artifacts, heldout_images, calibration_samples, seed, model_facts)
+        manifest = build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed)
         write_json(staging / MANIFEST, manifest)
-        shutil.copyfile(BUNDLE_README, staging / "README.md")
+        write_text(staging / "README.md", render_bundle_readme(manifest))
         if verify:
             verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
         for app in apps:
@@ -191,10 +186,13 @@ def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: i
         )
 
 
-def describe(staging: Path, relative: str, target: Target, signature: str, graph: Graph, seconds: float) -> Artifact:
-    """The manifest entry of a written artifact; loading it in its engine doubles as a check."""
+def describe(staging: Path, relative: str, target: Target, signature: str, graph: Graph, facts: dict, seconds: float) -> Artifact:
+    """The manifest entry of a written artifact, after its self-description is embedded in it; loading it
+    in its engine doubles as a check."""
     path = staging / relative
     engine = open_engine(path, signature)
+    if FORMATS[target.format].metadata:
+        embed_file(path, metadata_fields(facts, graph, target.mode, engine.inputs, engine.outputs))
     return Artifact(
         path=relative, format=target.format, graph=graph, mode=target.mode, signature=signature,
         inputs=engine.inputs, outputs=engine.outputs, size_bytes=size_of(path), sha256=sha256_of(path),
@@ -202,14 +200,9 @@ def describe(staging: Path, relative: str, target: Target, signature: str, graph
     )
 
 
-def build_manifest(vae, trained, artifacts, heldout_images, calibration_samples, seed, model_facts) -> dict:
-    """Everything an app or the runtime needs to know about the bundle."""
-    z_mean, z_log_var = vae.encode(heldout_images)
-    scores = anomaly_scores(heldout_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
+def model_section(vae, trained, model_facts: dict | None) -> dict:
+    """The manifest's `model`: what the graphs expect and where they come from."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {
             "variant": vae.variant,
             "input_shape": list(vae.image_shape),
             "latent_dim": vae.latent_dim,
@@ -221,7 +214,17 @@ def build_manifest(vae, trained, artifacts, heldout_images, calibration_samples,
             "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
             "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
             **(model_facts or {}),
-        },
+        }
+
+
+def build_manifest(vae, facts: dict, artifacts, heldout_images, calibration_samples, seed) -> dict:
+    """Everything an app or the runtime needs to know about the bundle."""
+    z_mean, z_log_var = vae.encode(heldout_images)
+    scores = anomaly_scores(heldout_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": facts,
         "calibration": {"samples": calibration_samples, "source": "training split", "seed": seed},
         "anomaly": {
             "score": "negative ELBO at the posterior mean, nats/image",

@@ -19,6 +19,7 @@ class ExportJob:
     calibration: dict[str, np.ndarray]  # real inputs by name, (N, ...), for integer modes
     savedmodel: Callable[[int | None], Path]  # a SavedModel of every graph with this batch (None: dynamic)
     scratch: Path  # a private temporary folder
+    bundle: Path  # the bundle being written: a converter may read another format's file of the same target
     opset: int | None = None
 
     def calibration_batches(self) -> list[dict[str, np.ndarray]]:

@@ -22,16 +22,15 @@ from vae_edge import __version__
 from vae_edge.bundle import SCHEMA_VERSION
 from vae_edge.errors import BadInputError, MissingFileError, first_line
 from vae_edge.prior import REFERENCE_SEEDS, reference_vectors
-from vae_edge.registry import Format, Graph, Mode, format_of_suffix
+from vae_edge.registry import FORMATS, Format, Graph, Mode, format_of_suffix
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z
 
 KEY = "vae_edge"  # TFLite metadata name and ONNX metadata_props key
-ORT_SUFFIX = ".ort"
 TFLITE_IDENTIFIER = b"TFL3"
 PRIOR = {
     "distribution": "z ~ N(0, I), independent standard normals, one row of latent_size per image",
     "algorithm": "lowbias32 counter hash + Box-Muller (vae-edge portable prior)",
-    "spec": "vae_edge/prior.py in the vae-edge package: the module docstring is the algorithm, in full",
+    "spec": "vae_edge/prior.py in the vae-edge package: ALGORITHM there is the algorithm, in full (also in each bundle README)",
     "seed_range": [0, 2**32 - 1],
 }
 MEANINGS = {
@@ -141,7 +140,7 @@ def read_metadata(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist; pass a .tflite, .onnx or .ort model file")
-    if path.suffix == ORT_SUFFIX:
+    if path.suffix == FORMATS[Format.ORT].suffix:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -24,8 +24,9 @@ import tempfile
 from pathlib import Path
 
 from vae_edge.errors import ExportError, MissingFileError, first_line
-
-CONFIG_SUFFIX = ".required_operators.config"
+from vae_edge.export.job import ExportJob
+from vae_edge.registry import Format, Target, artifact_path, register_converter
+from vae_edge.runtime.engines import ORT_OPERATORS_CONFIG
 
 
 def convert_to_ort(onnx_path: Path, out_path: Path, runtime_optimizations: bool = False) -> tuple[Path, Path]:
@@ -39,7 +40,7 @@ def convert_to_ort(onnx_path: Path, out_path: Path, runtime_optimizations: bool 
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():
         raise MissingFileError(f"{onnx_path} does not exist; pass an .onnx file to convert")
-    config_path = out_path.with_suffix(CONFIG_SUFFIX)
+    config_path = out_path.with_suffix(ORT_OPERATORS_CONFIG)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     style = OptimizationStyle.Runtime if runtime_optimizations else OptimizationStyle.Fixed
     scratch = Path(tempfile.mkdtemp(prefix=".ort-", dir=out_path.parent))
@@ -62,3 +63,11 @@ def convert_to_ort(onnx_path: Path, out_path: Path, runtime_optimizations: bool 
         shutil.rmtree(scratch, ignore_errors=True)
     return out_path, config_path
 
+
+
+@register_converter(Format.ORT)
+def convert(job: ExportJob) -> None:
+    """From the ONNX file of the same target (written first: the registry makes ONNX a requirement of ORT),
+    so the embedded metadata comes along."""
+    onnx_target = Target(Format.ONNX, job.target.mode, job.target.batch)
+    convert_to_ort(job.bundle / artifact_path(onnx_target, job.spec.graph), job.path)

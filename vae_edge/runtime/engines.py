@@ -131,6 +131,7 @@ class LiteRTEngine(InferenceEngine):
         return outputs
 
 
+ORT_OPERATORS_CONFIG = ".required_operators.config"  # written beside each .ort file by onnxruntime's converter
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 
 
@@ -158,7 +159,12 @@ class OnnxEngine(InferenceEngine):
         self.outputs = [self._spec(t) for t in self.session.get_outputs()]
 
     def ops(self) -> list[str]:
-        """The operator types the graph uses (needs the `onnx` package)."""
+        """The operator types the graph uses (needs the `onnx` package); of an ORT-format file, the
+        operators its reduced-operator config beside it lists."""
+        config = self.path.with_suffix(ORT_OPERATORS_CONFIG)
+        if self.path.suffix == FORMATS[Format.ORT].suffix:
+            lines = config.read_text().splitlines() if config.is_file() else []
+            return sorted({op for line in lines if line and not line.startswith("#") for op in line.split(";")[-1].split(",")})
         import onnx
 
         return sorted({node.op_type for node in onnx.load(str(self.path)).graph.node})

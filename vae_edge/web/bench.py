@@ -20,7 +20,7 @@ import numpy as np
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.prior import prior_latents
-from vae_edge.registry import Format, Graph
+from vae_edge.registry import APPS, App, Format, Graph
 from vae_edge.web.browser import READY, launch, serving
 
 BATCHES = (1, 64)  # one image, and the page's 8x8 grid
@@ -38,7 +38,7 @@ def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHE
     `bundle_dir` must hold the web app in `web/`; `threads` defaults to (1, all cores).
     One dict per (threads, batch): engine, mode, file, batch, threads, browser, p50_ms, p90_ms, mean_ms, repeats.
     """
-    web_dir = Path(bundle_dir) / "web"
+    web_dir = Path(bundle_dir) / APPS[App.WEB].folder
     threads = threads or sorted({1, os.cpu_count() or 1})
     rows = []
     with serving(web_dir) as url, launch() as browser:
