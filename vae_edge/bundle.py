@@ -61,7 +61,7 @@ class Artifact:
         return self.target.artifact_key(self.graph)
 
 
-MANIFEST_KEYS = {"schema_version", "created", "model", "calibration", "anomaly", "tools", "artifacts", "verification"}
+MANIFEST_KEYS = {"schema_version", "created", "model", "calibration", "quantization", "anomaly", "tools", "artifacts", "verification"}
 ARTIFACT_FIELDS = {f.name: f for f in fields(Artifact)}
 REQUIRED_ARTIFACT_FIELDS = {name for name, f in ARTIFACT_FIELDS.items() if f.default is MISSING}
 

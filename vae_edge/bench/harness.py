@@ -18,7 +18,7 @@ from vae_edge.bench.flops import METHOD, count_flops
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.provenance import git_commit
-from vae_edge.registry import APPS, FORMATS, KERAS, KERAS_MODES, PIPELINE, App, Engine, Format, Graph, Mode, Target
+from vae_edge.registry import APPS, FORMATS, KERAS, KERAS_MODES, MODES, PIPELINE, App, Engine, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import installed
 
 GRAPH_ORDER = (*Graph, PIPELINE)
@@ -116,6 +116,25 @@ def measure_peaks(threads: tuple[int, ...], mhz: float | None, lanes: int) -> di
     return peaks
 
 
+def measure_engine_ceilings(threads: tuple[int, ...]) -> dict[str, dict]:
+    """Per thread count: float32 and int8 GOP/s of a large matrix product through onnxruntime and
+    LiteRT themselves (`vae_edge.bench.ceilings`), each in a fresh worker process."""
+    ceilings = {}
+    for count in threads:
+        result, error = _run_worker({"kind": "ceilings", "threads": count}, 600)
+        ceilings[str(count)] = result if result else {"error": error}
+    return ceilings
+
+
+def ceiling_of(cell: dict, ceilings: dict) -> float | None:
+    """The ceiling a cell's speed is held against: its engine's, in its mode's precision (int8 kernels
+    for the integer modes, whose matrix products run in int8; float32 for the rest)."""
+    engine = {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell["format"]].engine) \
+        if cell["format"] in FORMATS else None
+    precision = Mode.INT8 if cell["mode"] in MODES and MODES[cell["mode"]].integer else Mode.FLOAT32
+    return ceilings.get(str(cell["threads"]), {}).get(str(precision), {}).get(engine) if engine else None
+
+
 def count_graph_flops(bundle: Bundle) -> dict:
     """FLOPs per image of encoder, decoder and both, from the bundle's ONNX float32 graphs."""
     if importlib.util.find_spec("onnx") is None:
@@ -147,9 +166,9 @@ def measure_browser(bundle: Bundle, settings: "BenchSettings", notes: list[str],
     return browser_vs_native(bundle.folder, tuple(settings.batch_sizes), settings.threads, max(settings.runs, 10))
 
 
-def derive(cells: list[dict], flops: dict, peaks: dict) -> None:
-    """Add speed-ups over the Keras baselines (ratio of p50 latencies in this run),
-    achieved GFLOP/s and fractions of the FP32 ceilings, in place."""
+def derive(cells: list[dict], flops: dict, peaks: dict, ceilings: dict | None = None) -> None:
+    """Add speed-ups over the Keras baselines (ratio of p50 latencies in this run), achieved GFLOP/s,
+    fractions of the numpy FP32 ceilings and of the cell's own engine-and-precision ceiling, in place."""
     p50 = {(c["key"], c["batch"], c["threads"]): c["p50_ms"] for c in cells}
     for cell in cells:
         for mode in KERAS_MODES:
@@ -161,6 +180,8 @@ def derive(cells: list[dict], flops: dict, peaks: dict) -> None:
         for source in ("measured", "theoretical"):
             ceiling = peak.get(f"{source}_gflops")
             cell[f"fraction_of_{source}_peak"] = cell["gflops_per_s"] / ceiling if cell["gflops_per_s"] and ceiling else None
+        own = ceiling_of(cell, ceilings or {})
+        cell["fraction_of_own_ceiling"] = cell["gflops_per_s"] / own if cell["gflops_per_s"] and own else None
 
 
 def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None,
@@ -191,6 +212,8 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
     info = machine.describe()
     log(f"{info['cpu']}, {info['usable_cores']} usable cores; measuring the FP32 ceiling")
     peaks = measure_peaks(settings.threads, info["cpu_mhz"], info["fp32_lanes"])
+    log("  and each engine's float32 and int8 ceilings")
+    ceilings = measure_engine_ceilings(settings.threads)
     cells, failures = [], []
     timeout_s = 300 + len(settings.batch_sizes) * (settings.max_seconds * 2 + 60)
     for subject in subjects:
@@ -208,7 +231,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
             log(f"  {subject['key']:<28} {threads} thread(s): p50 at batch {result[0]['batch']} "
                 f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)")
     flops = count_graph_flops(bundle)
-    derive(cells, flops, peaks)
+    derive(cells, flops, peaks, ceilings)
     browser = measure_browser(bundle, settings, notes, log)
     return {
         "schema_version": 1,
@@ -217,7 +240,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         "bundle": str(bundle.folder),
         "model": bundle.model,
         "keras_model": str(model_path) if model_path else None,
-        "machine": {**info, "fp32_peak": peaks,
+        "machine": {**info, "fp32_peak": peaks, "ceilings": ceilings,
                     "fp32_peak_method": (f"measured: fastest square float32 numpy matmul of sizes {PEAK_MATMUL_SIZES} "
                                          "with OpenBLAS threads = thread count; theoretical: "
                                          f"{machine.FMA_UNITS} FMA units x {info['fp32_lanes']} lanes x 2 flops x cpu MHz "

@@ -2,26 +2,12 @@
 
 import os
 import platform
-from pathlib import Path
 
+from vae_edge.cpu import cpuinfo, flags, model_name
 from vae_edge.provenance import package_versions
 
 PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
 FMA_UNITS = 2  # per core on recent x86 server cores (Zen 2+, Skylake-SP and later): an assumption
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields from /proc/cpuinfo ({} off Linux)."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return {}
-    fields: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            break
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
 
 
 def usable_cores() -> int:
@@ -49,21 +35,19 @@ VECTOR_EXTENSIONS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "
 def cpu_class() -> dict:
     """The CPU model and the vector extensions that decide which kernels run: results measured on
     another CPU class say nothing about this one."""
-    info = _cpuinfo()
-    return {"cpu": info.get("model name", platform.processor() or platform.machine()),
-            "vector_extensions": sorted(set(info.get("flags", "").split()) & VECTOR_EXTENSIONS)}
+    return {"cpu": model_name(), "vector_extensions": sorted(flags() & VECTOR_EXTENSIONS)}
 
 
 def describe() -> dict:
     """CPU model, clock, vector extensions, core counts, OS and package versions."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
+    info = cpuinfo()
+    cpu_flags = flags()
     mhz = float(info["cpu MHz"]) if "cpu MHz" in info else None
     return {
-        "cpu": info.get("model name", platform.processor() or platform.machine()),
+        "cpu": model_name(),
         "cpu_mhz": mhz,
-        "vector_extensions": sorted(flags & VECTOR_EXTENSIONS),
-        "fp32_lanes": fp32_lanes(flags),
+        "vector_extensions": sorted(cpu_flags & VECTOR_EXTENSIONS),
+        "fp32_lanes": fp32_lanes(cpu_flags),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "platform": platform.platform(),

@@ -8,7 +8,7 @@ from vae_edge.registry import BENCH_JSON, FORMATS, KERAS, KERAS_COLOR, PIPELINE
 from vae_edge.tables import human_size, text_table
 
 COLUMNS = ["subject", "size", "load", "first", "mean ± std ms", "p50 ms", "p90 ms", "p99 ms",
-           "img/s", "peak RSS", "GFLOP/s", "% FP32 peak", "× eager", "× tf.fn"]
+           "img/s", "peak RSS", "GFLOP/s", "% ceiling", "× eager", "× tf.fn"]
 FORMAT_COLORS = {KERAS: KERAS_COLOR, **{str(fmt): info.color for fmt, info in FORMATS.items()}}
 
 
@@ -37,7 +37,7 @@ def table_rows(report: dict, batch: int, threads: int) -> list[list[str]]:
             f"{_ms(c['mean_ms'])} ± {_ms(c['std_ms'])}", _ms(c["p50_ms"]), _ms(c["p90_ms"]), _ms(c["p99_ms"]),
             f"{c['images_per_s']:.0f}", f"{c['peak_rss_mib']:.0f} MiB",
             f"{c['gflops_per_s']:.2f}" if c["gflops_per_s"] else "-",
-            f"{100 * c['fraction_of_measured_peak']:.1f}%" if c["fraction_of_measured_peak"] else "-",
+            f"{100 * c['fraction_of_own_ceiling']:.1f}%" if c.get("fraction_of_own_ceiling") else "-",
             _ratio(c["speedup_vs_keras_eager"]), _ratio(c["speedup_vs_keras_tf_function"]),
         ])
     return rows
@@ -74,7 +74,22 @@ def _machine_blocks(report: dict) -> list:
                   f"- {m['platform']}, Python {m['python']}; {versions}\n"
                   f"- vae-edge commit: {report.get('git_commit') or 'unknown (not a git checkout)'}"),
         Table(peak_rows), Paragraph(f"FP32 ceiling: {m['fp32_peak_method']}."),
+        *_ceiling_blocks(m.get("ceilings", {})),
     ]
+
+
+def _ceiling_blocks(ceilings: dict) -> list:
+    """Each engine's float32 and int8 ceiling per thread count, what `% ceiling` is held against."""
+    measured = {t: c for t, c in ceilings.items() if "method" in c}
+    if not measured:
+        return [Paragraph("Engine ceilings: not measured (" + "; ".join(c.get("error", "?") for c in ceilings.values()) + ").")]
+    rows = [["threads", "onnxruntime float32 GFLOP/s", "onnxruntime int8 GOP/s", "LiteRT float32 GFLOP/s", "LiteRT int8 GOP/s"]]
+    for threads, c in measured.items():
+        rows.append([threads] + [f"{c[p][e]:.1f}" if c[p].get(e) else "-"
+                                 for e in ("onnxruntime", "litert") for p in ("float32", "int8")])
+    first = next(iter(measured.values()))
+    notes = "; ".join(note for c in measured.values() for note in c.get("notes", []))
+    return [Table(rows), Paragraph(f"Engine ceilings: {first['method']}{'. ' + notes if notes else ''}.")]
 
 
 def _flops_line(report: dict) -> str:
@@ -106,15 +121,16 @@ def blocks(report: dict) -> list:
             "- × eager and × tf.fn: the Keras subject's p50 divided by this row's p50, same batch and threads, measured in this run.",
             "- Peak RSS is the serving process's high-water mark (VmHWM), interpreter and libraries included; "
             "load time is building the interpreter, session or model from its file (the engine library is imported before the clock starts).",
-            f"- {_flops_line(report)} GFLOP/s = FLOPs per image × img/s; % FP32 peak is of the measured float32 ceiling at that "
-            "thread count, also for float16, dynamic and int8 modes (the same operation count, not that mode's own ceiling).",
+            f"- {_flops_line(report)} GFLOP/s = FLOPs per image × img/s; % ceiling is of the subject's own engine's ceiling "
+            "in its mode's precision at that thread count: int8 for dynamic, int8 and int8-io (their matrix products run "
+            "in int8), float32 otherwise; Keras and SavedModel have none.",
         ])),
     ]
     for batch, threads in groups(report):
         document += [Heading(f"Batch {batch}, {threads} thread(s)"), Table(table_rows(report, batch, threads))]
     if report.get("browser"):
         document += [Heading("Decoder in the browser (onnxruntime-web, WASM) vs native onnxruntime"),
-                     Paragraph(f"The bundle's web app in headless {report['browser'][0]['browser']}, timed by the page's clock "
+                     Paragraph(f"The bundle's web app in headless Chromium {report['browser'][0]['browser']}, timed by the page's clock "
                                "around `session.run`; native: the same file in onnxruntime, same batch and threads, right after."),
                      Table(browser_rows(report))]
     if report["notes"] or report["failures"]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.bench.ceilings import measure_ceilings
 from vae_edge.bench.stats import summarize
 from vae_edge.bundle import Bundle
 from vae_edge.registry import ENGINES, FORMATS, Engine, Graph
@@ -184,7 +185,12 @@ def measure_peak(sizes: list[int], min_seconds: float) -> dict:
 
 def main(argv: list[str]) -> None:
     job = json.loads(Path(argv[0]).read_text())
-    result = measure_peak(job["sizes"], job["min_seconds"]) if job["kind"] == "peak" else bench_subject(job)
+    if job["kind"] == "peak":
+        result = measure_peak(job["sizes"], job["min_seconds"])
+    elif job["kind"] == "ceilings":
+        result = measure_ceilings(job["threads"])
+    else:
+        result = bench_subject(job)
     Path(argv[1]).write_text(json.dumps(result))
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.errors import BadInputError
+from vae_edge.export.onnx_int8 import AUTO, CpuClass
 from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
 
 
@@ -35,6 +36,8 @@ def _tolerance_option(function):
               help="Mode (repeatable). Default: every mode of each format.")
 @click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
               help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.")
+@click.option("--onnx-int8-target", type=click.Choice([AUTO, *names(CpuClass)]), default=AUTO, show_default=True,
+              help="The CPU class the ONNX int8 files are for (auto: this machine's); a VNNI file saturates on AVX2.")
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
 @click.option("--calibration-samples", type=int, help="Real training images for int8 calibration. Default: 256, or all when fewer.")
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
@@ -42,7 +45,7 @@ def _tolerance_option(function):
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
 @_tolerance_option
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-def export(model_path, formats, modes, static_batch, out, calibration_samples, opset, dataset, verify, tolerances, force):
+def export(model_path, formats, modes, static_batch, onnx_int8_target, out, calibration_samples, opset, dataset, verify, tolerances, force):
     """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle, source_facts
@@ -54,7 +57,8 @@ def export(model_path, formats, modes, static_batch, out, calibration_samples, o
     click.echo(f"exporting {model_path} -> {out}/")
     bundle = export_bundle(
         model, out, calibration_images=splits.train, heldout_images=splits.test,
-        formats=formats, modes=modes or None, static_batch=static_batch or None, calibration_samples=calibration_samples, opset=opset,
+        formats=formats, modes=modes or None, static_batch=static_batch or None, onnx_int8_target=onnx_int8_target,
+        calibration_samples=calibration_samples, opset=opset,
         verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
         model_facts=source_facts(model_path, splits.name),
     )

@@ -21,6 +21,7 @@ from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, Verificati
 from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.job import ExportJob
 from vae_edge.export.metadata import embed_file, metadata_fields
+from vae_edge.export.onnx_int8 import AUTO, choose_settings, cpu_class, cpu_features
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
 from vae_edge.model.loading import float32_vae
@@ -92,6 +93,7 @@ def export_bundle(
     formats=None,
     modes=None,
     static_batch: int | None = DEFAULT_STATIC_BATCH,
+    onnx_int8_target: str = AUTO,
     calibration_samples: int | None = None,
     opset: int | None = None,
     seed: int = 0,
@@ -134,6 +136,9 @@ def export_bundle(
         return savedmodels[batch]
 
     facts = model_section(vae, model, model_facts)
+    int8_settings = choose_settings(onnx_int8_target)
+    quantization = {"onnx_int8": {"cpu_class": str(cpu_class(cpu_features()) if onnx_int8_target == AUTO else onnx_int8_target),
+                                  "settings": int8_settings.as_dict()}}
     jobs = [(target, graph) for target in chosen for graph in Graph]
     with atomic_directory(out_dir, force=force) as staging:
         scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
@@ -143,14 +148,14 @@ def export_bundle(
             started = time.perf_counter()
             relative = artifact_path(target, graph)
             job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch,
-                            staging, opset)
+                            staging, int8_settings, opset)
             job.path.parent.mkdir(parents=True, exist_ok=True)
             run_converter(job)
             artifact = describe(staging, relative, target, specs[graph].signature, graph, facts, time.perf_counter() - started)
             artifacts.append(artifact)
             log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
         shutil.rmtree(scratch)
-        manifest = build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed)
+        manifest = {**build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed), "quantization": quantization}
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
         if verify:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.export.onnx_int8 import Settings
 from vae_edge.registry import Target
 from vae_edge.signatures import GraphSpec
 
@@ -20,6 +21,7 @@ class ExportJob:
     savedmodel: Callable[[int | None], Path]  # a SavedModel of every graph with this batch (None: dynamic)
     scratch: Path  # a private temporary folder
     bundle: Path  # the bundle being written: a converter may read another format's file of the same target
+    onnx_int8: Settings  # how ONNX int8 files are quantized, chosen for the CPU class the bundle is for
     opset: int | None = None
 
     def calibration_batches(self) -> list[dict[str, np.ndarray]]:

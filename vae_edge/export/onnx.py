@@ -1,18 +1,12 @@
-"""ONNX export through tf2onnx, and an int8 variant through onnxruntime's static QDQ quantization.
+"""ONNX export through tf2onnx, and an int8 variant through onnxruntime's static quantization
+with the settings chosen for the CPU the bundle is for (see `onnx_int8`)."""
 
-Activations and weights are quantized as unsigned 8-bit (U8U8): with signed activations
-onnxruntime's optimizer left convolutions in float on AVX2 CPUs and the error tripled.
-"""
-
-import shutil
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from vae_edge.errors import ExportError, first_line
 from vae_edge.export.job import ExportJob
 from vae_edge.export.onnx_graph import standardize_resize
+from vae_edge.export.onnx_int8 import quantize
 from vae_edge.registry import Format, Mode, register_converter
 
 BATCH_AXIS = "batch"
@@ -34,7 +28,7 @@ def convert(job: ExportJob) -> None:
     float_path = job.scratch / f"{job.spec.graph}.{job.target.batch}.float32.onnx"
     if not float_path.exists():
         to_onnx(job, float_path)
-    quantize_int8(float_path, job.path, job.calibration_batches())
+    quantize(float_path, job.path, job.calibration_batches(), job.onnx_int8)
 
 
 def to_onnx(job: ExportJob, path: Path) -> Path:
@@ -62,40 +56,4 @@ def to_onnx(job: ExportJob, path: Path) -> Path:
     standardize_resize(model)  # tf2onnx's tf_half_pixel_for_nn is not standard ONNX
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
-    return Path(path)
-
-
-def quantize_int8(float_path, path, batches: list[dict[str, np.ndarray]]) -> Path:
-    """Static QDQ quantization calibrated on `batches` of named inputs (per-channel weights, U8U8)."""
-    import onnxruntime
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(batches)
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    onnxruntime.set_default_logger_severity(3)
-    scratch = Path(tempfile.mkdtemp(prefix="vae-edge-onnx-"))
-    try:
-        prepared = scratch / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared))
-        quantize_static(
-            str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-    except Exception as error:
-        raise ExportError(f"ONNX int8 quantization of {Path(float_path).name} failed: {first_line(error)}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return Path(path)

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vae_edge.cpu import CPUINFO, flags
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
 
 if TYPE_CHECKING:
     import onnx
 
-CPUINFO = Path("/proc/cpuinfo")
+AUTO = "auto"  # choose for the CPU of the machine that exports
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 Feed = Mapping[str, np.ndarray]  # one calibration batch: graph input name -> array
 Feeds = Callable[[], Iterable[Feed]] | Iterable[Feed]
@@ -142,13 +143,15 @@ def features_of(flags: Iterable[str]) -> set[str]:
 
 def cpu_features(cpuinfo: Path = CPUINFO) -> set[str]:
     """`features_of` this machine's first processor in /proc/cpuinfo; empty off Linux."""
-    if not cpuinfo.is_file():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return features_of(value.split())
-    return set()
+    return features_of(flags(cpuinfo))
+
+
+def saturates_here(settings: Mapping) -> bool:
+    """Whether a file quantized with these settings (a manifest's `as_dict()`) saturates on this CPU:
+    full-range int8 weights are for VNNI, and AVX2/AVX-512 without VNNI lose accuracy running them."""
+    recorded = Settings.from_dict(settings)
+    wide = recorded.weights == IntType.INT8 and not recorded.reduce_range and recorded.activations == IntType.UINT8
+    return wide and cpu_class(cpu_features()) in (CpuClass.AVX2, CpuClass.AVX512)
 
 
 def cpu_class(features: set[str]) -> CpuClass:
@@ -162,7 +165,7 @@ def cpu_class(features: set[str]) -> CpuClass:
     return CpuClass.OTHER
 
 
-def choose_settings(target: str = "auto") -> Settings:
+def choose_settings(target: str = AUTO) -> Settings:
     """The settings for a CPU class ("vnni", "avx512", "avx2", "other"), or "auto" for this machine's.
 
     Every class gets QDQ, per-channel weights, Percentile calibration and a float head. Measured
@@ -186,7 +189,7 @@ def choose_settings(target: str = "auto") -> Settings:
       products on ARM. Unmeasured.
     """
     try:
-        chosen = cpu_class(cpu_features()) if target == "auto" else CpuClass(target)
+        chosen = cpu_class(cpu_features()) if target == AUTO else CpuClass(target)
     except ValueError:
         raise BadInputError(f"unknown CPU target {target!r}; use auto or one of {', '.join(CpuClass)}") from None
     return CHOICES[chosen]

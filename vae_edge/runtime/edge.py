@@ -17,8 +17,9 @@ from vae_edge.bench.machine import cpu_class
 from vae_edge.bundle import Bundle
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
+from vae_edge.export.onnx_int8 import saturates_here
 from vae_edge.prior import SEED_LIMIT, prior_latents
-from vae_edge.registry import BENCH_JSON, FORMATS, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
+from vae_edge.registry import BENCH_JSON, FORMATS, MODES, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
@@ -44,7 +45,8 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
     Decided from files, not by timing at load, so the same bundle always gives the same images.
     """
     modes = FORMATS[backend].modes
-    verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)]
+    verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)
+                and not saturates(bundle, t)]
     if not verified:
         return Mode.FLOAT32
     latency = measured_latency(bundle)
@@ -53,6 +55,14 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
         return min(timed, key=lambda t: (latency[t.key], modes.index(t.mode))).mode
     sizes = {t.mode: sum(a.size_bytes for a in bundle.pipeline(t).values()) for t in verified}
     return min(sizes, key=lambda m: (sizes[m], modes.index(m)))
+
+
+def saturates(bundle: Bundle, target: Target) -> bool:
+    """Whether the target's integer files were quantized for a CPU class whose kernels this CPU lacks
+    (ONNX int8 for VNNI, run on AVX2): they run, less accurately than verified, so they are not a default."""
+    recorded = bundle.manifest.get("quantization", {}).get("onnx_int8")
+    onnx_family = target.format == Format.ONNX or FORMATS[target.format].requires == Format.ONNX
+    return bool(recorded) and onnx_family and MODES[target.mode].calibrated and saturates_here(recorded["settings"])
 
 
 def measured_latency(bundle: Bundle) -> dict[str, float]:
