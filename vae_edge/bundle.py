@@ -61,14 +61,26 @@ class Artifact:
         return self.target.artifact_key(self.graph)
 
 
-MANIFEST_KEYS = {"schema_version", "created", "model", "calibration", "quantization", "anomaly", "tools", "artifacts", "verification"}
+MANIFEST_KEYS = {
+    "schema_version",
+    "created",
+    "model",
+    "calibration",
+    "quantization",
+    "anomaly",
+    "tools",
+    "artifacts",
+    "verification",
+}
 ARTIFACT_FIELDS = {f.name: f for f in fields(Artifact)}
 REQUIRED_ARTIFACT_FIELDS = {name for name, f in ARTIFACT_FIELDS.items() if f.default is MISSING}
 
 
 def _positive_ints(value, length: int | None = None) -> bool:
     values = value if isinstance(value, list) else [value]
-    return (length is None or len(values) == length) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    return (length is None or len(values) == length) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+    )
 
 
 def manifest_problem(manifest) -> str | None:
@@ -83,7 +95,11 @@ def manifest_problem(manifest) -> str | None:
     if unknown or missing:
         return f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
     model, anomaly, artifacts = manifest["model"], manifest["anomaly"], manifest["artifacts"]
-    if not isinstance(model, dict) or not _positive_ints(model.get("input_shape"), 3) or not _positive_ints(model.get("latent_dim")):
+    if (
+        not isinstance(model, dict)
+        or not _positive_ints(model.get("input_shape"), 3)
+        or not _positive_ints(model.get("latent_dim"))
+    ):
         return "model.input_shape must be [height, width, channels] and model.latent_dim a positive integer"
     if model.get("reconstruction_loss") not in set(ReconstructionLoss):
         return f"model.reconstruction_loss must be one of {', '.join(ReconstructionLoss)}"
@@ -96,7 +112,9 @@ def manifest_problem(manifest) -> str | None:
         if unknown or missing:
             return f"artifacts[{index}] has {f'unknown fields {unknown}' if unknown else f'no {missing}'}"
         if entry["format"] not in set(Format) or entry["mode"] not in set(Mode) or entry["graph"] not in set(Graph):
-            return f"artifacts[{index}] names an unknown format, mode or graph ({entry['format']}/{entry['graph']}/{entry['mode']})"
+            return (
+                f"artifacts[{index}] names an unknown format, mode or graph ({entry['format']}/{entry['graph']}/{entry['mode']})"
+            )
     return None
 
 

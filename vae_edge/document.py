@@ -73,18 +73,26 @@ def to_html(blocks: list[Block], folder: Path, title: str) -> str:
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif isinstance(block, Picture):
             data = base64.b64encode((folder / block.path).read_bytes()).decode()
-            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
-                        f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}">'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+            )
         elif isinstance(block, Code):
             body.append(f"<pre>{html.escape(block.text)}</pre>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-             "th{background:#f3f3f3}img{max-width:100%;image-rendering:pixelated}figcaption{color:#666;font-size:13px}"
-             "pre{background:#f6f6f6;padding:1em;overflow:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+        "th{background:#f3f3f3}img{max-width:100%;image-rendering:pixelated}figcaption{color:#666;font-size:13px}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def write(blocks: list[Block], folder: Path, name: str, title: str) -> tuple[Path, Path]:
     """Write `name.md` and `name.html` into `folder`."""
-    return write_text(folder / f"{name}.md", to_markdown(blocks)), write_text(folder / f"{name}.html", to_html(blocks, folder, title))
+    return write_text(folder / f"{name}.md", to_markdown(blocks)), write_text(
+        folder / f"{name}.html", to_html(blocks, folder, title)
+    )

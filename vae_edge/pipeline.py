@@ -51,8 +51,15 @@ STAGE_SETTINGS = {
     "train": ("train",),
     "evaluate": ("train", "importance_samples"),
     "export": _EXPORT_SETTINGS,
-    "bench": (*_EXPORT_SETTINGS, "bench_batch_sizes", "bench_runs", "bench_min_seconds", "bench_threads", "bench_only",
-              "bench_full"),
+    "bench": (
+        *_EXPORT_SETTINGS,
+        "bench_batch_sizes",
+        "bench_runs",
+        "bench_min_seconds",
+        "bench_threads",
+        "bench_only",
+        "bench_full",
+    ),
     "samples": (*_EXPORT_SETTINGS, "sample_count"),
     "report": (),
 }
@@ -90,8 +97,10 @@ def check_settings(config: RunConfig) -> None:
     available = len(splits.train)
     wanted = config.calibration_samples
     if wanted is not None and not MIN_CALIBRATION_SAMPLES <= wanted <= available:
-        raise BadInputError(f"--calibration-samples must be between {MIN_CALIBRATION_SAMPLES} and the {available} training "
-                            f"images of {splits.name}, got {wanted}")
+        raise BadInputError(
+            f"--calibration-samples must be between {MIN_CALIBRATION_SAMPLES} and the {available} training "
+            f"images of {splits.name}, got {wanted}"
+        )
 
 
 def run_pipeline(
@@ -152,7 +161,10 @@ def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
 
     scores = evaluate_model(load_vae(folder.model), _load_splits(config).test, importance_samples=config.importance_samples)
     write_json(folder.evaluation, scores)
-    log(f"   test -ELBO {scores['negative_elbo']:.2f} nats/image, IW-NLL {scores.get('iw_nll', float('nan')):.2f}, PSNR {scores['psnr_db']:.2f} dB")
+    log(
+        f"   test -ELBO {scores['negative_elbo']:.2f} nats/image, IW-NLL {scores.get('iw_nll', float('nan')):.2f}, "
+        f"PSNR {scores['psnr_db']:.2f} dB"
+    )
 
 
 def _export(config: RunConfig, folder: RunFolder, log) -> None:
@@ -161,9 +173,18 @@ def _export(config: RunConfig, folder: RunFolder, log) -> None:
 
     splits = _load_splits(config)
     export_bundle(
-        load_vae(folder.model), folder.bundle, calibration_images=splits.train, heldout_images=splits.test,
-        formats=config.formats, modes=config.modes or None, static_batch=config.static_batch, calibration_samples=config.calibration_samples,
-        seed=config.train.seed, force=True, log=log, model_facts=source_facts(folder.model, splits.name),
+        load_vae(folder.model),
+        folder.bundle,
+        calibration_images=splits.train,
+        heldout_images=splits.test,
+        formats=config.formats,
+        modes=config.modes or None,
+        static_batch=config.static_batch,
+        calibration_samples=config.calibration_samples,
+        seed=config.train.seed,
+        force=True,
+        log=log,
+        model_facts=source_facts(folder.model, splits.name),
     )
 
 
@@ -173,8 +194,13 @@ def _bench(config: RunConfig, folder: RunFolder, log) -> None:
 
     only = config.bench_only or (() if config.bench_full else demo_subjects(folder.bundle))
     threads = config.bench_threads or (() if config.bench_full or config.bench_only else (usable_cores(),))
-    settings = BenchSettings(batch_sizes=config.bench_batch_sizes, runs=config.bench_runs, min_seconds=config.bench_min_seconds,
-                             only=only, **({"threads": threads} if threads else {}))
+    settings = BenchSettings(
+        batch_sizes=config.bench_batch_sizes,
+        runs=config.bench_runs,
+        min_seconds=config.bench_min_seconds,
+        only=only,
+        **({"threads": threads} if threads else {}),
+    )
     write_all(run_bench(folder.bundle, settings, folder.model, log=log), folder.bundle)
 
 
@@ -209,5 +235,10 @@ def _report(config: RunConfig, folder: RunFolder, log) -> None:
 
 
 STAGE_FUNCTIONS = {
-    "train": _train, "evaluate": _evaluate, "export": _export, "bench": _bench, "samples": _samples, "report": _report,
+    "train": _train,
+    "evaluate": _evaluate,
+    "export": _export,
+    "bench": _bench,
+    "samples": _samples,
+    "report": _report,
 }

@@ -19,14 +19,29 @@ def _read(path: Path) -> dict | None:
 
 def model_card(config: dict, history: dict, bench: dict | None) -> Table:
     train = config["train"]
-    rows = [["model card", ""],
-            ["variant", f"{train['variant']} (latent_dim {train['latent_dim'] or 'preset'}; {history['parameters']:,} parameters)"],
-            ["data", f"{train['dataset']} (seed {train['seed']} split)"],
-            ["precision", train["precision"]],
-            ["training", f"{train['epochs']} epochs, batch {train['batch_size']}, {history['seconds_per_epoch']:.1f} s/epoch, best epoch {history['best_epoch']}"]]
+    rows = [
+        ["model card", ""],
+        ["variant", f"{train['variant']} (latent_dim {train['latent_dim'] or 'preset'}; {history['parameters']:,} parameters)"],
+        ["data", f"{train['dataset']} (seed {train['seed']} split)"],
+        ["precision", train["precision"]],
+        [
+            "training",
+            f"{train['epochs']} epochs, batch {train['batch_size']}, {history['seconds_per_epoch']:.1f} s/epoch, "
+            f"best epoch {history['best_epoch']}",
+        ],
+    ]
     if bench and bench.get("flops"):
         flops = bench["flops"]
-        rows.append(["FLOPs per image", ", ".join(f"{graph} {value['flops'] / 1e6:.1f} M" for graph, value in flops.items() if isinstance(value, dict) and "flops" in value)])
+        rows.append(
+            [
+                "FLOPs per image",
+                ", ".join(
+                    f"{graph} {value['flops'] / 1e6:.1f} M"
+                    for graph, value in flops.items()
+                    if isinstance(value, dict) and "flops" in value
+                ),
+            ]
+        )
     return Table(rows)
 
 
@@ -35,7 +50,14 @@ def bundle_layout(bundle: Bundle) -> Table:
     verdicts = bundle.manifest.get("verification", {}).get("artifacts", {})
     for artifact in bundle.artifacts:
         verdict = verdicts.get(artifact.key)
-        rows.append([artifact.key, artifact.path, human_size(artifact.size_bytes), "-" if verdict is None else ("PASS" if verdict else "FAIL")])
+        rows.append(
+            [
+                artifact.key,
+                artifact.path,
+                human_size(artifact.size_bytes),
+                "-" if verdict is None else ("PASS" if verdict else "FAIL"),
+            ]
+        )
     return Table(rows)
 
 
@@ -50,28 +72,44 @@ def write_report(run_dir) -> tuple[Path, Path]:
     train = config["train"]
     blocks = [Heading(f"vae-edge run: {train['variant']} VAE on {train['dataset']}", 1)]
     if evaluation:
-        blocks.append(Paragraph(
-            f"Test -ELBO {evaluation['negative_elbo']:.2f} nats/image (reconstruction {evaluation['reconstruction_loss']:.2f} "
-            f"+ KL {evaluation['kl_loss']:.2f}), importance-weighted NLL {evaluation.get('iw_nll', float('nan')):.2f} "
-            f"(k={evaluation.get('importance_samples', 0)}), reconstruction PSNR {evaluation['psnr_db']:.2f} dB, "
-            f"{evaluation['active_units']}/{evaluation['latent_dim']} active latent units, on {evaluation['images']} held-out images."))
+        blocks.append(
+            Paragraph(
+                f"Test -ELBO {evaluation['negative_elbo']:.2f} nats/image "
+                f"(reconstruction {evaluation['reconstruction_loss']:.2f} "
+                f"+ KL {evaluation['kl_loss']:.2f}), importance-weighted NLL {evaluation.get('iw_nll', float('nan')):.2f} "
+                f"(k={evaluation.get('importance_samples', 0)}), reconstruction PSNR {evaluation['psnr_db']:.2f} dB, "
+                f"{evaluation['active_units']}/{evaluation['latent_dim']} active latent units, "
+                f"on {evaluation['images']} held-out images."
+            )
+        )
     if history:
-        blocks += [model_card(config, history, bench), Heading("Training"),
-                   Picture(Path("train/training_curves.png"), "loss, reconstruction and KL per epoch")]
-        blocks += [Heading("Samples and reconstructions"), Picture(Path("train/samples.png"), "64 samples from the prior (Keras)"),
-                   Picture(Path("train/reconstructions.png"), "test digits (top) and their reconstructions (bottom)")]
+        blocks += [
+            model_card(config, history, bench),
+            Heading("Training"),
+            Picture(Path("train/training_curves.png"), "loss, reconstruction and KL per epoch"),
+        ]
+        blocks += [
+            Heading("Samples and reconstructions"),
+            Picture(Path("train/samples.png"), "64 samples from the prior (Keras)"),
+            Picture(Path("train/reconstructions.png"), "test digits (top) and their reconstructions (bottom)"),
+        ]
     if folder.samples.is_dir():
         for png in sorted(folder.samples.glob("*.png")):
             blocks.append(Picture(png.relative_to(folder.root), f"samples through the TensorFlow-free runtime: {png.stem}"))
     if verify:
-        blocks += [Heading("Verification against the Keras model"),
-                   *verify_blocks(VerifyReport.from_json(verify), Path("bundle/verify.png"))]
+        blocks += [
+            Heading("Verification against the Keras model"),
+            *verify_blocks(VerifyReport.from_json(verify), Path("bundle/verify.png")),
+        ]
     if bench:
         blocks.append(Heading("Latency"))
         for batch, threads in groups(bench):
             blocks += [Paragraph(f"batch {batch}, {threads} thread(s)"), Table(bench_rows(bench, batch, threads))]
         blocks.append(Picture(Path("bundle/bench.png"), "median latency per artifact, whiskers to p90"))
     if (folder.bundle / "manifest.json").is_file():
-        blocks += [Heading("The bundle"), bundle_layout(Bundle(folder.bundle)),
-                   Code(f"vae-edge info {folder.bundle}\nvae-edge sample {folder.bundle} -n 16 -o samples.png")]
+        blocks += [
+            Heading("The bundle"),
+            bundle_layout(Bundle(folder.bundle)),
+            Code(f"vae-edge info {folder.bundle}\nvae-edge sample {folder.bundle} -n 16 -o samples.png"),
+        ]
     return write(blocks, folder.root, "report", f"vae-edge run {folder.root.name}")

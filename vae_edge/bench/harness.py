@@ -51,8 +51,18 @@ def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...]
     if model_path:
         for graph in GRAPH_ORDER:
             for mode in KERAS_MODES:
-                subjects.append({"key": f"{KERAS}/{graph}/{mode}", "format": KERAS, "graph": graph, "mode": mode, "static_batch": None,
-                                 "artifacts": [], "size_bytes": model_path.stat().st_size, "model_path": str(model_path)})
+                subjects.append(
+                    {
+                        "key": f"{KERAS}/{graph}/{mode}",
+                        "format": KERAS,
+                        "graph": graph,
+                        "mode": mode,
+                        "static_batch": None,
+                        "artifacts": [],
+                        "size_bytes": model_path.stat().st_size,
+                        "model_path": str(model_path),
+                    }
+                )
     if only:
         check_patterns(only, [s["key"] for s in subjects])
         subjects = [s for s in subjects if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in only)]
@@ -69,20 +79,33 @@ def check_patterns(patterns: tuple[str, ...], keys: list[str], option: str = "--
     """Refuse a glob that matches no subject, so a typo is not a silently smaller benchmark."""
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(key, pattern) for key in keys):
-            raise BadInputError(f"{option} {pattern!r} matches nothing; keys look like tflite/decoder/int8, "
-                                f"onnx/{PIPELINE}/float32@b1, {KERAS}/decoder/eager")
+            raise BadInputError(
+                f"{option} {pattern!r} matches nothing; keys look like tflite/decoder/int8, "
+                f"onnx/{PIPELINE}/float32@b1, {KERAS}/decoder/eager"
+            )
 
 
 def _order(subject: dict) -> tuple:
     formats = [KERAS, *FORMATS]
     modes = [*KERAS_MODES, *Mode]
-    return (formats.index(subject["format"]), GRAPH_ORDER.index(subject["graph"]), modes.index(subject["mode"]),
-            subject["static_batch"] or 0)
+    return (
+        formats.index(subject["format"]),
+        GRAPH_ORDER.index(subject["graph"]),
+        modes.index(subject["mode"]),
+        subject["static_batch"] or 0,
+    )
 
 
 def _subject(target: Target, graph: str, artifacts: list[str], size_bytes: int) -> dict:
-    return {"key": target.artifact_key(graph), "format": target.format, "graph": graph, "mode": target.mode,
-            "static_batch": target.batch, "artifacts": artifacts, "size_bytes": size_bytes}
+    return {
+        "key": target.artifact_key(graph),
+        "format": target.format,
+        "graph": graph,
+        "mode": target.mode,
+        "static_batch": target.batch,
+        "artifacts": artifacts,
+        "size_bytes": size_bytes,
+    }
 
 
 def _run_worker(job: dict, timeout_s: float, env: dict | None = None):
@@ -129,8 +152,11 @@ def measure_engine_ceilings(threads: tuple[int, ...]) -> dict[str, dict]:
 def ceiling_of(cell: dict, ceilings: dict) -> float | None:
     """The ceiling a cell's speed is held against: its engine's, in its mode's precision (int8 kernels
     for the integer modes, whose matrix products run in int8; float32 for the rest)."""
-    engine = {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell["format"]].engine) \
-        if cell["format"] in FORMATS else None
+    engine = (
+        {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell["format"]].engine)
+        if cell["format"] in FORMATS
+        else None
+    )
     precision = Mode.INT8 if cell["mode"] in MODES and MODES[cell["mode"]].integer else Mode.FLOAT32
     return ceilings.get(str(cell["threads"]), {}).get(str(precision), {}).get(engine) if engine else None
 
@@ -184,8 +210,7 @@ def derive(cells: list[dict], flops: dict, peaks: dict, ceilings: dict | None = 
         cell["fraction_of_own_ceiling"] = cell["gflops_per_s"] / own if cell["gflops_per_s"] and own else None
 
 
-def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None,
-              log: Callable[[str], None] = print) -> dict:
+def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None, log: Callable[[str], None] = print) -> dict:
     """Benchmark every planned subject at every thread count; the report as a dict."""
     if not settings.batch_sizes or min(settings.batch_sizes) < 1 or not settings.threads or min(settings.threads) < 1:
         raise BadInputError("batch sizes and thread counts must be positive integers")
@@ -219,8 +244,14 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
     for subject in subjects:
         for threads in settings.threads:
             started = time.perf_counter()
-            job = {"kind": "cells", "subject": subject, "threads": threads, "bundle": str(bundle.folder),
-                   "model": bundle.model, **{k: v for k, v in asdict(settings).items() if k not in ("threads", "only")}}
+            job = {
+                "kind": "cells",
+                "subject": subject,
+                "threads": threads,
+                "bundle": str(bundle.folder),
+                "model": bundle.model,
+                **{k: v for k, v in asdict(settings).items() if k not in ("threads", "only")},
+            }
             result, error = _run_worker(job, timeout_s)
             if error:
                 failures.append({"key": subject["key"], "threads": threads, "error": error})
@@ -228,8 +259,10 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
                 continue
             for cell in result:
                 cells.append({**{k: subject[k] for k in ("key", "format", "graph", "mode", "size_bytes")}, **cell})
-            log(f"  {subject['key']:<28} {threads} thread(s): p50 at batch {result[0]['batch']} "
-                f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)")
+            log(
+                f"  {subject['key']:<28} {threads} thread(s): p50 at batch {result[0]['batch']} "
+                f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)"
+            )
     flops = count_graph_flops(bundle)
     derive(cells, flops, peaks, ceilings)
     browser = measure_browser(bundle, settings, notes, log)
@@ -240,12 +273,18 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         "bundle": str(bundle.folder),
         "model": bundle.model,
         "keras_model": str(model_path) if model_path else None,
-        "machine": {**info, "fp32_peak": peaks, "ceilings": ceilings,
-                    "fp32_peak_method": (f"measured: fastest square float32 numpy matmul of sizes {PEAK_MATMUL_SIZES} "
-                                         "with OpenBLAS threads = thread count; theoretical: "
-                                         f"{machine.FMA_UNITS} FMA units x {info['fp32_lanes']} lanes x 2 flops x cpu MHz "
-                                         "from /proc/cpuinfo x threads (the reported clock, often the base clock: "
-                                         "boost can take real code above it)")},
+        "machine": {
+            **info,
+            "fp32_peak": peaks,
+            "ceilings": ceilings,
+            "fp32_peak_method": (
+                f"measured: fastest square float32 numpy matmul of sizes {PEAK_MATMUL_SIZES} "
+                "with OpenBLAS threads = thread count; theoretical: "
+                f"{machine.FMA_UNITS} FMA units x {info['fp32_lanes']} lanes x 2 flops x cpu MHz "
+                "from /proc/cpuinfo x threads (the reported clock, often the base clock: "
+                "boost can take real code above it)"
+            ),
+        },
         "settings": {**asdict(settings), "timer": "time.perf_counter around engine.run, numpy in and out; gc off while timing"},
         "flops": flops,
         "cells": cells,

@@ -43,7 +43,9 @@ class VaeEdgeGroup(click.Group):
             extra = EXTRAS_OF_MODULES.get(module)
             if extra is None:
                 raise
-            self.fail(ctx, f"this command needs {module}, which is not installed; install it with `pip install vae-edge[{extra}]`", 2)
+            self.fail(
+                ctx, f"this command needs {module}, which is not installed; install it with `pip install vae-edge[{extra}]`", 2
+            )
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             self.fail(ctx, f"cannot use{where}: {error.strerror or error}", 2 if error.errno in BAD_PATH_ERRORS else 1)
@@ -81,15 +83,31 @@ def _verbose(ctx, param, value):
 
 @click.group(cls=VaeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vae-edge")
-@click.option("--verbose", is_flag=True, is_eager=True, expose_value=False, callback=_verbose,
-              help="Show the native libraries' logs (TensorFlow, converters, LiteRT) that are hidden by default.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_verbose,
+    help="Show the native libraries' logs (TensorFlow, converters, LiteRT) that are hidden by default.",
+)
 def main():
     """Train a ResNet VAE, export it for devices, verify and benchmark the exports."""
 
 
 for command in (
-    run.run, train.train, train.evaluate, export.export, export.verify, info.info, bench.bench,
-    runtime.sample, runtime.reconstruct, runtime.score, runtime.interpolate, serve.serve,
+    run.run,
+    train.train,
+    train.evaluate,
+    export.export,
+    export.verify,
+    info.info,
+    bench.bench,
+    runtime.sample,
+    runtime.reconstruct,
+    runtime.score,
+    runtime.interpolate,
+    serve.serve,
 ):
     main.add_command(command)
 

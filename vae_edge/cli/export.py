@@ -24,28 +24,70 @@ def parse_tolerances(pairs: tuple[str, ...]) -> dict:
 
 
 def _tolerance_option(function):
-    return click.option("--tolerance", "tolerances", multiple=True, metavar="MODE.KEY=VALUE",
-                        help="Override a verification tolerance, e.g. int8.min_psnr_db=35 (repeatable).")(function)
+    return click.option(
+        "--tolerance",
+        "tolerances",
+        multiple=True,
+        metavar="MODE.KEY=VALUE",
+        help="Override a verification tolerance, e.g. int8.min_psnr_db=35 (repeatable).",
+    )(function)
 
 
 @click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
-@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True,
-              type=click.Choice(names(FORMATS, APPS, [ALL])), help="Export format or app (repeatable); `web` brings the ONNX files it runs.")
-@click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)),
-              help="Mode (repeatable). Default: every mode of each format.")
-@click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
-              help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.")
-@click.option("--onnx-int8-target", type=click.Choice([AUTO, *names(CpuClass)]), default=AUTO, show_default=True,
-              help="The CPU class the ONNX int8 files are for (auto: this machine's); a VNNI file saturates on AVX2.")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    default=[ALL],
+    show_default=True,
+    type=click.Choice(names(FORMATS, APPS, [ALL])),
+    help="Export format or app (repeatable); `web` brings the ONNX files it runs.",
+)
+@click.option(
+    "--quantize",
+    "modes",
+    multiple=True,
+    type=click.Choice(names(MODES)),
+    help="Mode (repeatable). Default: every mode of each format.",
+)
+@click.option(
+    "--static-batch",
+    default=DEFAULT_STATIC_BATCH,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.",
+)
+@click.option(
+    "--onnx-int8-target",
+    type=click.Choice([AUTO, *names(CpuClass)]),
+    default=AUTO,
+    show_default=True,
+    help="The CPU class the ONNX int8 files are for (auto: this machine's); a VNNI file saturates on AVX2.",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
-@click.option("--calibration-samples", type=int, help="Real training images for int8 calibration. Default: 256, or all when fewer.")
+@click.option(
+    "--calibration-samples", type=int, help="Real training images for int8 calibration. Default: 256, or all when fewer."
+)
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
 @click.option("--dataset", help="Calibration and verification data. Default: the model's training data.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
 @_tolerance_option
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-def export(model_path, formats, modes, static_batch, onnx_int8_target, out, calibration_samples, opset, dataset, verify, tolerances, force):
+def export(
+    model_path,
+    formats,
+    modes,
+    static_batch,
+    onnx_int8_target,
+    out,
+    calibration_samples,
+    opset,
+    dataset,
+    verify,
+    tolerances,
+    force,
+):
     """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle, source_facts
@@ -56,10 +98,20 @@ def export(model_path, formats, modes, static_batch, onnx_int8_target, out, cali
     splits = run_splits(model_path, dataset)
     click.echo(f"exporting {model_path} -> {out}/")
     bundle = export_bundle(
-        model, out, calibration_images=splits.train, heldout_images=splits.test,
-        formats=formats, modes=modes or None, static_batch=static_batch or None, onnx_int8_target=onnx_int8_target,
-        calibration_samples=calibration_samples, opset=opset,
-        verify=verify, tolerances=parse_tolerances(tolerances), force=force, log=click.echo,
+        model,
+        out,
+        calibration_images=splits.train,
+        heldout_images=splits.test,
+        formats=formats,
+        modes=modes or None,
+        static_batch=static_batch or None,
+        onnx_int8_target=onnx_int8_target,
+        calibration_samples=calibration_samples,
+        opset=opset,
+        verify=verify,
+        tolerances=parse_tolerances(tolerances),
+        force=force,
+        log=click.echo,
         model_facts=source_facts(model_path, splits.name),
     )
     click.echo("\n" + artifact_table(bundle))
@@ -79,7 +131,12 @@ def artifact_table(bundle_dir: Path) -> str:
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path), help="The Keras model. Default: the one the bundle was exported from.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="The Keras model. Default: the one the bundle was exported from.",
+)
 @click.option("--dataset", help="Held-out images. Default: the model's test split.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the latent inputs and noise.")
 @_tolerance_option

@@ -68,12 +68,15 @@ def describe_bundle(bundle: Bundle) -> str:
         f"bundle {bundle.folder}",
         f"  model: {model.get('variant')} VAE, input {tuple(model['input_shape'])}, latent_dim {model['latent_dim']}, "
         f"{model['parameters']:,} parameters, trained in {model['trained_precision']}",
-        f"  anomaly threshold: {bundle.manifest['anomaly']['threshold']:.2f} nats ({bundle.manifest['anomaly']['quantile']:.0%} of held-out images)",
+        f"  anomaly threshold: {bundle.manifest['anomaly']['threshold']:.2f} nats "
+        f"({bundle.manifest['anomaly']['quantile']:.0%} of held-out images)",
         "  tools: " + ", ".join(f"{k} {v}" for k, v in bundle.manifest["tools"].items()),
     ]
     for artifact in bundle.artifacts:
         verdict = {True: "verified PASS", False: "verified FAIL"}.get(verification.get(artifact.key), "not verified")
-        lines.append(f"\n{artifact.key}  {artifact.path}  {artifact.size_bytes / 1024:.1f} KiB  signature {artifact.signature}  {verdict}")
+        lines.append(
+            f"\n{artifact.key}  {artifact.path}  {artifact.size_bytes / 1024:.1f} KiB  signature {artifact.signature}  {verdict}"
+        )
         lines += [f"    input   {_tensor(t)}" for t in artifact.inputs]
         lines += [f"    output  {_tensor(t)}" for t in artifact.outputs]
         if not FORMATS[Format(artifact.format)].folder:

@@ -31,8 +31,14 @@ def load_recipe(ctx, param, path):
 
 
 @click.command()
-@click.option("--config", type=click.Path(exists=True, dir_okay=False), callback=load_recipe, is_eager=True, expose_value=False,
-              help="TOML recipe with any of these options, e.g. `variant = \"medium\"`.")
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False),
+    callback=load_recipe,
+    is_eager=True,
+    expose_value=False,
+    help='TOML recipe with any of these options, e.g. `variant = "medium"`.',
+)
 @click.option("--variant", default="small", show_default=True)
 @click.option("--dataset", default="mnist-5k", show_default=True)
 @click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
@@ -41,25 +47,59 @@ def load_recipe(ctx, param, path):
 @click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL])))
+@click.option(
+    "--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL]))
+)
 @click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)), help="Export modes (default: all).")
-@click.option("--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
-              help="Batch of the fixed-shape files; 0 writes none.")
+@click.option(
+    "--static-batch",
+    default=DEFAULT_STATIC_BATCH,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Batch of the fixed-shape files; 0 writes none.",
+)
 @click.option("--calibration-samples", default=256, show_default=True, type=int)
 @click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
-@click.option("--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True)
+@click.option(
+    "--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True
+)
 @click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--bench-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0))
 @click.option("--bench-threads", multiple=True, type=click.IntRange(min=1), help="Thread counts (default: 1 and all cores).")
-@click.option("--bench-only", multiple=True,
-              help="Benchmark only subjects matching these globs, e.g. 'tflite/*/int8'. Default: the runtime's default mode "
-                   "(dynamic and fixed shape) against Keras.")
+@click.option(
+    "--bench-only",
+    multiple=True,
+    help="Benchmark only subjects matching these globs, e.g. 'tflite/*/int8'. Default: the runtime's default mode "
+    "(dynamic and fixed shape) against Keras.",
+)
 @click.option("--bench-full", is_flag=True, help="Benchmark every artifact at 1 and all threads, as `vae-edge bench` does.")
 @click.option("--skip", multiple=True, type=click.Choice(STAGES), help="Skip a stage (repeatable).")
 @click.option("--restart", is_flag=True, help="Discard an existing run in --out and start over.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True)
-def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples, seed, formats, modes, static_batch,
-        calibration_samples, importance_samples, bench_batch_sizes, bench_runs, bench_seconds, bench_threads, bench_only, bench_full, skip, restart, out):
+def run(
+    variant,
+    dataset,
+    epochs,
+    batch_size,
+    latent_dim,
+    precision,
+    max_samples,
+    seed,
+    formats,
+    modes,
+    static_batch,
+    calibration_samples,
+    importance_samples,
+    bench_batch_sizes,
+    bench_runs,
+    bench_seconds,
+    bench_threads,
+    bench_only,
+    bench_full,
+    skip,
+    restart,
+    out,
+):
     """Train, export every format, verify, benchmark, sample through the runtime, and report.
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
@@ -68,11 +108,26 @@ def run(variant, dataset, epochs, batch_size, latent_dim, precision, max_samples
     from vae_edge.train import TrainConfig
 
     config = RunConfig(
-        train=TrainConfig(variant=variant, dataset=dataset, epochs=epochs, batch_size=batch_size, latent_dim=latent_dim,
-                          precision=precision, max_samples=max_samples, seed=seed),
-        formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None, calibration_samples=calibration_samples,
-        importance_samples=importance_samples, bench_batch_sizes=tuple(bench_batch_sizes), bench_runs=bench_runs,
-        bench_min_seconds=bench_seconds, bench_threads=tuple(bench_threads), bench_only=tuple(bench_only),
+        train=TrainConfig(
+            variant=variant,
+            dataset=dataset,
+            epochs=epochs,
+            batch_size=batch_size,
+            latent_dim=latent_dim,
+            precision=precision,
+            max_samples=max_samples,
+            seed=seed,
+        ),
+        formats=tuple(formats),
+        modes=tuple(modes),
+        static_batch=static_batch or None,
+        calibration_samples=calibration_samples,
+        importance_samples=importance_samples,
+        bench_batch_sizes=tuple(bench_batch_sizes),
+        bench_runs=bench_runs,
+        bench_min_seconds=bench_seconds,
+        bench_threads=tuple(bench_threads),
+        bench_only=tuple(bench_only),
         bench_full=bench_full,
     )
     folder = run_pipeline(config, out, skip=tuple(skip), restart=restart, log=click.echo)
@@ -85,7 +140,9 @@ def summary(folder) -> str:
     lines = ["", f"== done: {folder.root}/"]
     if folder.evaluation.is_file():
         scores = json.loads(folder.evaluation.read_text())
-        lines.append(f"quality:  test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB")
+        lines.append(
+            f"quality:  test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB"
+        )
     verify = folder.bundle / "verify.json"
     if verify.is_file():
         verdicts: dict[str, list[bool]] = {}
@@ -100,8 +157,13 @@ def summary(folder) -> str:
                 if key not in best or cell["p50_ms"] < best[key]["p50_ms"]:
                     best[key] = cell
         for (fmt, batch), cell in sorted(best.items()):
-            lines.append(f"latency:  {fmt:<10} batch {batch:<3} best {cell['p50_ms']:.3f} ms end to end "
-                         f"({cell['mode']}{'' if cell['key'].count('@') == 0 else ' fixed shape'}, {cell['threads']} thread(s))")
-    lines += [f"report:   {folder.report} and {folder.report.with_suffix('.html')}", f"bundle:   {folder.bundle}/",
-              f"model:    {folder.model}"]
+            lines.append(
+                f"latency:  {fmt:<10} batch {batch:<3} best {cell['p50_ms']:.3f} ms end to end "
+                f"({cell['mode']}{'' if cell['key'].count('@') == 0 else ' fixed shape'}, {cell['threads']} thread(s))"
+            )
+    lines += [
+        f"report:   {folder.report} and {folder.report.with_suffix('.html')}",
+        f"bundle:   {folder.bundle}/",
+        f"model:    {folder.model}",
+    ]
     return "\n".join(lines)

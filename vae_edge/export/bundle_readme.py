@@ -114,7 +114,8 @@ def _android(artifact: dict) -> str:
     z, out = _tensor(artifact["inputs"], Z), _tensor(artifact["outputs"], RECONSTRUCTION)
     int8 = z["dtype"] in INT8_TYPES
     return ANDROID.substitute(
-        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8), tflite_extension=TFLITE_EXTENSION,
+        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8),
+        tflite_extension=TFLITE_EXTENSION,
         z_name=z["name"], out_name=out["name"], signature=artifact["signature"],
     )
 

@@ -57,8 +57,11 @@ def plan_apps(formats: Iterable[str] | str | None = None) -> list[App]:
     return list(APPS) if not formats or ALL in formats else [App(f) for f in formats if f in APPS]
 
 
-def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None = None,
-         static_batch: int | None = DEFAULT_STATIC_BATCH) -> list[Target]:
+def plan(
+    formats: Iterable[str] | str | None = None,
+    modes: Iterable[str] | None = None,
+    static_batch: int | None = DEFAULT_STATIC_BATCH,
+) -> list[Target]:
     """The targets to write (an app brings the format it runs); unknown names are errors that list the valid ones."""
     formats = [formats] if isinstance(formats, str) else list(formats or [])
     for name in formats:
@@ -73,7 +76,11 @@ def plan(formats: Iterable[str] | str | None = None, modes: Iterable[str] | None
             raise BadInputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if static_batch is not None and static_batch < 1:
         raise BadInputError(f"--static-batch must be a positive integer, got {static_batch}")
-    chosen = [t for t in targets(static_batch) if t.format in formats and (not modes or t.mode in modes or len(FORMATS[t.format].modes) == 1)]
+    chosen = [
+        t
+        for t in targets(static_batch)
+        if t.format in formats and (not modes or t.mode in modes or len(FORMATS[t.format].modes) == 1)
+    ]
     if not any(len(FORMATS[t.format].modes) > 1 for t in chosen) and any(len(FORMATS[f].modes) > 1 for f in formats):
         raise BadInputError(f"modes {', '.join(modes)} apply to none of the formats {', '.join(formats)}")
     return chosen
@@ -122,7 +129,10 @@ def export_bundle(
     specs = graph_specs(vae.image_shape, vae.latent_dim)
     networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
     z_mean, z_log_var = vae.encode(images)
-    calibration = {Graph.ENCODER: {IMAGE: images}, Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed))}}
+    calibration = {
+        Graph.ENCODER: {IMAGE: images},
+        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed))},
+    }
     apps = plan_apps(formats)
     for writer in [*{t.format for t in chosen}, *apps]:
         importlib.import_module(WRITER_MODULES[writer])
@@ -137,8 +147,12 @@ def export_bundle(
 
     facts = model_section(vae, model, model_facts)
     int8_settings = choose_settings(onnx_int8_target)
-    quantization = {"onnx_int8": {"cpu_class": str(cpu_class(cpu_features()) if onnx_int8_target == AUTO else onnx_int8_target),
-                                  "settings": int8_settings.as_dict()}}
+    quantization = {
+        "onnx_int8": {
+            "cpu_class": str(cpu_class(cpu_features()) if onnx_int8_target == AUTO else onnx_int8_target),
+            "settings": int8_settings.as_dict(),
+        }
+    }
     jobs = [(target, graph) for target in chosen for graph in Graph]
     with atomic_directory(out_dir, force=force) as staging:
         scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
@@ -147,15 +161,31 @@ def export_bundle(
         for index, (target, graph) in enumerate(jobs, start=1):
             started = time.perf_counter()
             relative = artifact_path(target, graph)
-            job = ExportJob(target, specs[graph], networks[graph], staging / relative, calibration[graph], savedmodel, scratch,
-                            staging, int8_settings, opset)
+            job = ExportJob(
+                target,
+                specs[graph],
+                networks[graph],
+                staging / relative,
+                calibration[graph],
+                savedmodel,
+                scratch,
+                staging,
+                int8_settings,
+                opset,
+            )
             job.path.parent.mkdir(parents=True, exist_ok=True)
             run_converter(job)
             artifact = describe(staging, relative, target, specs[graph].signature, graph, facts, time.perf_counter() - started)
             artifacts.append(artifact)
-            log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  {artifact.export_seconds:5.1f} s")
+            log(
+                f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
+                f"{artifact.export_seconds:5.1f} s"
+            )
         shutil.rmtree(scratch)
-        manifest = {**build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed), "quantization": quantization}
+        manifest = {
+            **build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed),
+            "quantization": quantization,
+        }
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
         if verify:
@@ -174,8 +204,9 @@ def run_converter(job: ExportJob) -> None:
     except VaeEdgeError:
         raise
     except Exception as error:
-        raise ExportError(f"writing {job.target.artifact_key(job.spec.graph)} failed: {type(error).__name__}: "
-                          f"{first_line(error)}") from error
+        raise ExportError(
+            f"writing {job.target.artifact_key(job.spec.graph)} failed: {type(error).__name__}: {first_line(error)}"
+        ) from error
 
 
 def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: int, log) -> None:
@@ -186,8 +217,7 @@ def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: i
         shutil.rmtree(rejected, ignore_errors=True)
         shutil.copytree(staging, rejected)
         raise VerificationFailed(
-            f"verification failed, so {out_dir} was left as it was; the rejected bundle and its "
-            f"verify.md are in {rejected}"
+            f"verification failed, so {out_dir} was left as it was; the rejected bundle and its verify.md are in {rejected}"
         )
 
 
@@ -199,27 +229,35 @@ def describe(staging: Path, relative: str, target: Target, signature: str, graph
     if FORMATS[target.format].metadata:
         embed_file(path, metadata_fields(facts, graph, target.mode, engine.inputs, engine.outputs))
     return Artifact(
-        path=relative, format=target.format, graph=graph, mode=target.mode, signature=signature,
-        inputs=engine.inputs, outputs=engine.outputs, size_bytes=size_of(path), sha256=sha256_of(path),
-        export_seconds=round(seconds, 3), batch=target.batch,
+        path=relative,
+        format=target.format,
+        graph=graph,
+        mode=target.mode,
+        signature=signature,
+        inputs=engine.inputs,
+        outputs=engine.outputs,
+        size_bytes=size_of(path),
+        sha256=sha256_of(path),
+        export_seconds=round(seconds, 3),
+        batch=target.batch,
     )
 
 
 def model_section(vae, trained, model_facts: dict | None) -> dict:
     """The manifest's `model`: what the graphs expect and where they come from."""
     return {
-            "variant": vae.variant,
-            "input_shape": list(vae.image_shape),
-            "latent_dim": vae.latent_dim,
-            "filters": list(vae.filters),
-            "blocks_per_stage": vae.blocks_per_stage,
-            "parameters": int(vae.count_params()),
-            "reconstruction_loss": vae.reconstruction_loss,
-            "trained_precision": trained.dtype_policy.name,
-            "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
-            "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
-            **(model_facts or {}),
-        }
+        "variant": vae.variant,
+        "input_shape": list(vae.image_shape),
+        "latent_dim": vae.latent_dim,
+        "filters": list(vae.filters),
+        "blocks_per_stage": vae.blocks_per_stage,
+        "parameters": int(vae.count_params()),
+        "reconstruction_loss": vae.reconstruction_loss,
+        "trained_precision": trained.dtype_policy.name,
+        "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
+        "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
+        **(model_facts or {}),
+    }
 
 
 def build_manifest(vae, facts: dict, artifacts, heldout_images, calibration_samples, seed) -> dict:
@@ -240,5 +278,3 @@ def build_manifest(vae, facts: dict, artifacts, heldout_images, calibration_samp
         "tools": package_versions(TOOLS),
         "artifacts": [asdict(a) for a in artifacts],
     }
-
-

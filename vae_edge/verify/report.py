@@ -29,18 +29,37 @@ def table_rows(report: VerifyReport) -> list[list[str]]:
         if not s.shape_ok:
             rows.append([check.artifact, check.output, "-", "-", "shape mismatch", check.criterion, "FAIL"])
             continue
-        rows.append([check.artifact, check.output, f"{s.max_abs:.2e}", f"{s.p99_abs:.2e}", _measure(check), check.criterion,
-                     _verdict(check.passed)])
+        rows.append(
+            [
+                check.artifact,
+                check.output,
+                f"{s.max_abs:.2e}",
+                f"{s.p99_abs:.2e}",
+                _measure(check),
+                check.criterion,
+                _verdict(check.passed),
+            ]
+        )
     return rows
 
 
 def pipeline_rows(report: VerifyReport) -> list[list[str]]:
     keras = report.keras
-    rows = [["pipeline", "-ELBO (nats)", "ELBO cost", "recon PSNR", "tolerance", "result"],
-            ["Keras", f"{keras['negative_elbo']:.2f}", "-", f"{keras['psnr_db']:.2f} dB", "-", "reference"]]
+    rows = [
+        ["pipeline", "-ELBO (nats)", "ELBO cost", "recon PSNR", "tolerance", "result"],
+        ["Keras", f"{keras['negative_elbo']:.2f}", "-", f"{keras['psnr_db']:.2f} dB", "-", "reference"],
+    ]
     for p in report.pipelines:
-        rows.append([p.pipeline, f"{p.negative_elbo:.2f}", f"{p.elbo_increase_pct:+.3f}%", f"{p.psnr_db:.2f} dB", p.criterion,
-                     _verdict(p.passed)])
+        rows.append(
+            [
+                p.pipeline,
+                f"{p.negative_elbo:.2f}",
+                f"{p.elbo_increase_pct:+.3f}%",
+                f"{p.psnr_db:.2f} dB",
+                p.criterion,
+                _verdict(p.passed),
+            ]
+        )
     return rows
 
 
@@ -53,11 +72,15 @@ def blocks(report: VerifyReport, picture: Path) -> list:
     """The report as document blocks (also used by the run report)."""
     inputs = report.inputs
     return [
-        Paragraph(f"**{_verdict(report.passed)}**. Inputs: {inputs['images']} held-out images, {inputs['prior_latents']} "
-                  f"latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
-                  "`max abs err` is also the smallest absolute tolerance that would have passed."),
-        Heading("Per artifact and output", 3), Table(table_rows(report)),
-        Heading("Per pipeline (encoder then decoder), in the model's own terms", 3), Table(pipeline_rows(report)),
+        Paragraph(
+            f"**{_verdict(report.passed)}**. Inputs: {inputs['images']} held-out images, {inputs['prior_latents']} "
+            f"latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
+            "`max abs err` is also the smallest absolute tolerance that would have passed."
+        ),
+        Heading("Per artifact and output", 3),
+        Table(table_rows(report)),
+        Heading("Per pipeline (encoder then decoder), in the model's own terms", 3),
+        Table(pipeline_rows(report)),
         Picture(picture, "reconstructions per pipeline, and |artifact - Keras| per pixel with each row's own scale"),
     ]
 
@@ -78,9 +101,16 @@ def save_picture(images: np.ndarray, keras: np.ndarray, reconstructions: dict[st
 
     count = min(count, len(images))
     names = list(reconstructions)
-    rows = [("input", images, None), ("Keras", keras, None)] + [(n, reconstructions[n], np.abs(reconstructions[n] - keras)) for n in names]
-    figure, axes = plt.subplots(len(rows), 2 * count + 1, figsize=(2 * count * 0.9 + 2.6, len(rows) * 0.95), squeeze=False,
-                                gridspec_kw={"width_ratios": [1] * (2 * count) + [0.25]})
+    rows = [("input", images, None), ("Keras", keras, None)] + [
+        (n, reconstructions[n], np.abs(reconstructions[n] - keras)) for n in names
+    ]
+    figure, axes = plt.subplots(
+        len(rows),
+        2 * count + 1,
+        figsize=(2 * count * 0.9 + 2.6, len(rows) * 0.95),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1] * (2 * count) + [0.25]},
+    )
     for r, (name, batch, error) in enumerate(rows):
         for c in range(count):
             axes[r, c].imshow(batch[c].squeeze(), cmap="gray" if batch.shape[-1] == 1 else None, vmin=0, vmax=1)

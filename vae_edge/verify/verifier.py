@@ -104,13 +104,30 @@ def verify_bundle(
     for target in bundle.targets():
         members = bundle.pipeline(target)
         encode, decode = pipeline_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key])
-        pipelines.append(check_pipeline(target, encode, decode, x, keras_reconstruction, keras_scores, limits, kind, seed, outputs,
-                                        {a.key for a in members.values()}, pictures))
+        pipelines.append(
+            check_pipeline(
+                target,
+                encode,
+                decode,
+                x,
+                keras_reconstruction,
+                keras_scores,
+                limits,
+                kind,
+                seed,
+                outputs,
+                {a.key for a in members.values()},
+                pictures,
+            )
+        )
 
     report = VerifyReport(
         passed=all(o.passed for o in outputs) and all(p.passed for p in pipelines),
         inputs={"images": int(len(x)), "prior_latents": num_prior, "encoded_latents": int(len(x)), "seed": seed},
-        tolerances=limits, keras=keras_scores, outputs=outputs, pipelines=pipelines,
+        tolerances=limits,
+        keras=keras_scores,
+        outputs=outputs,
+        pipelines=pipelines,
     )
     write_json(bundle.folder / "verify.json", report.to_json())
     write_markdown(report, bundle.folder / "verify.md")
@@ -120,8 +137,20 @@ def verify_bundle(
     return report
 
 
-def check_pipeline(target: Target, encode, decode, x, keras_reconstruction, keras_scores, limits, kind, seed,
-                   outputs: list[OutputCheck], members: set[str], pictures: dict) -> PipelineCheck:
+def check_pipeline(
+    target: Target,
+    encode,
+    decode,
+    x,
+    keras_reconstruction,
+    keras_scores,
+    limits,
+    kind,
+    seed,
+    outputs: list[OutputCheck],
+    members: set[str],
+    pictures: dict,
+) -> PipelineCheck:
     """One target end to end: its reconstructions against Keras', and its ELBO cost."""
     tolerance = limits[target.mode]
     reconstruction = decode(encode(x)[0])
@@ -135,9 +164,16 @@ def check_pipeline(target: Target, encode, decode, x, keras_reconstruction, kera
     increase = 100.0 * (scores["negative_elbo"] - keras_scores["negative_elbo"]) / abs(keras_scores["negative_elbo"])
     elbo_ok, elbo_criterion = judge_elbo(increase, tolerance)
     return PipelineCheck(
-        pipeline=target.key, format=target.format, mode=target.mode, batch=target.batch,
-        negative_elbo=scores["negative_elbo"], elbo_increase_pct=increase, psnr_db=scores["psnr_db"],
-        anomaly_threshold=threshold, end_to_end=end_to_end, criterion=elbo_criterion,
+        pipeline=target.key,
+        format=target.format,
+        mode=target.mode,
+        batch=target.batch,
+        negative_elbo=scores["negative_elbo"],
+        elbo_increase_pct=increase,
+        psnr_db=scores["psnr_db"],
+        anomaly_threshold=threshold,
+        end_to_end=end_to_end,
+        criterion=elbo_criterion,
         passed=elbo_ok and passed and all(o.passed for o in outputs if o.artifact in members),
     )
 
@@ -151,7 +187,15 @@ def record_in_manifest(bundle: Bundle, report: VerifyReport) -> None:
         "passed": report.passed,
         "tolerances": report.tolerances,
         "artifacts": artifacts,
-        "pipelines": {p.pipeline: {"passed": p.passed, "negative_elbo": p.negative_elbo, "elbo_increase_pct": p.elbo_increase_pct,
-                                   "psnr_db": p.psnr_db, "anomaly_threshold": p.anomaly_threshold} for p in report.pipelines},
+        "pipelines": {
+            p.pipeline: {
+                "passed": p.passed,
+                "negative_elbo": p.negative_elbo,
+                "elbo_increase_pct": p.elbo_increase_pct,
+                "psnr_db": p.psnr_db,
+                "anomaly_threshold": p.anomaly_threshold,
+            }
+            for p in report.pipelines
+        },
     }
     write_json(bundle.folder / MANIFEST, manifest)
