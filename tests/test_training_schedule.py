@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from vae_edge import train as training
 from vae_edge.cli import main
-from vae_edge.errors import BadInputError
-from vae_edge.train import TrainConfig, TrainingDiverged, build_model, learning_rate_schedule
+from vae_edge.errors import BadInputError, TrainingDiverged
+from vae_edge.train import TrainConfig, build_model, learning_rate_schedule
 
 TINY = dict(variant="micro", latent_dim=4, batch_size=32, max_samples=160, seed=0)
 

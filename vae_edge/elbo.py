@@ -8,13 +8,12 @@ All terms are per image, in nats.
 
 import numpy as np
 
-from vae_edge.prior import prior_latents  # noqa: F401  (moved; model/vae.py still imports it from here)
+from vae_edge.registry import ReconstructionLoss
 
-RECONSTRUCTION_LOSSES = ("bce", "mse")
 BCE_EPSILON = 1e-7  # the clip Keras' binary_crossentropy uses; keeps log() finite
 
 
-def reconstruction_nll(x: np.ndarray, reconstruction: np.ndarray, kind: str = "bce") -> np.ndarray:
+def reconstruction_nll(x: np.ndarray, reconstruction: np.ndarray, kind: str = ReconstructionLoss.BCE) -> np.ndarray:
     """Negative log-likelihood of images `x` under the decoder's output, summed over pixels.
 
     "bce" is the Bernoulli likelihood (binary cross-entropy). "mse" is the sum of squared
@@ -24,12 +23,12 @@ def reconstruction_nll(x: np.ndarray, reconstruction: np.ndarray, kind: str = "b
     x = np.asarray(x, dtype=np.float64)
     r = np.asarray(reconstruction, dtype=np.float64)
     axes = tuple(range(1, x.ndim))
-    if kind == "bce":
+    if kind == ReconstructionLoss.BCE:
         r = np.clip(r, BCE_EPSILON, 1.0 - BCE_EPSILON)
         return -np.sum(x * np.log(r) + (1.0 - x) * np.log1p(-r), axis=axes)
-    if kind == "mse":
+    if kind == ReconstructionLoss.MSE:
         return np.sum(np.square(x - r), axis=axes)
-    raise ValueError(f"unknown reconstruction loss {kind!r}; choose one of {RECONSTRUCTION_LOSSES}")
+    raise ValueError(f"unknown reconstruction loss {kind!r}; choose one of {', '.join(ReconstructionLoss)}")
 
 
 def gaussian_kl(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
@@ -69,7 +68,7 @@ def anomaly_threshold(scores: np.ndarray) -> float:
     return float(np.quantile(scores, ANOMALY_QUANTILE))
 
 
-def anomaly_scores(x, z_mean, z_log_var, reconstruction, kind: str = "bce") -> np.ndarray:
+def anomaly_scores(x, z_mean, z_log_var, reconstruction, kind: str = ReconstructionLoss.BCE) -> np.ndarray:
     """Negative ELBO per image with the decoder at the posterior mean: deterministic, so an
     image gets the same score on every call; `reconstruction` must be decode(z_mean)."""
     return reconstruction_nll(x, reconstruction, kind) + gaussian_kl(z_mean, z_log_var)

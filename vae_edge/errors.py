@@ -27,6 +27,10 @@ class ExportError(VaeEdgeError, RuntimeError):
     """A conversion failed (for example it would need TensorFlow-only ops)."""
 
 
+class TrainingDiverged(VaeEdgeError):
+    """The loss became NaN or infinite; the message says where the last good model was kept."""
+
+
 class VerificationFailed(VaeEdgeError):
     """An exported artifact is numerically out of tolerance against the Keras model."""
 

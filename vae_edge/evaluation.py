@@ -15,6 +15,7 @@ from vae_edge.elbo import (
     reconstruction_nll,
     reparameterize,
 )
+from vae_edge.registry import ReconstructionLoss
 
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Decode = Callable[[np.ndarray], np.ndarray]
@@ -27,7 +28,7 @@ def evaluate_pipeline(
     decode: Decode,
     images: np.ndarray,
     *,
-    reconstruction_loss: str = "bce",
+    reconstruction_loss: str = ReconstructionLoss.BCE,
     importance_samples: int = 0,
     seed: int = 0,
 ) -> dict[str, float]:

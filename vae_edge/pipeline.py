@@ -29,7 +29,7 @@ STAGES = ("train", "evaluate", "export", "bench", "samples", "report")
 class RunConfig:
     """A whole recipe; `--config recipe.toml` fills the same fields."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8))
+    train: TrainConfig = field(default_factory=TrainConfig)
     formats: tuple[str, ...] = (ALL,)
     modes: tuple[str, ...] = ()
     static_batch: int | None = DEFAULT_STATIC_BATCH

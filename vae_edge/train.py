@@ -22,7 +22,7 @@ import numpy as np
 
 from vae_edge.backend import Backend
 from vae_edge.data import EMBEDDED_DATASET, load_dataset
-from vae_edge.errors import BadInputError, VaeEdgeError
+from vae_edge.errors import BadInputError, TrainingDiverged
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
 from vae_edge.registry import Annealing, Precision, ReconstructionLoss
 
@@ -37,10 +37,6 @@ MULTI_HOST_ENV = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 class LRSchedule(StrEnum):
     COSINE = "cosine"  # linear warm-up to the peak, then cosine decay to zero
     CONSTANT = "constant"
-
-
-class TrainingDiverged(VaeEdgeError):
-    """The loss became NaN or infinite; the message says where the last good model was kept."""
 
 
 @dataclass

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from vae_edge.backend import require_tensorflow_backend
+
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
@@ -54,6 +56,7 @@ def bench(bundle_dir, model_path, batch_sizes, threads, warmup, runs, min_second
 
     Writes bench.json, bench.md and bench.png into the bundle; exits 1 if a subject failed.
     """
+    require_tensorflow_backend("bench")  # its Keras baselines
     from vae_edge.bench.harness import BenchSettings, run_bench
     from vae_edge.bench.report import format_table, write_all
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from vae_edge.backend import require_tensorflow_backend
 from vae_edge.errors import BadInputError
 from vae_edge.export.onnx_int8 import AUTO, CpuClass
 from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
@@ -88,7 +89,8 @@ def export(
     tolerances,
     force,
 ):
-    """Export a trained model.keras to a bundle of SavedModel, TFLite and ONNX graphs."""
+    """Export a trained model.keras to a bundle of SavedModel, TFLite, ONNX, ORT graphs and the web app."""
+    require_tensorflow_backend("export")
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle, source_facts
     from vae_edge.model.loading import load_vae
@@ -143,6 +145,7 @@ def artifact_table(bundle_dir: Path) -> str:
 @click.pass_context
 def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
     """Compare every artifact of a bundle with the Keras model; exit 1 if any is out of tolerance."""
+    require_tensorflow_backend("verify")
     from vae_edge.bundle import Bundle
     from vae_edge.cli.common import run_splits
     from vae_edge.model.loading import load_vae

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from vae_edge.backend import require_tensorflow_backend
 from vae_edge.pipeline import STAGES
 from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
+from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, TrainConfig
 
 
 def load_recipe(ctx, param, path):
@@ -30,6 +32,9 @@ def load_recipe(ctx, param, path):
     return path
 
 
+TRAIN_DEFAULTS = TrainConfig()
+
+
 @click.command()
 @click.option(
     "--config",
@@ -41,8 +46,8 @@ def load_recipe(ctx, param, path):
 )
 @click.option("--variant", default="small", show_default=True)
 @click.option("--dataset", default="mnist-5k", show_default=True)
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU.")
+@click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
 @click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
@@ -58,7 +63,7 @@ def load_recipe(ctx, param, path):
     type=click.IntRange(min=0),
     help="Batch of the fixed-shape files; 0 writes none.",
 )
-@click.option("--calibration-samples", default=256, show_default=True, type=int)
+@click.option("--calibration-samples", type=int, help="Default: 256, or the whole training split when smaller.")
 @click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
 @click.option(
     "--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True
@@ -104,8 +109,8 @@ def run(
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
     """
+    require_tensorflow_backend("run")
     from vae_edge.pipeline import RunConfig, run_pipeline
-    from vae_edge.train import TrainConfig
 
     config = RunConfig(
         train=TrainConfig(
