@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= train,cpu,dev
+EXTRAS ?= train,cpu,jax,dev
 
 .PHONY: install demo test bench clean
 

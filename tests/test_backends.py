@@ -164,3 +164,17 @@ def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
     # the same steps on the same global batches; only the order of float sums differs
     np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-3)
     np.testing.assert_allclose(two["val_loss"], one["val_loss"], rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_jax_trained_model_exports_and_verifies_from_a_jax_shell(jax_run, tmp_path):
+    """The cross-backend path as a user runs it: KERAS_BACKEND=jax in the shell, one export command."""
+    run, _, _ = jax_run
+    bundle = tmp_path / "bundle"
+    done = subprocess.run([VAE_EDGE, "export", str(run / "model.keras"), "--format", "tflite", "--format", "onnx",
+                           "--quantize", "float32", "--quantize", "int8", "--out", str(bundle)],
+                          env={**os.environ, backend.ENV: "jax"}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["verification"]["passed"] and manifest["model"]["trained_precision"] == "float32"
+    assert {(a["format"], a["mode"]) for a in manifest["artifacts"]} >= {("tflite", "int8"), ("onnx", "float32")}
