@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= train,cpu,jax,dev
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench web-vendor clean
 
 $(BIN)/vae-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,17 @@ install: $(BIN)/vae-edge
 demo: install  ## train `small` on the embedded digits, export, verify, benchmark, report
 	$(BIN)/vae-edge run --out runs/demo
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
+
+test-fast: install  ## no training, no export, no browser: under a minute
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check vae_edge tests benchmarks examples
+
+web-vendor: install  ## refresh the vendored onnxruntime-web files from npm at the pinned version
+	$(BIN)/python -m vae_edge.web.vendor
 
 bench: install  ## the committed reference report in benchmarks/
 	$(BIN)/python benchmarks/reference.py

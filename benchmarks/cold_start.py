@@ -20,7 +20,8 @@ import sys
 import time
 
 CASES = {
-    "runtime tflite float32": "from vae_edge.runtime import EdgeVAE\nEdgeVAE.load({bundle!r}, 'tflite', 'float32').sample(1, seed=0)",
+    "runtime tflite float32": "from vae_edge.runtime import EdgeVAE\n"
+    "EdgeVAE.load({bundle!r}, 'tflite', 'float32').sample(1, seed=0)",
     "runtime onnx float32": "from vae_edge.runtime import EdgeVAE\nEdgeVAE.load({bundle!r}, 'onnx', 'float32').sample(1, seed=0)",
     "keras (load_model + sample)": "from vae_edge.model.loading import load_vae\nload_vae({model!r}).sample(1, seed=0)",
 }

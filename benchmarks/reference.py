@@ -43,7 +43,8 @@ def exported_bundle(model_path: Path, variant: str, reexport: bool) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", help="small (default), medium, ... (repeatable)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs when no model exists (latency does not depend on them)")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="training epochs when no model exists (latency does not depend on them)")
     parser.add_argument("--retrain", action="store_true", help="train and export again even if a model and bundle exist")
     args = parser.parse_args()
     os.chdir(REPO)  # relative paths in the committed report

@@ -82,7 +82,8 @@ def test_each_mode_and_format_name_is_spelled_in_one_source_file(name):
 
 
 def test_the_runtime_imports_no_tensorflow_or_keras():
-    code = "import sys, vae_edge.runtime, vae_edge.cli.runtime; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    code = ("import sys, vae_edge.runtime, vae_edge.cli.runtime; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 

@@ -29,7 +29,8 @@ from vae_edge.train import TrainConfig
 
 def snapshot(*folders: Path) -> dict[str, str]:
     """sha256 of every file under the folders, by path."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def invoke(args: list[str]):

@@ -32,7 +32,8 @@ def test_odd_shapes_export_verify_and_run(variant, shape, modes, tmp_path):
     bundle_dir = export_bundle(model, tmp_path / "bundle", calibration_images=images[:64], heldout_images=images[64:],
                                modes=modes, log=lambda message: None)
     bundle = Bundle(bundle_dir)
-    expected = {(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes if modes is None or mode in modes or len(info.modes) == 1}
+    expected = {(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes
+                if modes is None or mode in modes or len(info.modes) == 1}
     assert {(t.format, t.mode) for t in bundle.targets()} == expected
     assert bundle.manifest["verification"]["passed"]
     for target in bundle.targets():
