@@ -5,16 +5,12 @@ from pathlib import Path
 import click
 
 from vae_edge.backend import require_tensorflow_backend
+from vae_edge.cli.common import model_option
 
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    help="The Keras model for the baselines. Default: the one the bundle was exported from.",
-)
+@model_option("The Keras model for the baselines. Default: the one the bundle was exported from.")
 @click.option(
     "--batch-size",
     "batch_sizes",

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import click
+
 from vae_edge.data import load_dataset
 
 
@@ -22,3 +24,8 @@ def run_splits(model_path: Path, dataset: str | None = None, seed: int | None = 
         image_size=run.get("image_size"),
         channels=run.get("channels"),
     )
+
+
+def model_option(help: str):
+    """`--model`: the Keras model a bundle was exported from (the manifest names it by default)."""
+    return click.option("--model", "model_path", type=click.Path(path_type=Path), help=help)

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.backend import require_tensorflow_backend
+from vae_edge.cli.common import model_option
 from vae_edge.errors import BadInputError
 from vae_edge.export.onnx_int8 import AUTO, CpuClass
 from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
@@ -133,12 +134,7 @@ def artifact_table(bundle_dir: Path) -> str:
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(path_type=Path),
-    help="The Keras model. Default: the one the bundle was exported from.",
-)
+@model_option("The Keras model. Default: the one the bundle was exported from.")
 @click.option("--dataset", help="Held-out images. Default: the model's test split.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the latent inputs and noise.")
 @_tolerance_option

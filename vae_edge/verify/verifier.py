@@ -8,6 +8,7 @@ into `manifest.json`.
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,14 @@ def verify_bundle(
     latents = np.concatenate([prior_latents(num_prior, vae.latent_dim, seed), reference_mean])
     feeds = {Graph.ENCODER: {IMAGE: x}, Graph.DECODER: {Z: latents}}
     reference = {Z_MEAN: reference_mean, Z_LOG_VAR: reference_log_var, RECONSTRUCTION: vae.decode(latents)}
-    keras_scores = evaluate_pipeline(vae.encode, vae.decode, x, reconstruction_loss=kind, seed=seed)
-    keras_reconstruction = vae.decode(reference_mean)
+    keras = KerasReference(
+        x,
+        vae.decode(reference_mean),
+        evaluate_pipeline(vae.encode, vae.decode, x, reconstruction_loss=kind, seed=seed),
+        limits,
+        kind,
+        seed,
+    )
 
     outputs, engines = [], {}
     for artifact in bundle.artifacts:
@@ -104,66 +111,54 @@ def verify_bundle(
     for target in bundle.targets():
         members = bundle.pipeline(target)
         encode, decode = pipeline_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key])
-        pipelines.append(
-            check_pipeline(
-                target,
-                encode,
-                decode,
-                x,
-                keras_reconstruction,
-                keras_scores,
-                limits,
-                kind,
-                seed,
-                outputs,
-                {a.key for a in members.values()},
-                pictures,
-            )
-        )
+        member_checks = [o for o in outputs if o.artifact in {a.key for a in members.values()}]
+        check, pictures[target.key] = check_pipeline(target, encode, decode, keras, member_checks)
+        pipelines.append(check)
 
     report = VerifyReport(
         passed=all(o.passed for o in outputs) and all(p.passed for p in pipelines),
         inputs={"images": int(len(x)), "prior_latents": num_prior, "encoded_latents": int(len(x)), "seed": seed},
         tolerances=limits,
-        keras=keras_scores,
+        keras=keras.scores,
         outputs=outputs,
         pipelines=pipelines,
     )
     write_json(bundle.folder / "verify.json", report.to_json())
     write_markdown(report, bundle.folder / "verify.md")
-    save_picture(x, keras_reconstruction, pictures, bundle.folder / "verify.png")
+    save_picture(x, keras.reconstruction, pictures, bundle.folder / "verify.png")
     record_in_manifest(bundle, report)
     log(format_table(report))
     return report
 
 
+@dataclass
+class KerasReference:
+    """What every pipeline is judged against: the Keras model's reconstructions and scores on the images."""
+
+    images: np.ndarray
+    reconstruction: np.ndarray  # decoded from the posterior mean
+    scores: dict  # evaluate_pipeline's
+    tolerances: dict
+    reconstruction_loss: str
+    seed: int
+
+
 def check_pipeline(
-    target: Target,
-    encode,
-    decode,
-    x,
-    keras_reconstruction,
-    keras_scores,
-    limits,
-    kind,
-    seed,
-    outputs: list[OutputCheck],
-    members: set[str],
-    pictures: dict,
-) -> PipelineCheck:
-    """One target end to end: its reconstructions against Keras', and its ELBO cost."""
-    tolerance = limits[target.mode]
+    target: Target, encode, decode, keras: KerasReference, member_checks: list[OutputCheck]
+) -> tuple[PipelineCheck, np.ndarray]:
+    """One target end to end: its reconstructions against Keras', and its ELBO cost; also the reconstructions."""
+    x, kind, tolerance = keras.images, keras.reconstruction_loss, keras.tolerances[target.mode]
     reconstruction = decode(encode(x)[0])
-    pictures[target.key] = reconstruction
-    stats = compare(keras_reconstruction, reconstruction, "image")
+    stats = compare(keras.reconstruction, reconstruction, "image")
     passed, criterion = judge(stats, tolerance)
     end_to_end = OutputCheck(f"{target.key} end to end", RECONSTRUCTION, stats, criterion, passed)
-    scores = evaluate_pipeline(encode, decode, x, reconstruction_loss=kind, seed=seed)
+    scores = evaluate_pipeline(encode, decode, x, reconstruction_loss=kind, seed=keras.seed)
     z_mean, z_log_var = encode(x)
     threshold = anomaly_threshold(anomaly_scores(x, z_mean, z_log_var, decode(z_mean), kind))
-    increase = 100.0 * (scores["negative_elbo"] - keras_scores["negative_elbo"]) / abs(keras_scores["negative_elbo"])
+    reference = keras.scores["negative_elbo"]
+    increase = 100.0 * (scores["negative_elbo"] - reference) / abs(reference)
     elbo_ok, elbo_criterion = judge_elbo(increase, tolerance)
-    return PipelineCheck(
+    check = PipelineCheck(
         pipeline=target.key,
         format=target.format,
         mode=target.mode,
@@ -174,8 +169,9 @@ def check_pipeline(
         anomaly_threshold=threshold,
         end_to_end=end_to_end,
         criterion=elbo_criterion,
-        passed=elbo_ok and passed and all(o.passed for o in outputs if o.artifact in members),
+        passed=elbo_ok and passed and all(o.passed for o in member_checks),
     )
+    return check, reconstruction
 
 
 def record_in_manifest(bundle: Bundle, report: VerifyReport) -> None:
