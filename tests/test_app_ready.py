@@ -156,8 +156,12 @@ def test_bundle_readme_shows_this_bundles_decoder():
              "inputs": [{**INT8_Z, "dtype": "float32", "quantization": None}], "outputs": [RECON]},
             {**decoder, "path": "tflite/decoder.int8-io.b1.tflite", "mode": "int8-io", "batch": 1, "inputs": [INT8_Z],
              "outputs": [{**RECON, "dtype": "int8", "quantization": {"scale": 0.00390625, "zero_point": -128}}]},
+            {**decoder, "format": "onnx", "path": "onnx/decoder.float32.b1.onnx", "mode": "float32", "batch": 1,
+             "inputs": [{**INT8_Z, "dtype": "float32", "quantization": None}], "outputs": [RECON]},
         ],
     }
+    tflite_only = render_bundle_readme({**manifest, "artifacts": manifest["artifacts"][:3]})
+    assert "ORTSession" not in tflite_only and "Interpreter(FileInputStream" in tflite_only  # only the formats it has
     text = render_bundle_readme(manifest)
     assert 'Interpreter(FileInputStream' in text and '"decoder.float32.b1.tflite"' in text
     assert 'runSignature(mapOf("z" to z), mapOf("reconstruction" to reconstruction), "decode")' in text

@@ -104,13 +104,18 @@ def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
 def test_derive_speedups_and_flop_rates():
     base = {"graph": "decoder", "batch": 1, "threads": 1, "images_per_s": 100.0}
     cells = [
-        {**base, "key": "keras/decoder/eager", "p50_ms": 10.0},
-        {**base, "key": "keras/decoder/tf.function", "p50_ms": 4.0},
-        {**base, "key": "tflite/decoder/int8", "p50_ms": 2.0},
-        {**base, "key": "onnx/decoder/float32", "p50_ms": 1.0, "threads": 2},
+        {**base, "key": "keras/decoder/eager", "format": "keras", "mode": "eager", "p50_ms": 10.0},
+        {**base, "key": "keras/decoder/tf.function", "format": "keras", "mode": "tf.function", "p50_ms": 4.0},
+        {**base, "key": "tflite/decoder/int8", "format": "tflite", "mode": "int8", "p50_ms": 2.0},
+        {**base, "key": "onnx/decoder/float32", "format": "onnx", "mode": "float32", "p50_ms": 1.0, "threads": 2},
     ]
-    derive(cells, {"decoder": {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}})
+    ceilings = {"1": {"float32": {"litert": 8.0, "onnxruntime": 9.0}, "int8": {"litert": 20.0, "onnxruntime": 30.0}},
+                "2": {"float32": {"litert": 16.0, "onnxruntime": 25.0}, "int8": {"litert": 40.0, "onnxruntime": 60.0}}}
+    derive(cells, {"decoder": {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}}, ceilings)
     tflite, onnx = cells[2], cells[3]
+    assert tflite["fraction_of_own_ceiling"] == pytest.approx(5.0 / 20.0)  # int8 mode: LiteRT's int8 ceiling
+    assert onnx["fraction_of_own_ceiling"] == pytest.approx(5.0 / 25.0)  # float32 at 2 threads: onnxruntime's
+    assert cells[0]["fraction_of_own_ceiling"] is None  # Keras has no engine ceiling
     assert (tflite["speedup_vs_keras_eager"], tflite["speedup_vs_keras_tf_function"]) == (5.0, 2.0)
     assert tflite["gflops_per_s"] == pytest.approx(5.0)
     assert tflite["fraction_of_measured_peak"] == pytest.approx(0.5)
