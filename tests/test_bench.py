@@ -102,25 +102,25 @@ def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
 
 
 def test_derive_speedups_and_flop_rates():
-    base = {"graph": "decoder", "batch": 1, "threads": 1, "images_per_s": 100.0}
+    base = {"graph": Graph.DECODER, "batch": 1, "threads": 1, "images_per_s": 100.0}
+    int8, onnx = Target(Format.TFLITE, Mode.INT8), Target(Format.ONNX, Mode.FLOAT32)
     cells = [
-        {**base, "key": "keras/decoder/eager", "format": "keras", "mode": "eager", "p50_ms": 10.0},
-        {**base, "key": "keras/decoder/tf.function", "format": "keras", "mode": "tf.function", "p50_ms": 4.0},
-        {**base, "key": "tflite/decoder/int8", "format": "tflite", "mode": "int8", "p50_ms": 2.0},
-        {**base, "key": "onnx/decoder/float32", "format": "onnx", "mode": "float32", "p50_ms": 1.0, "threads": 2},
+        {**base, "key": f"{KERAS}/{Graph.DECODER}/{mode}", "format": KERAS, "mode": mode, "p50_ms": p50}
+        for mode, p50 in zip(KERAS_MODES, (10.0, 4.0))
+    ] + [
+        {**base, "key": int8.artifact_key(Graph.DECODER), "format": int8.format, "mode": int8.mode, "p50_ms": 2.0},
+        {**base, "key": onnx.artifact_key(Graph.DECODER), "format": onnx.format, "mode": onnx.mode, "p50_ms": 1.0, "threads": 2},
     ]
-    ceilings = {"1": {"float32": {"litert": 8.0, "onnxruntime": 9.0}, "int8": {"litert": 20.0, "onnxruntime": 30.0}},
-                "2": {"float32": {"litert": 16.0, "onnxruntime": 25.0}, "int8": {"litert": 40.0, "onnxruntime": 60.0}}}
-    derive(cells, {"decoder": {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}}, ceilings)
+    ceilings = {"1": {str(Mode.INT8): {"litert": 20.0}, str(Mode.FLOAT32): {"litert": 1.0}}}  # an int8 cell: int8 kernels
+    derive(cells, {Graph.DECODER: {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}}, ceilings)
     tflite, onnx = cells[2], cells[3]
-    assert tflite["fraction_of_own_ceiling"] == pytest.approx(5.0 / 20.0)  # int8 mode: LiteRT's int8 ceiling
-    assert onnx["fraction_of_own_ceiling"] == pytest.approx(5.0 / 25.0)  # float32 at 2 threads: onnxruntime's
-    assert cells[0]["fraction_of_own_ceiling"] is None  # Keras has no engine ceiling
     assert (tflite["speedup_vs_keras_eager"], tflite["speedup_vs_keras_tf_function"]) == (5.0, 2.0)
     assert tflite["gflops_per_s"] == pytest.approx(5.0)
     assert tflite["fraction_of_measured_peak"] == pytest.approx(0.5)
+    assert tflite["fraction_of_own_ceiling"] == pytest.approx(0.25)
     assert tflite["fraction_of_theoretical_peak"] is None
     assert onnx["speedup_vs_keras_eager"] is None and onnx["fraction_of_measured_peak"] is None
+    assert onnx["fraction_of_own_ceiling"] is None  # no ceiling measured at 2 threads
 
 
 def test_cli_benchmarks_a_bundle_and_writes_the_report(bundle_copy):

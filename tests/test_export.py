@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from vae_edge.bundle import Bundle, sha256_of
 from vae_edge.errors import BadInputError, VerificationFailed
 from vae_edge.prior import prior_latents
-from vae_edge.registry import DEFAULT_STATIC_BATCH, FORMATS, MODES, Format, Graph, Mode, Target, targets
+from vae_edge.registry import DEFAULT_STATIC_BATCH, FORMATS, MODES, Engine, Format, Graph, Mode, Target, targets
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z, graph_specs
 
 # Integer modes cannot match element-wise; these bounds are the measured errors of the tiny
@@ -86,7 +86,7 @@ def test_every_artifact_matches_keras_in_its_own_engine(bundle_dir, inputs):
     bundle = Bundle(bundle_dir)
     assert [a.key for a in bundle.artifacts] == [t.artifact_key(g) for t in targets() for g in Graph]
     assert any(a.batch is not None for a in bundle.artifacts)
-    savedmodel = tf.saved_model.load(str(bundle_dir / "savedmodel"))
+    savedmodel = tf.saved_model.load(str(bundle.path_of(bundle.find(Target(Format.SAVEDMODEL, Mode.FLOAT32), Graph.ENCODER))))
     for artifact in bundle.artifacts:
         feed, expected = inputs[Graph(artifact.graph)]
         outputs = run_in_own_engine(bundle, artifact, feed, savedmodel)
@@ -103,17 +103,21 @@ def test_fixed_shape_files_have_every_dimension_fixed_and_keep_the_signatures(bu
     for graph, artifact in bundle.pipeline(target).items():
         path, spec = bundle.path_of(artifact), specs[graph]
         assert artifact.batch == target.batch == DEFAULT_STATIC_BATCH
-        if target.format == Format.TFLITE:
+        if FORMATS[target.format].engine == Engine.LITERT:
             interpreter = Interpreter(model_path=str(path))
             assert list(interpreter.get_signature_list()) == [SIGNATURES[graph]]
             runner = interpreter.get_signature_runner(SIGNATURES[graph])
             tensors = {**runner.get_input_details(), **runner.get_output_details()}
             shapes = {name: list(details["shape_signature"]) for name, details in tensors.items()}
-        else:
-            model = onnx.load(str(path))
-            tensors = [*model.graph.input, *model.graph.output]
-            assert all(d.HasField("dim_value") for t in tensors for d in t.type.tensor_type.shape.dim), artifact.key
-            shapes = {t.name: [d.dim_value for d in t.type.tensor_type.shape.dim] for t in tensors}
+        else:  # ONNX and ORT files: graph inputs and outputs by name, as onnxruntime reads them
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            shapes = {t.name: list(t.shape) for t in session.get_inputs() + session.get_outputs()}
+            if target.format == Format.ONNX:
+                model = onnx.load(str(path))
+                tensors = [*model.graph.input, *model.graph.output]
+                assert all(d.HasField("dim_value") for t in tensors for d in t.type.tensor_type.shape.dim), artifact.key
         expected = {t.name: [target.batch, *t.shape[1:]] for t in spec.inputs + spec.outputs}
         assert shapes == expected, artifact.key
 
@@ -123,7 +127,8 @@ def test_savedmodel_runs_batchnorm_in_inference_mode(bundle_dir, trained_model, 
     import tensorflow as tf
 
     (feed, expected) = inputs[Graph.DECODER]
-    decode = tf.saved_model.load(str(bundle_dir / "savedmodel")).signatures[SIGNATURES[Graph.DECODER]]
+    folder = Bundle(bundle_dir).find(Target(Format.SAVEDMODEL, Mode.FLOAT32), Graph.DECODER).path
+    decode = tf.saved_model.load(str(bundle_dir / folder)).signatures[SIGNATURES[Graph.DECODER]]
     exported = decode(z=tf.constant(feed[Z]))[RECONSTRUCTION].numpy()
     weights = trained_model.get_weights()
     training_mode = keras.ops.convert_to_numpy(trained_model.decoder(feed[Z], training=True))
