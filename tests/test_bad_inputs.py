@@ -217,3 +217,25 @@ def test_unwritable_output_folder(bundle_dir, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert_one_line_error(invoke(["sample", bundle_dir, "-o", locked / "s.png"]), 2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": "float8"}, "unsupported dtype 'float8'"),
+    ({"bogus": 1}, r"unknown VAE arguments \['bogus'\]"),
+    ({"input_shape": (28, 28, 5)}, "5 channels"),
+])
+def test_model_api_edges_are_one_line_errors(kwargs, message):
+    from vae_edge.model import VAE
+
+    with pytest.raises(BadInputError, match=message):
+        VAE.from_variant("micro", **kwargs)
+
+
+def test_model_sample_and_predict_check_their_input():
+    from vae_edge.model import VAE
+
+    model = VAE.from_variant("micro", latent_dim=4)
+    with pytest.raises(BadInputError, match="num_samples must be a positive integer"):
+        model.sample(-1)
+    with pytest.raises(BadInputError, match=r"do not fit a model of input shape \(28, 28, 1\)"):
+        model.predict(np.zeros((2, 20, 20, 1), np.float32), verbose=0)

@@ -14,6 +14,7 @@ from vae_edge.errors import BadInputError, MissingFileError
 EMBEDDED_DATASET = "mnist-5k"
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = (EMBEDDED_DATASET, *KERAS_DATASETS)
+IMAGE_CHANNELS = (1, 3)  # grayscale or RGB, channels last
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -56,7 +57,7 @@ def load_dataset(
 
 def load_images(source: str, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
     """All images of `source` as validated float32 (N, H, W, C) in [0, 1], unsplit."""
-    if channels not in (None, 1, 3):
+    if channels is not None and channels not in IMAGE_CHANNELS:
         raise BadInputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if source == EMBEDDED_DATASET:
         return _load_mnist_5k()
@@ -98,7 +99,7 @@ def validate_images(array: np.ndarray, name: str) -> np.ndarray:
         raise BadInputError(f"{name}: expected images of shape (N, H, W) or (N, H, W, C), got shape {array.shape}")
     if array.shape[0] == 0:
         raise BadInputError(f"{name}: contains no images")
-    if array.shape[-1] not in (1, 3):
+    if array.shape[-1] not in IMAGE_CHANNELS:
         raise BadInputError(f"{name}: expected 1 or 3 channels (channels last), got shape {array.shape}")
     if np.issubdtype(array.dtype, np.integer):
         if array.min() < 0 or array.max() > 255:

@@ -11,6 +11,7 @@ import math
 import keras
 from keras import layers
 
+from vae_edge.data import IMAGE_CHANNELS
 from vae_edge.errors import BadInputError
 
 # Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
@@ -33,7 +34,9 @@ def check_input_shape(input_shape, stages: int) -> tuple[int, int, int]:
         raise BadInputError(
             f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}"
         )
-    height, width, _ = shape
+    height, width, channels = shape
+    if channels not in IMAGE_CHANNELS:
+        raise BadInputError(f"input_shape has {channels} channels; images have 1 (grayscale) or 3 (RGB), channels last")
     smallest = 2**stages
     if min(height, width) < smallest:
         raise BadInputError(

@@ -1,5 +1,7 @@
 """The Variational Autoencoder (Kingma & Welling, 2013) as a Keras 3 model."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -12,6 +14,8 @@ from vae_edge.model.networks import build_decoder, build_encoder, check_input_sh
 from vae_edge.model.presets import get_preset
 from vae_edge.prior import prior_latents
 from vae_edge.registry import Precision, ReconstructionLoss
+
+KERAS_ARGUMENTS = {"name", "dtype", "trainable"}  # what keras.Model itself takes from a VAE's keywords
 
 
 @keras.saving.register_keras_serializable(package="vae_edge")
@@ -41,6 +45,9 @@ class VAE(keras.Model):
         **kwargs,
     ):
         kwargs.setdefault("name", "vae")
+        dtype = kwargs.get("dtype")
+        if isinstance(dtype, str) and dtype not in set(Precision):
+            raise BadInputError(f"unsupported dtype {dtype!r}; choose one of: {', '.join(Precision)}")
         super().__init__(**kwargs)
         filters = [int(f) for f in filters]
         self.image_shape = check_input_shape(input_shape, len(filters))
@@ -80,6 +87,10 @@ class VAE(keras.Model):
         config = get_preset(name)
         if latent_dim is not None:
             config["latent_dim"] = latent_dim
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "variant", "input_shape"} | KERAS_ARGUMENTS
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise BadInputError(f"unknown VAE arguments {unknown}; choose from {', '.join(sorted(known))}")
         config.update(overrides)
         return cls(input_shape=input_shape, variant=name, **config)
 
@@ -129,7 +140,19 @@ class VAE(keras.Model):
 
     def sample(self, num_samples: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """Decode z drawn from the prior N(0, temperature² I); the same seed gives the same z everywhere."""
-        return self.decode(prior_latents(num_samples, self.latent_dim, seed, temperature))
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise BadInputError(f"num_samples must be a positive integer, got {num_samples!r}")
+        try:
+            z = prior_latents(num_samples, self.latent_dim, seed, temperature)
+        except ValueError as error:  # a seed outside [0, 2^32)
+            raise BadInputError(str(error)) from None
+        return self.decode(z)
+
+    def predict(self, x, *args, **kwargs):
+        """Keras' predict, with images checked first: a wrong shape is a one-line error naming the model's."""
+        if isinstance(x, np.ndarray) or isinstance(x, list):
+            x = images_for_model(x, self.image_shape, "images")
+        return super().predict(x, *args, **kwargs)
 
     def get_config(self) -> dict:
         return {
