@@ -9,7 +9,7 @@ from PIL import Image
 from vae_edge.bundle import Bundle
 from vae_edge.cli import main
 from vae_edge.pipeline import STAGES
-from vae_edge.registry import Graph, targets
+from vae_edge.registry import RUNTIME_FORMATS, Graph, targets
 from vae_edge.run_folder import RunFolder
 
 TINY_RUN = [
@@ -35,7 +35,8 @@ def test_every_artifact_and_report_file_exists_and_is_valid(run_dir):
         json.loads((run_dir / name).read_text())
     pngs = list(run_dir.rglob("*.png"))
     assert {p.name for p in pngs} >= {"training_curves.png", "samples.png", "reconstructions.png", "verify.png", "bench.png"}
-    assert list((run_dir / "samples").glob("tflite_*.png")) and list((run_dir / "samples").glob("onnx_*.png"))
+    for fmt in RUNTIME_FORMATS:
+        assert list((run_dir / "samples").glob(f"{fmt}_*.png")), fmt
     for png in pngs:
         with Image.open(png) as picture:
             picture.verify()
@@ -73,7 +74,7 @@ def test_a_toml_recipe_with_an_unknown_key_is_refused_before_anything_runs(tmp_p
 
 
 TINY_RECIPE = ('variant = "micro"\nlatent-dim = 4\nmax-samples = 160\nbatch-size = 32\ncalibration-samples = 16\n'
-               "bench-batch-size = [1]\n")
+               "importance-samples = 2\nbench-batch-size = [1]\n")
 
 
 @pytest.mark.parametrize("settings, changed", [
