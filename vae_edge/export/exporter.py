@@ -24,7 +24,6 @@ from vae_edge.export.metadata import embed_file, metadata_fields
 from vae_edge.export.onnx_int8 import AUTO, choose_settings, cpu_class, cpu_features
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
-from vae_edge.model.loading import float32_vae
 from vae_edge.provenance import package_versions
 from vae_edge.registry import (
     ALL,
@@ -125,6 +124,8 @@ def export_bundle(
         )
     images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
     heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
+    from vae_edge.model.loading import float32_vae  # Keras, only when exporting: planning stays light
+
     vae = float32_vae(model)
     specs = graph_specs(vae.image_shape, vae.latent_dim)
     networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
