@@ -35,8 +35,7 @@ SPATIAL_AXES = (2, 3)  # height and width of tf2onnx's NCHW Resize input
 def standardize_resize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite every `tf_half_pixel_for_nn` Resize of `model` (in place) to the equivalent standard mode; returns it."""
     constants = _constants(model.graph)
-    shapes = None  # inferred only when a node needs its input's size
-    for node in model.graph.node:
+    for node in list(model.graph.node):
         if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -48,8 +47,9 @@ def standardize_resize(model: onnx.ModelProto) -> onnx.ModelProto:
             _set_attribute(node, "coordinate_transformation_mode", "asymmetric")
             _set_attribute(node, "nearest_mode", "floor")
             continue
-        shapes = shapes or _static_shapes(model)
-        _use_sizes(model, node, scales, shapes.get(node.input[0]))
+        # Inferred again for every node: before its upstream Resize has exact sizes, inference applies
+        # floor(in * float32(out / in)), one pixel short (5 -> 8, not 9), and the error compounds.
+        _use_sizes(model, node, scales, _static_shapes(model).get(node.input[0]))
         _set_attribute(node, "coordinate_transformation_mode", "half_pixel")
         _set_attribute(node, "nearest_mode", "round_prefer_ceil")
     _drop_unused_initializers(model.graph)
@@ -92,7 +92,7 @@ def _use_sizes(model: onnx.ModelProto, node: onnx.NodeProto, scales: np.ndarray 
 
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     """Each value's shape (None where a dimension is symbolic) from onnx's shape inference."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)  # sizes built from Shape(x) resolve too
     values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     return {
         value.name: tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
