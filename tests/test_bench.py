@@ -7,6 +7,7 @@ import pytest
 
 from vae_edge.bench.flops import count_flops
 from vae_edge.bench.harness import derive, plan_subjects, planned_keys
+from vae_edge.bench.results import Cell
 from vae_edge.bench.stats import summarize
 from vae_edge.bench.worker import timed_runs
 from vae_edge.bundle import Bundle
@@ -102,25 +103,25 @@ def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
 
 
 def test_derive_speedups_and_flop_rates():
-    base = {"graph": Graph.DECODER, "batch": 1, "threads": 1, "images_per_s": 100.0}
-    int8, onnx = Target(Format.TFLITE, Mode.INT8), Target(Format.ONNX, Mode.FLOAT32)
-    cells = [
-        {**base, "key": f"{KERAS}/{Graph.DECODER}/{mode}", "format": KERAS, "mode": mode, "p50_ms": p50}
-        for mode, p50 in zip(KERAS_MODES, (10.0, 4.0))
-    ] + [
-        {**base, "key": int8.artifact_key(Graph.DECODER), "format": int8.format, "mode": int8.mode, "p50_ms": 2.0},
-        {**base, "key": onnx.artifact_key(Graph.DECODER), "format": onnx.format, "mode": onnx.mode, "p50_ms": 1.0, "threads": 2},
-    ]
+    def cell(key: str, p50_ms: float, threads: int = 1) -> Cell:
+        fmt, graph, mode = key.split("/")
+        timing = dict(runs=10, mean_ms=p50_ms, std_ms=0.0, p50_ms=p50_ms, p90_ms=p50_ms, p99_ms=p50_ms, min_ms=p50_ms,
+                      max_ms=p50_ms, load_s=0.1, first_s=0.01, rss_before_load_mib=50.0, peak_rss_mib=60.0)
+        return Cell(key=key, format=fmt, graph=graph, mode=mode, size_bytes=1, batch=1, threads=threads,
+                    images_per_s=100.0, **timing)
+
+    cells = [cell("keras/decoder/eager", 10.0), cell("keras/decoder/tf.function", 4.0), cell("tflite/decoder/int8", 2.0),
+             cell("onnx/decoder/float32", 1.0, threads=2)]
     ceilings = {"1": {str(Mode.INT8): {"litert": 20.0}, str(Mode.FLOAT32): {"litert": 1.0}}}  # an int8 cell: int8 kernels
     derive(cells, {Graph.DECODER: {"flops": 5e7}}, {"1": {"measured_gflops": 10.0, "theoretical_gflops": None}}, ceilings)
     tflite, onnx = cells[2], cells[3]
-    assert (tflite["speedup_vs_keras_eager"], tflite["speedup_vs_keras_tf_function"]) == (5.0, 2.0)
-    assert tflite["gflops_per_s"] == pytest.approx(5.0)
-    assert tflite["fraction_of_measured_peak"] == pytest.approx(0.5)
-    assert tflite["fraction_of_own_ceiling"] == pytest.approx(0.25)
-    assert tflite["fraction_of_theoretical_peak"] is None
-    assert onnx["speedup_vs_keras_eager"] is None and onnx["fraction_of_measured_peak"] is None
-    assert onnx["fraction_of_own_ceiling"] is None  # no ceiling measured at 2 threads
+    assert (tflite.speedup_vs_keras_eager, tflite.speedup_vs_keras_tf_function) == (5.0, 2.0)
+    assert tflite.gflops_per_s == pytest.approx(5.0)
+    assert tflite.fraction_of_measured_peak == pytest.approx(0.5)
+    assert tflite.fraction_of_own_ceiling == pytest.approx(0.25)
+    assert tflite.fraction_of_theoretical_peak is None
+    assert onnx.speedup_vs_keras_eager is None and onnx.fraction_of_measured_peak is None
+    assert onnx.fraction_of_own_ceiling is None  # no ceiling measured at 2 threads
 
 
 def test_cli_benchmarks_a_bundle_and_writes_the_report(bundle_copy):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
+from vae_edge.bench.results import Cell
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.provenance import git_commit
@@ -149,16 +150,16 @@ def measure_engine_ceilings(threads: tuple[int, ...]) -> dict[str, dict]:
     return ceilings
 
 
-def ceiling_of(cell: dict, ceilings: dict) -> float | None:
+def ceiling_of(cell: Cell, ceilings: dict) -> float | None:
     """The ceiling a cell's speed is held against: its engine's, in its mode's precision (int8 kernels
     for the integer modes, whose matrix products run in int8; float32 for the rest)."""
     engine = (
-        {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell["format"]].engine)
-        if cell["format"] in FORMATS
+        {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell.format].engine)
+        if cell.format in FORMATS
         else None
     )
-    precision = Mode.INT8 if cell["mode"] in MODES and MODES[cell["mode"]].integer else Mode.FLOAT32
-    return ceilings.get(str(cell["threads"]), {}).get(str(precision), {}).get(engine) if engine else None
+    precision = Mode.INT8 if cell.mode in MODES and MODES[cell.mode].integer else Mode.FLOAT32
+    return ceilings.get(str(cell.threads), {}).get(str(precision), {}).get(engine) if engine else None
 
 
 def count_graph_flops(bundle: Bundle) -> dict:
@@ -192,22 +193,22 @@ def measure_browser(bundle: Bundle, settings: "BenchSettings", notes: list[str],
     return browser_vs_native(bundle.folder, tuple(settings.batch_sizes), settings.threads, max(settings.runs, 10))
 
 
-def derive(cells: list[dict], flops: dict, peaks: dict, ceilings: dict | None = None) -> None:
+def derive(cells: list[Cell], flops: dict, peaks: dict, ceilings: dict | None = None) -> None:
     """Add speed-ups over the Keras baselines (ratio of p50 latencies in this run), achieved GFLOP/s,
     fractions of the numpy FP32 ceilings and of the cell's own engine-and-precision ceiling, in place."""
-    p50 = {(c["key"], c["batch"], c["threads"]): c["p50_ms"] for c in cells}
+    p50 = {(c.key, c.batch, c.threads): c.p50_ms for c in cells}
     for cell in cells:
         for mode in KERAS_MODES:
-            baseline = p50.get((f"{KERAS}/{cell['graph']}/{mode}", cell["batch"], cell["threads"]))
-            cell[f"speedup_vs_keras_{mode.replace('.', '_')}"] = baseline / cell["p50_ms"] if baseline else None
-        per_image = flops.get(cell["graph"], {}).get("flops")
-        cell["gflops_per_s"] = per_image * cell["images_per_s"] / 1e9 if per_image else None
-        peak = peaks.get(str(cell["threads"]), {})
+            baseline = p50.get((f"{KERAS}/{cell.graph}/{mode}", cell.batch, cell.threads))
+            setattr(cell, f"speedup_vs_keras_{mode.replace('.', '_')}", baseline / cell.p50_ms if baseline else None)
+        per_image = flops.get(cell.graph, {}).get("flops")
+        cell.gflops_per_s = per_image * cell.images_per_s / 1e9 if per_image else None
+        peak = peaks.get(str(cell.threads), {})
         for source in ("measured", "theoretical"):
             ceiling = peak.get(f"{source}_gflops")
-            cell[f"fraction_of_{source}_peak"] = cell["gflops_per_s"] / ceiling if cell["gflops_per_s"] and ceiling else None
+            setattr(cell, f"fraction_of_{source}_peak", cell.gflops_per_s / ceiling if cell.gflops_per_s and ceiling else None)
         own = ceiling_of(cell, ceilings or {})
-        cell["fraction_of_own_ceiling"] = cell["gflops_per_s"] / own if cell["gflops_per_s"] and own else None
+        cell.fraction_of_own_ceiling = cell.gflops_per_s / own if cell.gflops_per_s and own else None
 
 
 def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None, log: Callable[[str], None] = print) -> dict:
@@ -258,7 +259,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
                 log(f"  {subject['key']:<28} {threads} thread(s): FAILED ({error})")
                 continue
             for cell in result:
-                cells.append({**{k: subject[k] for k in ("key", "format", "graph", "mode", "size_bytes")}, **cell})
+                cells.append(Cell(**{k: subject[k] for k in ("key", "format", "graph", "mode", "size_bytes")}, **cell))
             log(
                 f"  {subject['key']:<28} {threads} thread(s): p50 at batch {result[0]['batch']} "
                 f"{result[0]['p50_ms']:.3f} ms ({time.perf_counter() - started:.1f} s)"
@@ -287,7 +288,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         },
         "settings": {**asdict(settings), "timer": "time.perf_counter around engine.run, numpy in and out; gc off while timing"},
         "flops": flops,
-        "cells": cells,
+        "cells": [asdict(cell) for cell in cells],
         "failures": failures,
         "browser": browser,
         "notes": notes,

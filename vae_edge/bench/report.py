@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from vae_edge.bench.results import cells_of
 from vae_edge.document import Heading, Paragraph, Picture, Table, to_markdown
 from vae_edge.fsutil import atomic_file, write_json, write_text
 from vae_edge.registry import BENCH_JSON, FORMATS, KERAS, KERAS_COLOR, PIPELINE
@@ -40,28 +41,28 @@ def _ratio(value) -> str:
 
 def groups(report: dict) -> list[tuple[int, int]]:
     """The (batch, threads) combinations measured, in order."""
-    return sorted({(c["batch"], c["threads"]) for c in report["cells"]})
+    return sorted({(c.batch, c.threads) for c in cells_of(report)})
 
 
 def table_rows(report: dict, batch: int, threads: int) -> list[list[str]]:
     rows = [COLUMNS]
-    for c in (c for c in report["cells"] if (c["batch"], c["threads"]) == (batch, threads)):
+    for c in (c for c in cells_of(report) if (c.batch, c.threads) == (batch, threads)):
         rows.append(
             [
-                c["key"],
-                human_size(c["size_bytes"]),
-                _seconds(c["load_s"]),
-                _seconds(c["first_s"]),
-                f"{_ms(c['mean_ms'])} ± {_ms(c['std_ms'])}",
-                _ms(c["p50_ms"]),
-                _ms(c["p90_ms"]),
-                _ms(c["p99_ms"]),
-                f"{c['images_per_s']:.0f}",
-                f"{c['peak_rss_mib']:.0f} MiB",
-                f"{c['gflops_per_s']:.2f}" if c["gflops_per_s"] else "-",
-                f"{100 * c['fraction_of_own_ceiling']:.1f}%" if c.get("fraction_of_own_ceiling") else "-",
-                _ratio(c["speedup_vs_keras_eager"]),
-                _ratio(c["speedup_vs_keras_tf_function"]),
+                c.key,
+                human_size(c.size_bytes),
+                _seconds(c.load_s),
+                _seconds(c.first_s),
+                f"{_ms(c.mean_ms)} ± {_ms(c.std_ms)}",
+                _ms(c.p50_ms),
+                _ms(c.p90_ms),
+                _ms(c.p99_ms),
+                f"{c.images_per_s:.0f}",
+                f"{c.peak_rss_mib:.0f} MiB",
+                f"{c.gflops_per_s:.2f}" if c.gflops_per_s else "-",
+                f"{100 * c.fraction_of_own_ceiling:.1f}%" if c.fraction_of_own_ceiling else "-",
+                _ratio(c.speedup_vs_keras_eager),
+                _ratio(c.speedup_vs_keras_tf_function),
             ]
         )
     return rows
@@ -212,25 +213,26 @@ def save_picture(report: dict, path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    batches = sorted({c["batch"] for c in report["cells"]})
-    threads = sorted({c["threads"] for c in report["cells"]})
-    keys = list(dict.fromkeys(c["key"] for c in report["cells"]))
+    all_cells = cells_of(report)
+    batches = sorted({c.batch for c in all_cells})
+    threads = sorted({c.threads for c in all_cells})
+    keys = list(dict.fromkeys(c.key for c in all_cells))
     figure, axes = plt.subplots(
         len(threads), len(batches), figsize=(5 * len(batches), 0.22 * len(keys) * len(threads) + 1.2), squeeze=False, sharey=True
     )
     for row, t in enumerate(threads):
         for col, b in enumerate(batches):
             axis = axes[row, col]
-            cells = {c["key"]: c for c in report["cells"] if (c["batch"], c["threads"]) == (b, t)}
+            cells = {c.key: c for c in all_cells if (c.batch, c.threads) == (b, t)}
             for y, key in enumerate(keys):
                 if key in cells:
                     c = cells[key]
                     axis.barh(
                         y,
-                        c["p50_ms"],
-                        xerr=[[0], [c["p90_ms"] - c["p50_ms"]]],
+                        c.p50_ms,
+                        xerr=[[0], [c.p90_ms - c.p50_ms]],
                         capsize=2,
-                        color=FORMAT_COLORS.get(c["format"], "tab:purple"),
+                        color=FORMAT_COLORS.get(c.format, "tab:purple"),
                         error_kw={"elinewidth": 0.8},
                     )
             axis.set_xscale("log")

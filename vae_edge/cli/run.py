@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vae_edge.backend import require_tensorflow_backend
+from vae_edge.bench.results import Cell, cells_of
 from vae_edge.pipeline import STAGES
 from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
 from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, TrainConfig
@@ -155,17 +156,15 @@ def summary(folder) -> str:
             verdicts.setdefault(pipeline["format"], []).append(pipeline["passed"])
         lines.append("verified: " + ", ".join(f"{fmt} {sum(v)}/{len(v)} PASS" for fmt, v in verdicts.items()))
     if folder.bench.is_file():
-        best: dict[tuple[str, int], dict] = {}
-        for cell in json.loads(folder.bench.read_text())["cells"]:
-            if cell["graph"] == PIPELINE:
-                key = (cell["format"], cell["batch"])
-                if key not in best or cell["p50_ms"] < best[key]["p50_ms"]:
-                    best[key] = cell
+        best: dict[tuple[str, int], Cell] = {}
+        for cell in cells_of(json.loads(folder.bench.read_text())):
+            key = (cell.format, cell.batch)
+            if cell.graph == PIPELINE and (key not in best or cell.p50_ms < best[key].p50_ms):
+                best[key] = cell
         for (fmt, batch), cell in sorted(best.items()):
-            lines.append(
-                f"latency:  {fmt:<10} batch {batch:<3} best {cell['p50_ms']:.3f} ms end to end "
-                f"({cell['mode']}{'' if cell['key'].count('@') == 0 else ' fixed shape'}, {cell['threads']} thread(s))"
-            )
+            shape = " fixed shape" if "@" in cell.key else ""
+            lines.append(f"latency:  {fmt:<10} batch {batch:<3} best {cell.p50_ms:.3f} ms end to end "
+                         f"({cell.mode}{shape}, {cell.threads} thread(s))")
     lines += [
         f"report:   {folder.report} and {folder.report.with_suffix('.html')}",
         f"bundle:   {folder.bundle}/",

@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from vae_edge.bench.machine import cpu_class
+from vae_edge.bench.results import cells_of
 from vae_edge.bundle import Bundle
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
@@ -74,11 +75,11 @@ def measured_latency(bundle: Bundle) -> dict[str, float]:
         machine = report["machine"]
         if {key: machine[key] for key in ("cpu", "vector_extensions")} != cpu_class():
             return {}
-        cells = [c for c in report["cells"] if c["graph"] == PIPELINE and c["batch"] == 1]
+        cells = [c for c in cells_of(report) if c.graph == PIPELINE and c.batch == 1]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    most = max((c["threads"] for c in cells), default=None)
-    return {c["key"].replace(f"/{PIPELINE}/", "/"): c["p50_ms"] for c in cells if c["threads"] == most}
+    most = max((c.threads for c in cells), default=None)
+    return {c.key.replace(f"/{PIPELINE}/", "/"): c.p50_ms for c in cells if c.threads == most}
 
 
 class EdgeVAE:
