@@ -42,14 +42,16 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
 
     The fastest verified one end to end at batch 1, where the bundle's `bench.json` was measured on
     this CPU class (same model and vector extensions: int8 pays off with VNNI and not without);
-    otherwise the most compact verified one, ties to the mode listed first in the registry.
+    otherwise the most compact verified one, ties to the mode listed first in the registry; with no
+    verification at all, float32 where the bundle has it.
     Decided from files, not by timing at load, so the same bundle always gives the same images.
     """
     modes = FORMATS[backend].modes
     verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)
                 and not saturates(bundle, t)]
-    if not verified:
-        return Mode.FLOAT32
+    if not verified:  # an export with --no-verify: float32 if it has it, else its first mode in registry order
+        exported = {t.mode for t in bundle.targets() if t.format == backend}
+        return next((m for m in (Mode.FLOAT32, *modes) if m in exported), Mode.FLOAT32)
     latency = measured_latency(bundle)
     timed = [t for t in verified if t.key in latency]
     if timed:
