@@ -63,7 +63,6 @@ EXTRAS_OF_MODULES = {
 }
 
 
-
 def names(*groups) -> list[str]:
     """The plain string names of enum members (and strings), e.g. for `click.Choice`, which would
     otherwise list an Enum by its member names."""
@@ -207,13 +206,6 @@ def artifact_path(target: Target, graph: str) -> str:
 def format_of_suffix(suffix: str) -> Format | None:
     """The format whose files end in `suffix` (".tflite"), or None."""
     return next((fmt for fmt, info in FORMATS.items() if info.suffix and info.suffix == suffix), None)
-
-
-def order_key(fmt: str, mode: str) -> tuple[int, int]:
-    """Where a format and mode sit in tables: registry order, Keras first."""
-    formats = [KERAS, *FORMATS]
-    modes = [*KERAS_MODES, *MODES]
-    return formats.index(fmt), modes.index(mode) if mode in modes else len(modes)
 
 
 # A converter writes one target's file for one graph; see vae_edge/export/job.py for its argument.
