@@ -37,6 +37,10 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
 
     @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
 
