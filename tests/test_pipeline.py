@@ -78,7 +78,7 @@ TINY_RECIPE = ('variant = "micro"\nlatent-dim = 4\nmax-samples = 160\nbatch-size
 
 
 @pytest.mark.parametrize("settings, changed", [
-    ('epochs = 2\n', ["finished train stage", "'epochs': 1", "'epochs': 2"]),
+    ('epochs = 2\n', ["finished train stage", "train.epochs 1 -> 2"]),
     ('epochs = 1\nformat = ["tflite"]\n', ["finished export stage", "formats ['all'] -> ['tflite']"]),
 ], ids=["training", "formats"])
 def test_a_toml_recipe_sets_the_options(run_dir, tmp_path, settings, changed):
