@@ -102,6 +102,13 @@ def atomic_file(path):
         raise
 
 
+def write_bytes(path, data: bytes) -> Path:
+    """Write a binary file atomically."""
+    with atomic_file(path) as partial:
+        partial.write_bytes(data)
+    return Path(path)
+
+
 def write_text(path, text: str) -> Path:
     """Write a text file atomically."""
     with atomic_file(path) as partial:

@@ -78,15 +78,15 @@ def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None
     settings it would be made with now."""
     if restart or not folder.config.exists():
         return
-    wanted = json.loads(json.dumps(asdict(config)))
-    saved = json.loads(folder.config.read_text())
+    wanted = _flatten(json.loads(json.dumps(asdict(config))))
+    saved = _flatten(json.loads(folder.config.read_text()))
     for stage in STAGES:
         if not folder.done(stage):
             continue
-        keys = [key for key in _flatten(wanted) | _flatten(saved) if key.split(".")[0] in STAGE_SETTINGS[stage]]
-        changed = [key for key in keys if _flatten(saved).get(key) != _flatten(wanted).get(key)]
+        keys = [key for key in wanted | saved if key.split(".")[0] in STAGE_SETTINGS[stage]]
+        changed = [key for key in keys if saved.get(key) != wanted.get(key)]
         if changed:
-            details = ", ".join(f"{key} {_flatten(saved).get(key)!r} -> {_flatten(wanted).get(key)!r}" for key in changed)
+            details = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed)
             raise BadInputError(
                 f"{folder.root} holds a finished {stage} stage made with other settings ({details}); "
                 "pass --restart to start it over, or choose another --out"

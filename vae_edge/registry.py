@@ -169,11 +169,15 @@ class Target:
     @property
     def key(self) -> str:
         """`tflite/int8`, or `tflite/int8@b1` for the fixed-shape variant with batch 1."""
-        return f"{self.format}/{self.mode}" + ("" if self.batch is None else f"@b{self.batch}")
+        return f"{self.format}/{self.mode}{self._shape}"
 
     def artifact_key(self, graph: str) -> str:
         """`tflite/decoder/int8`, `tflite/decoder/int8@b1`."""
-        return f"{self.format}/{graph}/{self.mode}" + ("" if self.batch is None else f"@b{self.batch}")
+        return f"{self.format}/{graph}/{self.mode}{self._shape}"
+
+    @property
+    def _shape(self) -> str:
+        return "" if self.batch is None else f"@b{self.batch}"
 
 
 DEFAULT_STATIC_BATCH = 1  # the fixed-shape variants' batch unless `--static-batch` says otherwise

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.registry import Engine, Mode
+from vae_edge.fsutil import write_bytes
+from vae_edge.registry import ENGINES, Engine, Mode
+from vae_edge.runtime.engines import installed
 
 SIZE = 512  # M = N = K: 268 MFLOP a product, a few ms per run on one core
 MIN_SECONDS = 0.5  # per engine, precision and thread count
@@ -40,14 +42,6 @@ def method(size: int = SIZE) -> str:
 
 def _weights(size: int) -> np.ndarray:
     return (np.random.default_rng(0).standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return path
 
 
 def onnx_matmul(precision: Mode, size: int = SIZE) -> Path:
@@ -73,7 +67,8 @@ def onnx_matmul(precision: Mode, size: int = SIZE) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return _write_atomically(path, model.SerializeToString())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(path, model.SerializeToString())
 
 
 def tflite_matmul(precision: Mode, size: int = SIZE) -> Path | None:
@@ -98,7 +93,8 @@ def tflite_matmul(precision: Mode, size: int = SIZE) -> Path | None:
         converter.representative_dataset = lambda: ([rng.standard_normal((size, size)).astype(np.float32)] for _ in range(4))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
-    return _write_atomically(path, converter.convert())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(path, converter.convert())
 
 
 def _fastest_seconds(run, min_seconds: float) -> float:
@@ -156,10 +152,9 @@ def measure_ceilings(threads: int, size: int = SIZE, min_seconds: float = MIN_SE
     for precision in PRECISIONS:
         for engine, build, runner in ((Engine.ONNXRUNTIME, onnx_matmul, _onnxruntime_runner),
                                       (Engine.LITERT, tflite_matmul, _litert_runner)):
-            module = "onnxruntime" if engine == Engine.ONNXRUNTIME else "ai_edge_litert"
-            path = build(precision, size) if importlib.util.find_spec(module) else None
+            path = build(precision, size) if installed(engine) else None
             if path is None:
-                reason = f"{module} is not installed" if not importlib.util.find_spec(module) else (
+                reason = f"{ENGINES[engine].module} is not installed" if not installed(engine) else (
                     f"no cached {precision} .tflite in {cache_dir()} and no TensorFlow to make one")
                 notes.append(f"{engine} {precision}: skipped, {reason}")
                 result[str(precision)][str(engine)] = None

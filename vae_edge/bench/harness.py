@@ -153,11 +153,7 @@ def measure_engine_ceilings(threads: tuple[int, ...]) -> dict[str, dict]:
 def ceiling_of(cell: Cell, ceilings: dict) -> float | None:
     """The ceiling a cell's speed is held against: its engine's, in its mode's precision (int8 kernels
     for the integer modes, whose matrix products run in int8; float32 for the rest)."""
-    engine = (
-        {Engine.LITERT: "litert", Engine.ONNXRUNTIME: "onnxruntime"}.get(FORMATS[cell.format].engine)
-        if cell.format in FORMATS
-        else None
-    )
+    engine = str(FORMATS[cell.format].engine) if cell.format in FORMATS else None  # ceilings are keyed by engine
     precision = Mode.INT8 if cell.mode in MODES and MODES[cell.mode].integer else Mode.FLOAT32
     return ceilings.get(str(cell.threads), {}).get(str(precision), {}).get(engine) if engine else None
 

@@ -21,7 +21,7 @@ from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, Verificati
 from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.job import ExportJob
 from vae_edge.export.metadata import embed_file, metadata_fields
-from vae_edge.export.onnx_int8 import AUTO, choose_settings, cpu_class, cpu_features
+from vae_edge.export.onnx_int8 import AUTO, choose_settings, target_class
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
 from vae_edge.provenance import package_versions
@@ -150,7 +150,7 @@ def export_bundle(
     int8_settings = choose_settings(onnx_int8_target)
     quantization = {
         "onnx_int8": {
-            "cpu_class": str(cpu_class(cpu_features()) if onnx_int8_target == AUTO else onnx_int8_target),
+            "cpu_class": str(target_class(onnx_int8_target)),
             "settings": int8_settings.as_dict(),
         }
     }

@@ -15,12 +15,12 @@ zero point included), the image shape, the latent size and how to draw z from th
 """
 
 import json
-import os
 from pathlib import Path
 
 from vae_edge import __version__
 from vae_edge.bundle import SCHEMA_VERSION
 from vae_edge.errors import BadInputError, MissingFileError, first_line
+from vae_edge.fsutil import write_bytes
 from vae_edge.prior import REFERENCE_SEEDS, reference_vectors
 from vae_edge.registry import FORMATS, Format, Graph, Mode, format_of_suffix
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z
@@ -129,10 +129,7 @@ def embed_file(path, fields: dict) -> Path:
         import onnx
 
         data = embed_onnx(onnx.load(str(path)), fields).SerializeToString()
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return path
+    return write_bytes(path, data)
 
 
 def read_metadata(path) -> dict:

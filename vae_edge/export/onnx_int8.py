@@ -188,11 +188,15 @@ def choose_settings(target: str = AUTO) -> Settings:
     - other (ARM, older x86): S8S8, onnxruntime's documented default, with native int8 dot
       products on ARM. Unmeasured.
     """
+    return CHOICES[target_class(target)]
+
+
+def target_class(target: str = AUTO) -> CpuClass:
+    """The CPU class named by `target` ("auto": this machine's)."""
     try:
-        chosen = cpu_class(cpu_features()) if target == AUTO else CpuClass(target)
+        return cpu_class(cpu_features()) if target == AUTO else CpuClass(target)
     except ValueError:
         raise BadInputError(f"unknown CPU target {target!r}; use auto or one of {', '.join(CpuClass)}") from None
-    return CHOICES[chosen]
 
 
 def head_nodes(model: "onnx.ModelProto") -> list[str]:

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import lzma
-import os
 import subprocess
 import sys
 import tarfile
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.fsutil import write_bytes, write_json
 
 ORT_WEB_VERSION = "1.30.0"
 PACKAGE = "onnxruntime-web"
@@ -36,12 +36,6 @@ RECORD = "VENDOR.json"
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def read_record(vendor_dir: Path = VENDOR_DIR) -> dict:
@@ -90,7 +84,7 @@ def refresh(vendor_dir: Path = VENDOR_DIR, version: str = ORT_WEB_VERSION) -> di
     vendor_dir.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
         stored = COMPRESSED.get(name, name)
-        _write_atomic(vendor_dir / stored, lzma.compress(data, preset=9) if name in COMPRESSED else data)
+        write_bytes(vendor_dir / stored, lzma.compress(data, preset=9) if name in COMPRESSED else data)
     record = {
         "package": PACKAGE,
         "version": version,
@@ -99,7 +93,7 @@ def refresh(vendor_dir: Path = VENDOR_DIR, version: str = ORT_WEB_VERSION) -> di
         "files": {name: {"sha256": _sha256(data), "size_bytes": len(data), "stored_as": COMPRESSED.get(name, name)}
                   for name, data in contents.items()},
     }
-    _write_atomic(vendor_dir / RECORD, (json.dumps(record, indent=2) + "\n").encode())
+    write_json(vendor_dir / RECORD, record)
     return record
 
 
