@@ -178,3 +178,26 @@ def test_a_jax_trained_model_exports_and_verifies_from_a_jax_shell(jax_run, tmp_
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["verification"]["passed"] and manifest["model"]["trained_precision"] == "float32"
     assert {(a["format"], a["mode"]) for a in manifest["artifacts"]} >= {("tflite", "int8"), ("onnx", "float32")}
+
+
+def test_nearest_upsampling_gives_the_same_pixels_on_jax(tmp_path):
+    """The decoder's upsampling is a repeat on JAX and DEPTH_TO_SPACE on TensorFlow: the same pixels."""
+    pytest.importorskip("jax")
+    import keras
+
+    from tests.test_model import UPSAMPLINGS
+    from vae_edge.model.layers import NearestUpsampling
+
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from vae_edge.model.layers import NearestUpsampling
+        x = np.random.default_rng(0).random((2, 16, 9, 3), dtype=np.float32)
+        np.savez({str(tmp_path / "jax.npz")!r}, **{{f"{{h}}x{{w}}": np.asarray(NearestUpsampling(h, w)(x[:, :i, :j]))
+                                                 for (i, j), (h, w) in {UPSAMPLINGS!r}}})
+    """)
+    _run([sys.executable, "-c", script], {backend.ENV: "jax"})
+    on_jax = np.load(tmp_path / "jax.npz")
+    x = np.random.default_rng(0).random((2, 16, 9, 3), dtype=np.float32)
+    for (i, j), (h, w) in UPSAMPLINGS:
+        on_tf = keras.ops.convert_to_numpy(NearestUpsampling(h, w)(x[:, :i, :j]))
+        np.testing.assert_array_equal(on_jax[f"{h}x{w}"], on_tf)

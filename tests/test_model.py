@@ -154,3 +154,22 @@ def test_a_few_steps_lower_the_loss_under_each_precision_policy(precision, digit
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.dtype_policy.name == precision
     np.testing.assert_array_equal(loaded.encode(x[:4])[0], model.encode(x[:4])[0])
+
+
+UPSAMPLINGS = [((7, 7), (14, 14)), ((4, 4), (7, 7)), ((15, 8), (29, 16)), ((16, 9), (31, 17)), ((1, 2), (2, 3))]
+
+
+@pytest.mark.parametrize("in_hw, out_hw", UPSAMPLINGS)
+def test_nearest_upsampling_gives_the_pixels_of_tensorflows_nearest_resize(in_hw, out_hw):
+    from vae_edge.model.layers import NearestUpsampling
+
+    x = np.random.default_rng(0).random((2, *in_hw, 3), dtype=np.float32)
+    expected = keras.layers.Resizing(*out_hw, interpolation="nearest")(x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(NearestUpsampling(*out_hw)(x)), expected)
+
+
+def test_nearest_upsampling_refuses_more_than_twice_the_input():
+    from vae_edge.model.layers import nearest_rows
+
+    with pytest.raises(ValueError, match="takes 4 rows to between 5 and 8, not 9"):
+        nearest_rows(4, 9)

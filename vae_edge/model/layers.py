@@ -30,3 +30,71 @@ class Sampling(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "seed": self.seed}
+
+
+def nearest_rows(in_size: int, out_size: int) -> list[tuple[int, int]]:
+    """Which rows of a 2x repeat give TensorFlow's half-pixel nearest resize from `in_size` to `out_size`.
+
+    TensorFlow reads input row `floor((out + 0.5) * in_size / out_size)`. For in_size < out_size <=
+    2 * in_size every input row appears once or twice, in order, so the result is the 2x repeat
+    with some duplicates left out; returned as `[start, stop)` runs of rows to keep.
+    """
+    if not in_size < out_size <= 2 * in_size:
+        raise ValueError(f"nearest upsampling takes {in_size} rows to between {in_size + 1} and {2 * in_size}, not {out_size}")
+    keep, previous = [], None
+    for row in range(out_size):
+        source = (2 * row + 1) * in_size // (2 * out_size)
+        keep.append(2 * source + (source == previous))
+        previous = source
+    runs = []
+    for index in keep:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+@keras.saving.register_keras_serializable(package="vae_edge")
+class NearestUpsampling(keras.layers.Layer):
+    """Nearest-neighbour upsampling to an explicit (height, width) of at most twice the input's.
+
+    The same numbers as `Resizing(interpolation="nearest")` on TensorFlow, written as a 2x
+    repeat (channel copies + `depth_to_space` on TensorFlow) and slices, because mobile
+    delegates run those: XNNPACK has no nearest resize, and NNAPI and CoreML take only some
+    resize modes. Explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back exactly, and
+    the gradient needs no `ResizeNearestNeighborGrad`, which XLA lacks.
+    """
+
+    def __init__(self, height: int, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+
+    def call(self, inputs):
+        rows = nearest_rows(inputs.shape[1], self.height)
+        columns = nearest_rows(inputs.shape[2], self.width)
+        x = _repeat_2x(inputs)
+        x = _keep(x, rows, axis=1)
+        return _keep(x, columns, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[3])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "height": self.height, "width": self.width}
+
+
+def _repeat_2x(x):
+    """Each pixel as a 2x2 block: TensorFlow's own op (which converters map to DEPTH_TO_SPACE), a repeat elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.depth_to_space(tf.concat([x] * 4, axis=-1), 2)
+    return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _keep(x, runs: list[tuple[int, int]], axis: int):
+    if runs == [(0, x.shape[axis])]:
+        return x
+    pieces = [x[:, start:stop] if axis == 1 else x[:, :, start:stop] for start, stop in runs]
+    return pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=axis)

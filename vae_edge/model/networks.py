@@ -1,9 +1,10 @@
 """ResNet encoder and mirrored ResNet decoder, built as separate functional Keras models.
 
 Keeping them separate models is what lets export write each as its own graph. Decoder
-upsampling uses nearest-neighbour `Resizing` to explicit sizes, not `UpSampling2D`: the
-latter leaves the height unknown with a dynamic batch and TFLite then needs Flex ops, and
-explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back exactly.
+upsampling is `NearestUpsampling` to explicit sizes, not `UpSampling2D` (which leaves the
+height unknown with a dynamic batch, so TFLite needs Flex ops) nor `Resizing` (whose resize
+op XNNPACK does not delegate): explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back
+exactly.
 """
 
 import math
@@ -13,6 +14,7 @@ from keras import layers
 
 from vae_edge.data import IMAGE_CHANNELS
 from vae_edge.errors import BadInputError
+from vae_edge.model.layers import NearestUpsampling
 
 # Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
 BN_MOMENTUM = 0.9
@@ -87,7 +89,7 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
     x = layers.Reshape((bottom_h, bottom_w, filters[-1]), name="unflatten", dtype=dtype)(x)
     for stage in reversed(range(len(filters))):
         out_width = filters[max(stage - 1, 0)]
-        x = layers.Resizing(*sizes[stage], interpolation="nearest", name=f"up{stage}", dtype=dtype)(x)
+        x = NearestUpsampling(*sizes[stage], name=f"up{stage}", dtype=dtype)(x)
         x = _conv_bn_relu(x, out_width, f"up{stage}", dtype)
         for block in range(blocks_per_stage):
             x = _residual_block(x, out_width, f"dec{stage}_res{block}", dtype)
