@@ -23,27 +23,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def embedded_digits_parsed_once():
-    """Parse the embedded data set's text file once per session (about 20 s a parse on this CPU), not once
-    per `load_dataset`; the array is read-only so that no caller can change what the next one gets."""
-    import functools
-
-    from vae_edge import data
-
-    parse = data._load_mnist_5k
-
-    @functools.cache
-    def parsed_once():
-        images = parse()
-        images.flags.writeable = False
-        return images
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(data, "_load_mnist_5k", parsed_once)
-        yield
-
-
 @pytest.fixture(scope="session")
 def digits():
     """Real MNIST digits from the embedded data set, float32 (N, 28, 28, 1) in [0, 1]."""

@@ -108,3 +108,67 @@ def test_offline_keras_dataset_points_to_the_embedded_one(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", keras)
     with pytest.raises(BadInputError, match="mnist-5k.*folder"):
         load_images("mnist")
+
+
+def test_embedded_digits_carry_their_labels_and_every_split_holds_each_class_in_proportion():
+    from vae_edge.data import DIGITS
+
+    s = load_dataset("mnist-5k", seed=0)
+    assert s.labelled and s.class_names == DIGITS
+    assert np.bincount(s.train_labels).tolist() == [400] * 10
+    assert np.bincount(s.val_labels).tolist() == [50] * 10 and np.bincount(s.test_labels).tolist() == [50] * 10
+
+
+def test_a_sample_of_a_data_set_stored_by_class_keeps_every_class():
+    s = load_dataset("mnist-5k", max_samples=200, seed=0)  # mnist-5k stores its digits 0..9 in order
+    assert len(s.train) + len(s.val) + len(s.test) == 200
+    assert set(np.unique(s.train_labels)) == set(range(10))
+
+
+def test_stratified_split_is_deterministic_and_disjoint():
+    labels = np.repeat(np.arange(3), [60, 30, 10])
+    images = (np.arange(100, dtype=np.float32) / 100).reshape(100, 1, 1, 1)
+    a = split(images, "toy", seed=1, labels=labels)
+    b = split(images, "toy", seed=1, labels=labels)
+    np.testing.assert_array_equal(a.test_labels, b.test_labels)
+    assert len(np.unique(np.concatenate([a.train, a.val, a.test]).ravel())) == 100
+    assert np.bincount(a.val_labels, minlength=3).tolist() == [6, 3, 1]
+    np.testing.assert_array_equal(labels[np.round(a.train.ravel() * 100).astype(int)], a.train_labels)
+
+
+def test_a_folder_of_class_folders_is_labelled_by_folder_name(tmp_path):
+    from vae_edge.data import load_labelled
+
+    root = tmp_path / "defects"
+    root.mkdir()
+    _write_images(root / "scratch", [(8, 8)] * 2)
+    _write_images(root / "dent", [(8, 8)] * 3)
+    (root / "empty").mkdir()
+    data = load_labelled(str(root))
+    assert data.class_names == ("dent", "scratch") and data.labels.tolist() == [0, 0, 0, 1, 1]
+    assert data.images.shape == (5, 8, 8, 1)
+
+
+def test_npz_labels_and_class_names(tmp_path):
+    from vae_edge.data import load_labelled
+
+    np.savez(tmp_path / "l.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array([[0], [2], [1], [2]]),
+             class_names=np.array(["cat", "dog", "eel"]))
+    data = load_labelled(str(tmp_path / "l.npz"))
+    assert data.labels.tolist() == [0, 2, 1, 2] and data.class_names == ("cat", "dog", "eel")
+    np.savez(tmp_path / "n.npz", x=np.zeros((3, 8, 8), np.uint8), y=np.array([0, 1, 3]))
+    assert load_labelled(str(tmp_path / "n.npz")).class_names == ("0", "1", "2", "3")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1, 2]), r"expected 4 labels \(one per image\), got shape \(3,\)"),
+    (np.array([0, -1, 2, 1]), r"labels must be class indices 0..2, found -1..2"),
+    (np.array([0.5, 1, 2, 1]), "labels must be integer class indices, got dtype float64"),
+    (np.array(["a", "b", "c", "d"]), "labels must be integer class indices"),
+])
+def test_bad_npz_labels_are_one_clear_error(tmp_path, labels, message):
+    from vae_edge.data import load_labelled
+
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 8, 8), np.uint8), y=labels)
+    with pytest.raises(BadInputError, match=message):
+        load_labelled(str(tmp_path / "bad.npz"))

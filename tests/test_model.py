@@ -173,3 +173,40 @@ def test_nearest_upsampling_refuses_more_than_twice_the_input():
 
     with pytest.raises(ValueError, match="takes 4 rows to between 5 and 8, not 9"):
         nearest_rows(4, 9)
+
+
+def test_conditional_graphs_take_a_named_one_hot_label_and_round_trip(tmp_path):
+    model = VAE.from_variant("micro", latent_dim=4, num_classes=3, class_names=["ant", "bee", "cat"])
+    assert [t.name for t in model.encoder.inputs] == ["image", "label"]
+    assert [t.name for t in model.decoder.inputs] == ["z", "label"]
+    z = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    by_name, by_index = model.decode(z, ["ant", "bee", "cat"] * 2), model.decode(z, np.array([0, 1, 2] * 2))
+    np.testing.assert_array_equal(by_name, by_index)
+    assert not np.allclose(model.decode(z, label=0), model.decode(z, label=2))  # the label steers the decoder
+    model.save(tmp_path / "c.keras")
+    loaded = keras.models.load_model(tmp_path / "c.keras")
+    assert loaded.class_names == ["ant", "bee", "cat"] and loaded.num_classes == 3
+    np.testing.assert_array_equal(loaded.sample(5, seed=2, label="bee"), model.sample(5, seed=2, label=1))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.sample(2), "this model is conditional: pass label="),
+    (lambda m: m.sample(2, label=3), r"label 3 is not a class of this model; use an index 0..2 or a name: ant, bee, cat"),
+    (lambda m: m.sample(2, label="owl"), "label 'owl' is not a class"),
+    (lambda m: m.sample(2, labels=[0]), r"labels: expected 2 \(one per row\), got 1"),
+    (lambda m: m.sample(2, label=0, labels=[0, 1]), "either label .* or labels"),
+    (lambda m: m.encode(np.zeros((2, 28, 28, 1)), np.array([0, 5])), "labels must be class indices 0..2, found 0..5"),
+])
+def test_conditional_label_mistakes_are_one_clear_error(call, message):
+    model = VAE.from_variant("micro", latent_dim=4, num_classes=3, class_names=["ant", "bee", "cat"])
+    with pytest.raises(BadInputError, match=message):
+        call(model)
+
+
+def test_unconditional_model_refuses_a_label_and_bad_class_counts_are_refused():
+    with pytest.raises(BadInputError, match="unconditional .*drop the label"):
+        VAE.from_variant("micro", latent_dim=4).sample(2, label=1)
+    with pytest.raises(BadInputError, match="num_classes must be 0 .* or at least 2, got 1"):
+        VAE.from_variant("micro", num_classes=1)
+    with pytest.raises(BadInputError, match="class_names must be 2 distinct names"):
+        VAE.from_variant("micro", num_classes=2, class_names=["a", "a"])

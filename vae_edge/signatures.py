@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from vae_edge.registry import Graph
 
 # Tensor names.
-IMAGE, Z = "image", "z"
+IMAGE, Z, LABEL = "image", "z", "label"  # label: one-hot (N, K) float32, in conditional graphs only
 Z_MEAN, Z_LOG_VAR, RECONSTRUCTION = "z_mean", "z_log_var", "reconstruction"
 # Signature names (SavedModel and TFLite).
 ENCODE, DECODE = "encode", "decode"
@@ -45,14 +45,17 @@ class GraphSpec:
         return tuple(t.name for t in self.outputs)
 
 
-def graph_specs(image_shape, latent_dim: int) -> dict[Graph, GraphSpec]:
-    """The encoder and decoder of a VAE for images of `image_shape` (H, W, C) and `latent_dim`."""
+def graph_specs(image_shape, latent_dim: int, num_classes: int = 0) -> dict[Graph, GraphSpec]:
+    """The encoder and decoder of a VAE for images of `image_shape` (H, W, C) and `latent_dim`;
+    with `num_classes` > 0 both also take the one-hot `label`, after their first input."""
     image = (BATCH, *(int(d) for d in image_shape))
     latent = (BATCH, int(latent_dim))
+    label = (TensorSpec(LABEL, (BATCH, int(num_classes))),) if num_classes else ()
     return {
-        Graph.ENCODER: GraphSpec(Graph.ENCODER, ENCODE, (TensorSpec(IMAGE, image),),
+        Graph.ENCODER: GraphSpec(Graph.ENCODER, ENCODE, (TensorSpec(IMAGE, image), *label),
                                  (TensorSpec(Z_MEAN, latent), TensorSpec(Z_LOG_VAR, latent))),
-        Graph.DECODER: GraphSpec(Graph.DECODER, DECODE, (TensorSpec(Z, latent),), (TensorSpec(RECONSTRUCTION, image),)),
+        Graph.DECODER: GraphSpec(Graph.DECODER, DECODE, (TensorSpec(Z, latent), *label),
+                                 (TensorSpec(RECONSTRUCTION, image),)),
     }
 
 

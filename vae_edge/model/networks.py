@@ -5,6 +5,12 @@ upsampling is `NearestUpsampling` to explicit sizes, not `UpSampling2D` (which l
 height unknown with a dynamic batch, so TFLite needs Flex ops) nor `Resizing` (whose resize
 op XNNPACK does not delegate): explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back
 exactly.
+
+A conditional network (`num_classes` > 0) takes a one-hot `label` as a second input. The
+decoder concatenates it with z before the projection, so it steers every stage that draws;
+the encoder concatenates it with the pooled features before the latent heads, so z need not
+spend capacity on the class. Both injections cost one small matrix product, not a label map
+per pixel, and convert to CONCATENATION, which every delegate runs.
 """
 
 import math
@@ -15,6 +21,7 @@ from keras import layers
 from vae_edge.data import IMAGE_CHANNELS
 from vae_edge.errors import BadInputError
 from vae_edge.model.layers import NearestUpsampling
+from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 # Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
 BN_MOMENTUM = 0.9
@@ -63,28 +70,38 @@ def _residual_block(x, filters: int, name: str, dtype):
     return layers.ReLU(name=f"{name}_out", dtype=dtype)(y)
 
 
-def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype) -> keras.Model:
-    """image (N, H, W, C) in [0, 1] -> [z_mean, z_log_var], both (N, latent_dim) float32."""
-    image = keras.Input(shape=input_shape, name="image")
+def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype,
+                  num_classes: int = 0) -> keras.Model:
+    """image (N, H, W, C) in [0, 1] [, label (N, K) one-hot] -> [z_mean, z_log_var], both (N, latent_dim) float32."""
+    image = keras.Input(shape=input_shape, name=IMAGE)
     x = _conv_bn_relu(image, filters[0], "stem", dtype)
     for stage, width in enumerate(filters):
         x = _conv_bn_relu(x, width, f"down{stage}", dtype, strides=2)
         for block in range(blocks_per_stage):
             x = _residual_block(x, width, f"enc{stage}_res{block}", dtype)
     x = layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
+    inputs = [image]
+    if num_classes:
+        inputs.append(keras.Input(shape=(num_classes,), name=LABEL))
+        x = layers.Concatenate(name="with_label", dtype=dtype)([x, inputs[1]])
     # The heads run in float32 so the latent statistics keep full precision under mixed policies.
-    z_mean = layers.Dense(latent_dim, name="z_mean", dtype="float32")(x)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var", dtype="float32")(x)
-    return keras.Model(image, [z_mean, z_log_var], name="encoder")
+    z_mean = layers.Dense(latent_dim, name=Z_MEAN, dtype="float32")(x)
+    z_log_var = layers.Dense(latent_dim, name=Z_LOG_VAR, dtype="float32")(x)
+    return keras.Model(inputs if num_classes else image, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype) -> keras.Model:
-    """z (N, latent_dim) -> reconstruction (N, H, W, C) in [0, 1], float32."""
+def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype,
+                  num_classes: int = 0) -> keras.Model:
+    """z (N, latent_dim) [, label (N, K) one-hot] -> reconstruction (N, H, W, C) in [0, 1], float32."""
     height, width, channels = input_shape
     sizes = spatial_sizes(height, width, len(filters))
-    z = keras.Input(shape=(latent_dim,), name="z")
+    z = keras.Input(shape=(latent_dim,), name=Z)
+    x, inputs = z, [z]
+    if num_classes:
+        inputs.append(keras.Input(shape=(num_classes,), name=LABEL))
+        x = layers.Concatenate(name="with_label", dtype=dtype)(inputs)
     bottom_h, bottom_w = sizes[-1]
-    x = layers.Dense(bottom_h * bottom_w * filters[-1], name="project", dtype=dtype)(z)
+    x = layers.Dense(bottom_h * bottom_w * filters[-1], name="project", dtype=dtype)(x)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
     x = layers.Reshape((bottom_h, bottom_w, filters[-1]), name="unflatten", dtype=dtype)(x)
     for stage in reversed(range(len(filters))):
@@ -94,5 +111,5 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
         for block in range(blocks_per_stage):
             x = _residual_block(x, out_width, f"dec{stage}_res{block}", dtype)
     x = layers.Conv2D(channels, 3, padding="same", name="to_pixels", dtype="float32")(x)
-    reconstruction = layers.Activation("sigmoid", name="reconstruction", dtype="float32")(x)
-    return keras.Model(z, reconstruction, name="decoder")
+    reconstruction = layers.Activation("sigmoid", name=RECONSTRUCTION, dtype="float32")(x)
+    return keras.Model(inputs if num_classes else z, reconstruction, name="decoder")

@@ -9,11 +9,13 @@ from keras import ops
 from vae_edge.data import images_for_model
 from vae_edge.elbo import BCE_EPSILON
 from vae_edge.errors import BadInputError
+from vae_edge.labels import Label, labels_for, one_hot
 from vae_edge.model.layers import Sampling
 from vae_edge.model.networks import build_decoder, build_encoder, check_input_shape
 from vae_edge.model.presets import get_preset
 from vae_edge.prior import prior_latents
 from vae_edge.registry import Precision, ReconstructionLoss
+from vae_edge.signatures import IMAGE, LABEL
 
 KERAS_ARGUMENTS = {"name", "dtype", "trainable"}  # what keras.Model itself takes from a VAE's keywords
 
@@ -29,6 +31,10 @@ class VAE(keras.Model):
     `free_bits` (nats per latent dimension) floors the optimised KL of each dimension during
     training only, so evaluation reports the true objective.
     Losses are computed in float32 whatever the dtype policy (`dtype=`) of the layers.
+
+    With `num_classes` K > 0 the VAE is conditional (Sohn et al., 2015): encoder and decoder
+    also take the class as a one-hot `label`, `call` takes `{"image": x, "label": one_hot}`,
+    and `encode`, `decode` and `sample` take class indices or names (`class_names`).
     """
 
     def __init__(
@@ -42,6 +48,8 @@ class VAE(keras.Model):
         free_bits: float = 0.0,
         seed: int | None = None,
         variant: str | None = None,
+        num_classes: int = 0,
+        class_names=None,
         **kwargs,
     ):
         kwargs.setdefault("name", "vae")
@@ -59,6 +67,11 @@ class VAE(keras.Model):
             raise BadInputError(f"unsupported precision {self.dtype_policy.name!r}; choose one of: {', '.join(Precision)}")
         if latent_dim < 1 or blocks_per_stage < 0 or kl_loss_weight < 0 or free_bits < 0:
             raise BadInputError("latent_dim must be >= 1; blocks_per_stage, kl_loss_weight and free_bits >= 0")
+        if num_classes == 1 or num_classes < 0:
+            raise BadInputError(f"num_classes must be 0 (unconditional) or at least 2, got {num_classes}")
+        class_names = [str(n) for n in class_names] if class_names else [str(k) for k in range(num_classes)]
+        if len(class_names) != num_classes or len(set(class_names)) != num_classes:
+            raise BadInputError(f"class_names must be {num_classes} distinct names, one per class, got {class_names}")
         self.filters = filters
         self.latent_dim = int(latent_dim)
         self.blocks_per_stage = int(blocks_per_stage)
@@ -67,8 +80,10 @@ class VAE(keras.Model):
         self.free_bits = float(free_bits)
         self.seed = seed
         self.variant = variant
+        self.num_classes = int(num_classes)
+        self.class_names = class_names
 
-        arch = (self.image_shape, filters, self.latent_dim, self.blocks_per_stage, self.dtype_policy)
+        arch = (self.image_shape, filters, self.latent_dim, self.blocks_per_stage, self.dtype_policy, self.num_classes)
         self.encoder = build_encoder(*arch)
         self.decoder = build_decoder(*arch)
         self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")
@@ -94,14 +109,26 @@ class VAE(keras.Model):
         config.update(overrides)
         return cls(input_shape=input_shape, variant=name, **config)
 
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
     def call(self, inputs, training=False):
-        z_mean, z_log_var = self.encoder(inputs, training=training)
+        if self.conditional:
+            label = inputs[LABEL]
+            z_mean, z_log_var = self.encoder([inputs[IMAGE], label], training=training)
+        else:
+            z_mean, z_log_var = self.encoder(inputs, training=training)
         z = self.sampling([z_mean, z_log_var])
-        reconstruction = self.decoder(z, training=training)
+        reconstruction = self.decoder([z, label] if self.conditional else z, training=training)
         return {"reconstruction": reconstruction, "z_mean": z_mean, "z_log_var": z_log_var, "z": z}
 
+    def model_inputs(self, images: np.ndarray, labels: np.ndarray | None = None):
+        """What `fit` and `call` take: the images, or for a conditional VAE the images with one-hot labels."""
+        return {IMAGE: images, LABEL: one_hot(labels, self.num_classes)} if self.conditional else images
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        x = ops.cast(x, "float32")
+        x = ops.cast(x[IMAGE] if self.conditional else x, "float32")
         reconstruction = ops.cast(y_pred["reconstruction"], "float32")
         z_mean = ops.cast(y_pred["z_mean"], "float32")
         z_log_var = ops.cast(y_pred["z_log_var"], "float32")
@@ -125,32 +152,39 @@ class VAE(keras.Model):
         self.kl_weight_tracker.update_state(kl_weight)
         return reconstruction_loss + kl_weight * kl_optimised
 
-    def encode(self, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Images (float in [0, 1] or uint8 pixels) -> (z_mean, z_log_var) as numpy arrays."""
+    def _with_labels(self, first: np.ndarray, labels, label=None):
+        """The graph input for `first` (images or z): alone, or with one-hot labels for a conditional VAE."""
+        indices = labels_for(len(first), self.class_names if self.conditional else (), label, labels)
+        return first if indices is None else [first, one_hot(indices, self.num_classes)]
+
+    def encode(self, x, labels=None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Images (float in [0, 1] or uint8 pixels) [and their classes] -> (z_mean, z_log_var) as numpy arrays."""
         x = images_for_model(x, self.image_shape, "images")
-        z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
+        z_mean, z_log_var = self.encoder.predict(self._with_labels(x, labels), batch_size=batch_size, verbose=0)
         return z_mean, z_log_var
 
-    def decode(self, z, batch_size: int = 256) -> np.ndarray:
-        """Latent vectors (N, latent_dim) -> images in [0, 1] as a numpy array."""
+    def decode(self, z, labels=None, batch_size: int = 256, *, label: Label | None = None) -> np.ndarray:
+        """Latent vectors (N, latent_dim) [and a class per row, or one `label` for all] -> images in [0, 1]."""
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim or not np.all(np.isfinite(z)):
             raise BadInputError(f"expected finite latent vectors of shape (N, {self.latent_dim}), got shape {z.shape}")
-        return self.decoder.predict(z, batch_size=batch_size, verbose=0)
+        return self.decoder.predict(self._with_labels(z, labels, label), batch_size=batch_size, verbose=0)
 
-    def sample(self, num_samples: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        """Decode z drawn from the prior N(0, temperature² I); the same seed gives the same z everywhere."""
+    def sample(self, num_samples: int, seed: int | None = None, temperature: float = 1.0, *,
+               label: Label | None = None, labels=None) -> np.ndarray:
+        """Decode z drawn from the prior N(0, temperature² I) [as class `label`, or one of `labels` per
+        sample]; the same seed gives the same z everywhere."""
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise BadInputError(f"num_samples must be a positive integer, got {num_samples!r}")
         try:
             z = prior_latents(num_samples, self.latent_dim, seed, temperature)
         except ValueError as error:  # a seed outside [0, 2^32)
             raise BadInputError(str(error)) from None
-        return self.decode(z)
+        return self.decode(z, labels, label=label)
 
     def predict(self, x, *args, **kwargs):
         """Keras' predict, with images checked first: a wrong shape is a one-line error naming the model's."""
-        if isinstance(x, np.ndarray) or isinstance(x, list):
+        if not self.conditional and isinstance(x, (np.ndarray, list)):
             x = images_for_model(x, self.image_shape, "images")
         return super().predict(x, *args, **kwargs)
 
@@ -166,6 +200,8 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "seed": self.seed,
             "variant": self.variant,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
         }
 
     @classmethod
