@@ -13,7 +13,8 @@ import pytest
 
 TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max_samples=400, seed=0)
 # Fixtures that train or export; any test depending on one of them, even indirectly, is slow.
-SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy", "run_dir"})  # run_dir: test_pipeline
+SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy", "run_dir",  # run_dir: test_pipeline
+                           "conditional_run", "conditional_model", "conditional_bundle"})
 
 
 def pytest_collection_modifyitems(config, items):
@@ -72,3 +73,37 @@ def bundle_copy(bundle_dir, tmp_path):
     import shutil
 
     return shutil.copytree(bundle_dir, tmp_path / "bundle")
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory):
+    """A tiny conditional model (labels of the embedded digits) trained through the public `train` API."""
+    from vae_edge.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "conditional"
+    return train(TrainConfig(**TINY_TRAINING, conditional=True), run_dir, verbose=0).run_dir
+
+
+@pytest.fixture(scope="session")
+def conditional_model(conditional_run):
+    from vae_edge.model.loading import load_vae
+
+    return load_vae(conditional_run / "model.keras")
+
+
+@pytest.fixture(scope="session")
+def conditional_bundle(conditional_run, conditional_model, digits, tmp_path_factory):
+    """Every target of the tiny conditional model, calibrated on real (image, label) pairs, then verified
+    per class; returns the bundle folder and the verification report (kept even if some artifact fails)."""
+    from vae_edge.export import export_bundle, source_facts
+    from vae_edge.verify import verify_bundle
+
+    out = tmp_path_factory.mktemp("export") / "conditional"
+    export_bundle(
+        conditional_model, out, calibration_images=digits.train, heldout_images=digits.test,
+        calibration_labels=digits.train_labels, heldout_labels=digits.test_labels, calibration_samples=32,
+        verify=False, log=lambda message: None,
+        model_facts=source_facts(conditional_run / "model.keras", "mnist-5k"),
+    )
+    report = verify_bundle(out, conditional_model, digits.test, labels=digits.test_labels, log=lambda message: None)
+    return out, report

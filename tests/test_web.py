@@ -256,6 +256,162 @@ def test_a_tampered_model_file_is_refused(web_bundle, browser, tmp_path):
     assert "sha256 does not match" in status
 
 
+# ---- a conditional model: a class with every call ----
+
+
+@pytest.fixture(scope="module")
+def conditional_app(conditional_bundle, browser):
+    from vae_edge.web.browser import serving
+
+    folder, _ = conditional_bundle
+    with serving(folder / "web") as url:
+        page = Page(browser, url)
+        page.info = page.ready()
+        yield page
+        page.page.close()
+
+
+# The sample grid's grey pixels (the red channel of an opaque canvas) as a flat list.
+GRID_PIXELS = ("() => { const c = document.querySelector('#grid');"
+               " const rgba = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+               " return Array.from(rgba.filter((_, i) => i % 4 === 0)); }")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_conditional_sample_matches_the_python_runtime_per_class(conditional_app, conditional_bundle, mode):
+    folder, _ = conditional_bundle
+    got = conditional_app.run(
+        TO_LIST + "const v = await VaeEdge.EdgeVAE.load('./', {mode: arg.mode});"
+        "return [plain(await v.sample(6, {seed: 7, temperature: 0.9, label: 2})),"
+        "        plain(await v.sample(6, {seed: 7, temperature: 0.9, label: '7'}))];", {"mode": mode})
+    vae = _python_vae(folder, mode)
+    for result, label in zip(got, (2, "7")):  # an index, and a class name
+        expected = vae.sample(6, seed=7, temperature=0.9, label=label)
+        assert _tensor(result).shape == expected.shape == (6, 28, 28, 1)
+        assert np.abs(_tensor(result) - expected).max() <= TOLERANCE[mode]
+    assert np.abs(_tensor(got[0]) - _tensor(got[1])).max() > TOLERANCE[mode]  # the same z as another class: other images
+
+
+@pytest.mark.slow
+def test_conditional_encode_reconstruct_score_and_morph_match_python(conditional_app, conditional_bundle, digits):
+    folder, _ = conditional_bundle
+    images, labels = digits.test[:5], digits.test_labels[:5].tolist()
+    names = [str(label) for label in labels]
+    got = conditional_app.run(
+        TO_LIST + "const v = await VaeEdge.EdgeVAE.load('./', {mode: 'float32'});"
+        "const codes = await v.encode(arg.images, {labels: arg.labels});"
+        "const one = await v.encode(arg.first, {label: arg.labels[0]}); const oneFile = v.lastRun.file;"
+        # Only the fixed batch-1 files: five rows run as five chunks, each with its own label row.
+        "const fixedOnly = (graph) => v.sessions[graph].filter((s) => s.batch !== null);"
+        "const fixed = new VaeEdge.EdgeVAE(v.manifest, v.mode, {encoder: fixedOnly('encoder'), decoder: fixedOnly('decoder')});"
+        "const chunked = plain(await fixed.reconstruct(arg.images, {labels: arg.labels}));"
+        "return {z_mean: plain(codes.z_mean), z_log_var: plain(codes.z_log_var), one: plain(one.z_mean), oneFile, chunked,"
+        " chunkedFile: fixed.lastRun.file, recon: plain(await v.reconstruct(arg.images, {labels: arg.names})),"
+        " decoded: plain(await v.decode(codes.z_mean, {labels: Int32Array.from(arg.labels)})),"
+        " scores: Array.from(await v.anomalyScore(arg.images, {labels: arg.labels})),"
+        " path: plain(await v.interpolate(arg.a, arg.b, 5, 'slerp', {label: 3}))};",
+        {"images": _as_js(images), "first": _as_js(images[:1]), "labels": labels, "names": names, "a": _as_js(images[0]),
+         "b": _as_js(images[1])})
+    vae = _python_vae(folder, "float32")
+    z_mean, z_log_var = vae.encode(images, labels=labels)
+    np.testing.assert_allclose(_tensor(got["z_mean"]), z_mean, atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["z_log_var"]), z_log_var, atol=1e-4)
+    assert ".b1." in got["oneFile"]  # one image ran on the fixed-shape encoder, label input included
+    np.testing.assert_allclose(_tensor(got["one"]), z_mean[:1], atol=1e-4)
+    assert ".b1." in got["chunkedFile"]
+    np.testing.assert_allclose(_tensor(got["chunked"]), vae.reconstruct(images, labels=labels), atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["recon"]), vae.reconstruct(images, labels=names), atol=1e-4)
+    np.testing.assert_allclose(_tensor(got["decoded"]), vae.decode(z_mean, labels=labels), atol=1e-4)
+    np.testing.assert_allclose(got["scores"], vae.anomaly_score(images, labels=labels), rtol=1e-4)
+    np.testing.assert_allclose(_tensor(got["path"]), vae.interpolate(images[0], images[1], 5, "slerp", label=3), atol=1e-4)
+    other = vae.reconstruct(images, labels=[(label + 1) % 10 for label in labels])
+    assert np.abs(_tensor(got["recon"]) - other).max() > 1e-3  # the labels reached the graphs
+
+
+# Each call's error as "name: message", or null where it did not throw.
+ATTEMPT = ("const errors = []; const attempt = async (call) => {"
+           " try { await call(); errors.push(null); } catch (e) { errors.push(`${e.name}: ${e.message}`); } };")
+
+
+@pytest.mark.slow
+def test_bad_labels_are_refused_with_the_python_runtimes_messages(conditional_app, conditional_bundle, app, web_bundle,
+                                                                  digits):
+    images = _as_js(digits.test[:2])
+    got = conditional_app.run(
+        ATTEMPT + "for (const options of [{label: 10}, {label: -1}, {label: 2.5}, {label: 'cat'}, {}, {label: 1, labels: [1, 2]},"
+        "                      {labels: [1]}, {labels: '12'}, {lable: 1}])"
+        "  await attempt(() => vae.sample(2, {seed: 0, ...options}));"
+        "await attempt(() => vae.encode(arg, 3));"
+        "await attempt(() => vae.interpolate(arg, arg, 4, 'linear', {labels: [1, 2]}));"
+        "await attempt(() => vae.reconstruct(arg, {labels: [0, 12]}));"
+        "return errors;", images)
+    (out_of_range, negative, fraction, unknown_name, missing, both, too_few, not_a_list, misspelt,
+     not_options, interpolate_labels, one_bad_row) = got
+    with pytest.raises(BadInputError) as error:
+        _python_vae(conditional_bundle[0], "float32").sample(2, seed=0, label=10)
+    assert out_of_range == f"BadInputError: {error.value}"
+    assert out_of_range.endswith("label 10 is not a class of this model; use an index 0..9 or a name: "
+                                 "0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
+    assert "label -1 is not a class" in negative and "label 2.5 is not a class" in fraction
+    assert 'label "cat" is not a class' in unknown_name and "label 12 is not a class" in one_bad_row
+    assert missing.startswith("BadInputError: this model is conditional: give a class with label (an index 0..9")
+    assert "pass either label (one class for every row) or labels (one per row), not both" in both
+    assert "labels: expected 2 (one per row), got 1" in too_few
+    assert "labels must be an array with one label per row, got a string" in not_a_list
+    assert "sample: unknown option lable; it takes seed, temperature, label, labels" in misspelt
+    assert "encode: options must be an object such as {label, labels}, got 3" in not_options
+    assert "interpolate: unknown option labels; it takes label" in interpolate_labels
+
+    unconditional = app.run(
+        ATTEMPT + "await attempt(() => vae.sample(2, {seed: 0, label: 0}));"
+        "await attempt(() => vae.encode(arg, {labels: [0, 1]}));"
+        "await attempt(() => vae.sample(2, {seed: 0, label: null}));"  # an absent label, as None in Python
+        "return errors;", images)
+    with pytest.raises(BadInputError) as error:
+        _python_vae(web_bundle, "float32").sample(2, seed=0, label=0)
+    assert unconditional == [f"BadInputError: {error.value}"] * 2 + [None]
+    assert "this model is unconditional (trained without labels); drop the label" in unconditional[0]
+    assert conditional_app.errors == [] and app.errors == []
+
+
+def _grid(page) -> np.ndarray:
+    """The page's 8×8 sample grid as 64 images of 28×28 grey pixels 0..255."""
+    pixels = np.asarray(page.evaluate(GRID_PIXELS), dtype=np.float32)
+    return pixels.reshape(8, 28, 8, 28).transpose(0, 2, 1, 3).reshape(64, 28, 28)
+
+
+@pytest.mark.slow
+def test_class_picker_draws_the_picked_class_and_is_absent_without_classes(conditional_app, conditional_bundle, app):
+    folder, _ = conditional_bundle
+    page = conditional_app.page
+    class_names = json.loads((folder / "web" / "manifest.json").read_text())["model"]["class_names"]
+    assert page.locator("#class-picker").is_visible() and "10 classes" in page.locator("#status").inner_text()
+    assert page.locator("#class option").all_inner_texts() == class_names
+    assert "ms" in page.locator("#grid-latency").inner_text()  # the first grid drew (its errors land there)
+    vae = _python_vae(folder, conditional_app.info["mode"])
+    before = _grid(page)
+    assert np.abs(before - np.round(255 * vae.sample(64, seed=0, label=0)[..., 0])).max() <= 1  # the first class first
+
+    pad = page.locator("#pad").bounding_box()
+    page.mouse.move(pad["x"] + 0.5 * pad["width"], pad["y"] + 0.2 * pad["height"])
+    page.mouse.down()
+    page.mouse.move(pad["x"] + 0.5 * pad["width"], pad["y"] + 0.8 * pad["height"], steps=10)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#verdict').textContent.startsWith('score')")
+    verdict = page.locator("#verdict").inner_text()
+
+    page.locator("#class").select_option(label="3")
+    page.evaluate("() => window.vaeEdgeIdle()")
+    after = _grid(page)
+    assert np.abs(after - np.round(255 * vae.sample(64, seed=0, label=3)[..., 0])).max() <= 1
+    assert np.abs(after - before).max() > 20  # the grid was redrawn as the other class
+    assert page.locator("#verdict").inner_text() != verdict  # the drawing was scored again as a "3"
+    assert conditional_app.errors == []
+
+    assert app.page.locator("#class-picker").is_hidden() and app.page.locator("#class option").count() == 0
+
+
 # ---- no browser needed ----
 
 

@@ -32,9 +32,13 @@ def evaluate_pipeline(
     reconstruction_loss: str = ReconstructionLoss.BCE,
     importance_samples: int = 0,
     seed: int = 0,
-) -> dict[str, float]:
+    classes: np.ndarray | None = None,
+    class_names=(),
+) -> dict:
     """Test ELBO terms (nats/image), reconstruction PSNR of the posterior mean, active units,
-    and with `importance_samples` = k > 0 the k-sample importance-weighted NLL bound."""
+    and with `importance_samples` = k > 0 the k-sample importance-weighted NLL bound; with the
+    images' `classes`, also `per_class`: each class's image count and negative ELBO, from the
+    same draws as the overall figure."""
     rng = np.random.default_rng(seed)
     z_mean, z_log_var = encode(images)
     reconstruction = decode(reparameterize(z_mean, z_log_var, rng))
@@ -49,6 +53,12 @@ def evaluate_pipeline(
         "active_units": int(np.sum(np.var(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD)),
         "latent_dim": int(z_mean.shape[-1]),
     }
+    if classes is not None:
+        per_image = nll + kl
+        result["per_class"] = {
+            name: {"images": int(np.sum(classes == k)), "negative_elbo": float(np.mean(per_image[classes == k]))}
+            for k, name in enumerate(class_names) if np.any(classes == k)
+        }
     if importance_samples > 0:
         result["iw_nll"] = importance_weighted_nll(
             decode, images, z_mean, z_log_var, importance_samples, reconstruction_loss, rng
@@ -82,18 +92,10 @@ def evaluate_model(model, images: np.ndarray, importance_samples: int = 0, seed:
     """Score a Keras VAE (anything with `encode`, `decode` and `reconstruction_loss`) on `images`;
     a conditional one needs their `labels`, and is also scored per class."""
     encode, decode = conditioned(model.encode, model.decode, labels)
-    result = evaluate_pipeline(
-        encode, decode, images,
-        reconstruction_loss=model.reconstruction_loss, importance_samples=importance_samples, seed=seed,
+    return evaluate_pipeline(
+        encode, decode, images, reconstruction_loss=model.reconstruction_loss, importance_samples=importance_samples,
+        seed=seed, classes=labels, class_names=getattr(model, "class_names", ()),
     )
-    if labels is not None:
-        result["per_class"] = {
-            name: {"images": int(np.sum(labels == k)), "negative_elbo": evaluate_pipeline(
-                *conditioned(model.encode, model.decode, labels[labels == k]), images[labels == k],
-                reconstruction_loss=model.reconstruction_loss, seed=seed)["negative_elbo"]}
-            for k, name in enumerate(model.class_names) if np.any(labels == k)
-        }
-    return result
 
 
 def label_accuracy(predict_classes: Callable[[np.ndarray], np.ndarray], sample: Callable[[np.ndarray], np.ndarray],

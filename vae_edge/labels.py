@@ -61,8 +61,8 @@ def labels_for(count: int, class_names: Sequence[str], label: Label | None = Non
             raise BadInputError("this model is unconditional (trained without labels); drop the label")
         return None
     if label is None and labels is None:
-        raise BadInputError(f"this model is conditional: pass label= (an index 0..{len(class_names) - 1} or a name: "
-                            f"{', '.join(class_names)}), or labels= with one per row")
+        raise BadInputError(f"this model is conditional: give a class with --label or label= (an index "
+                            f"0..{len(class_names) - 1} or a name: {', '.join(class_names)}), or labels= with one per row")
     if labels is None:
         return np.full(count, label_index(label, class_names), dtype=np.int64)
     if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu":

@@ -188,6 +188,8 @@ def _export(config: RunConfig, folder: RunFolder, log) -> None:
         folder.bundle,
         calibration_images=splits.train,
         heldout_images=splits.test,
+        calibration_labels=splits.train_labels,
+        heldout_labels=splits.test_labels,
         formats=config.formats,
         modes=config.modes or None,
         static_batch=config.static_batch,

@@ -21,9 +21,10 @@ import numpy as np
 from vae_edge.bench.ceilings import measure_ceilings
 from vae_edge.bench.stats import summarize
 from vae_edge.bundle import Bundle
+from vae_edge.labels import one_hot
 from vae_edge.registry import ENGINES, FORMATS, Engine, Graph
 from vae_edge.runtime.engines import open_artifact
-from vae_edge.signatures import Z_MEAN, Z, graph_specs
+from vae_edge.signatures import LABEL, Z_MEAN, Z, graph_specs
 
 Feeds = dict[str, np.ndarray]
 
@@ -72,10 +73,12 @@ def timed_runs(call: Callable[[], object], warmup: int, runs: int, min_seconds: 
 
 
 def _random_input(spec: dict, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """Latents from the prior for `z`, pixels uniform in [0, 1] for images."""
+    """Latents from the prior for `z`, random classes one-hot for `label`, pixels uniform in [0, 1] for images."""
     shape = (batch, *spec["shape"][1:])
     if spec["name"] == Z:
         return rng.standard_normal(shape).astype(np.float32)
+    if spec["name"] == LABEL:
+        return one_hot(rng.integers(0, shape[1], batch), shape[1])
     return rng.uniform(0, 1, shape).astype(np.float32)
 
 
@@ -105,7 +108,8 @@ def _open_bundle_subject(subject: dict, bundle_dir: str, threads: int):
     encoder, decoder = engines
 
     def pipeline(feeds: Feeds) -> Feeds:
-        return decoder.run({Z: encoder.run(feeds)[Z_MEAN]})
+        label = {LABEL: feeds[LABEL]} if LABEL in feeds else {}
+        return decoder.run({Z: encoder.run(feeds)[Z_MEAN], **label})
 
     return pipeline, _feeds_maker(artifacts[0].inputs)
 
@@ -119,22 +123,24 @@ def _open_keras_subject(subject: dict, model_info: dict):
     model = load_vae(subject["model_path"])
     graph = subject["graph"]
 
-    def forward(x):
+    def forward(*inputs):  # (x) or, conditional, (x, label)
+        x, label = inputs[0], inputs[1:]
         if graph == Graph.ENCODER:
-            return model.encoder(x, training=False)
+            return model.encoder([x, *label] if label else x, training=False)
         if graph == Graph.DECODER:
-            return model.decoder(x, training=False)
-        return model.decoder(model.encoder(x, training=False)[0], training=False)
+            return model.decoder([x, *label] if label else x, training=False)
+        z = model.encoder([x, *label] if label else x, training=False)[0]
+        return model.decoder([z, *label] if label else z, training=False)
 
-    specs = graph_specs(model_info["input_shape"], model_info["latent_dim"])
-    spec = specs[Graph.DECODER if graph == Graph.DECODER else Graph.ENCODER].inputs[0]
+    specs = graph_specs(model_info["input_shape"], model_info["latent_dim"], model_info.get("num_classes", 0))
+    inputs = specs[Graph.DECODER if graph == Graph.DECODER else Graph.ENCODER].inputs
     if subject["mode"] == "tf.function":
-        forward = tf.function(forward, input_signature=[tf.TensorSpec(spec.shape, tf.float32)])
+        forward = tf.function(forward, input_signature=[tf.TensorSpec(t.shape, tf.float32) for t in inputs])
 
     def run(feeds: Feeds):
-        return tf.nest.map_structure(lambda t: t.numpy(), forward(feeds[spec.name]))
+        return tf.nest.map_structure(lambda t: t.numpy(), forward(*(feeds[t.name] for t in inputs)))
 
-    return run, _feeds_maker([{"name": spec.name, "shape": [-1, *spec.shape[1:]]}])
+    return run, _feeds_maker([{"name": t.name, "shape": [-1, *t.shape[1:]]} for t in inputs])
 
 
 def bench_subject(job: dict) -> list[dict]:

@@ -105,6 +105,8 @@ def export(
         out,
         calibration_images=splits.train,
         heldout_images=splits.test,
+        calibration_labels=splits.train_labels,
+        heldout_labels=splits.test_labels,
         formats=formats,
         modes=modes or None,
         static_batch=static_batch or None,
@@ -154,7 +156,8 @@ def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
         raise BadInputError(f"{bundle_dir}: the manifest does not name its Keras model; pass --model")
     check_source(bundle, model_path)
     model = load_vae(model_path)
-    images = run_splits(model_path, dataset).test
-    report = verify_bundle(bundle_dir, model, images, tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)
+    splits = run_splits(model_path, dataset)
+    report = verify_bundle(bundle_dir, model, splits.test, labels=splits.test_labels,
+                           tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)
     click.echo(f"\nwrote {bundle_dir}/verify.md, verify.json, verify.png")
     ctx.exit(0 if report.passed else 1)

@@ -12,6 +12,7 @@ import numpy as np
 from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.fsutil import atomic_file
+from vae_edge.labels import labels_for
 from vae_edge.registry import MODES, RUNTIME_FORMATS, names
 from vae_edge.runtime.edge import INTERPOLATIONS, EdgeVAE
 
@@ -25,6 +26,10 @@ def _engine_options(function):
     function = click.option("--backend", type=click.Choice(names(RUNTIME_FORMATS)),
                             help=f"Default: {RUNTIME_FORMATS[0]} if its engine is installed.")(function)
     return click.argument("bundle", type=click.Path(path_type=Path))(function)
+
+
+def _label_option(function):
+    return click.option("--label", help="The class, by index or name (conditional bundles only).")(function)
 
 
 def _output_option(default: str):
@@ -92,25 +97,28 @@ def _write(images: np.ndarray, out: Path, columns: int | None = None) -> None:
 @click.option("-n", "--num-samples", default=64, show_default=True, type=int, help="How many images.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same images (on every backend).")
 @click.option("--temperature", default=1.0, show_default=True, type=float, help="Prior standard deviation.")
+@_label_option
 @_output_option("samples.png")
-def sample(bundle, backend, mode, threads, num_samples, seed, temperature, out):
-    """Draw new images from an exported model."""
+def sample(bundle, backend, mode, threads, num_samples, seed, temperature, label, out):
+    """Draw new images from an exported model (of class --label, for a conditional one)."""
     out = _check_output(out)
     vae = _load(bundle, backend, mode, threads)
-    _write(vae.sample(num_samples, seed=seed, temperature=temperature), out)
-    click.echo(f"wrote {out} ({num_samples} samples, {vae.backend}/{vae.mode})")
+    _write(vae.sample(num_samples, seed=seed, temperature=temperature, label=label), out)
+    of_class = f", class {vae.class_names[labels_for(1, vae.class_names, label)[0]]}" if label is not None else ""
+    click.echo(f"wrote {out} ({num_samples} samples{of_class}, {vae.backend}/{vae.mode})")
 
 
 @click.command()
 @_engine_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_label_option
 @_output_option("reconstructions.png")
-def reconstruct(bundle, backend, mode, threads, images, out):
+def reconstruct(bundle, backend, mode, threads, images, label, out):
     """Reconstruct images (files, resized to the model's input, or .npy): originals above, reconstructions below."""
     out = _check_output(out)
     vae = _load(bundle, backend, mode, threads)
     _, x = read_images(images, vae.input_shape)
-    reconstructions = vae.reconstruct(x)
+    reconstructions = vae.reconstruct(x, label=label)
     if out.suffix.lower() == ".npy":
         _write(reconstructions, out)
     else:
@@ -121,11 +129,12 @@ def reconstruct(bundle, backend, mode, threads, images, out):
 @click.command()
 @_engine_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-def score(bundle, backend, mode, threads, images):
+@_label_option
+def score(bundle, backend, mode, threads, images, label):
     """Anomaly score of each image (negative ELBO, nats) and its verdict against the bundle's threshold."""
     vae = _load(bundle, backend, mode, threads)
     names, x = read_images(images, vae.input_shape)
-    scores = vae.anomaly_score(x)
+    scores = vae.anomaly_score(x, label=label)
     click.echo(f"threshold {vae.threshold:.2f} ({vae.backend}/{vae.mode})")
     for name, value in zip(names, scores):
         click.echo(f"{value:10.2f}  {'ANOMALY' if value > vae.threshold else 'normal':<7}  {name}")
@@ -137,13 +146,14 @@ def score(bundle, backend, mode, threads, images):
 @click.argument("image_b", type=click.Path(path_type=Path))
 @click.option("--steps", default=8, show_default=True, type=int, help="Images in the sequence, both ends included.")
 @click.option("--method", type=click.Choice(INTERPOLATIONS), default=INTERPOLATIONS[0], show_default=True)
+@_label_option
 @_output_option("interpolation.png")
-def interpolate(bundle, backend, mode, threads, image_a, image_b, steps, method, out):
+def interpolate(bundle, backend, mode, threads, image_a, image_b, steps, method, label, out):
     """Morph one image into another through the latent space."""
     out = _check_output(out)
     vae = _load(bundle, backend, mode, threads)
     (_, a), (_, b) = read_images([image_a], vae.input_shape), read_images([image_b], vae.input_shape)
     if len(a) != 1 or len(b) != 1:
         raise BadInputError("IMAGE_A and IMAGE_B must each hold one image")
-    _write(vae.interpolate(a[0], b[0], steps, method), out, columns=steps)
+    _write(vae.interpolate(a[0], b[0], steps, method, label=label), out, columns=steps)
     click.echo(f"wrote {out} ({steps} steps, {method}, {vae.backend}/{vae.mode})")

@@ -24,6 +24,7 @@ from vae_edge.export.metadata import embed_file, metadata_fields
 from vae_edge.export.onnx_int8 import AUTO, choose_settings, target_class
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
+from vae_edge.labels import check_labels, one_hot
 from vae_edge.provenance import package_versions
 from vae_edge.registry import (
     ALL,
@@ -42,7 +43,7 @@ from vae_edge.registry import (
     targets,
 )
 from vae_edge.runtime.engines import open_engine
-from vae_edge.signatures import IMAGE, Z, graph_specs
+from vae_edge.signatures import IMAGE, LABEL, Z, graph_specs
 from vae_edge.verify.verifier import verify_bundle
 
 MIN_CALIBRATION_SAMPLES = 16
@@ -96,6 +97,8 @@ def export_bundle(
     *,
     calibration_images: np.ndarray,
     heldout_images: np.ndarray,
+    calibration_labels: np.ndarray | None = None,
+    heldout_labels: np.ndarray | None = None,
     formats=None,
     modes=None,
     static_batch: int | None = DEFAULT_STATIC_BATCH,
@@ -109,7 +112,10 @@ def export_bundle(
     log: Callable[[str], None] = print,
     model_facts: dict | None = None,
 ) -> Path:
-    """Write the bundle to `out_dir` and return its path (see `export/README.md` for the layout)."""
+    """Write the bundle to `out_dir` and return its path (see `export/README.md` for the layout).
+
+    A conditional model needs the class labels of both image sets: integer modes calibrate on
+    real (image, label) pairs and verification runs end to end on each image's own class."""
     out_dir = Path(out_dir)
     chosen = plan(formats, modes, static_batch)
     check_writable(out_dir, force)
@@ -124,15 +130,18 @@ def export_bundle(
         )
     images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
     heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
+    calibration_labels, heldout_labels = model_labels(model, calibration_labels, heldout_labels, calibration_samples,
+                                                      len(heldout_images))
     from vae_edge.model.loading import float32_vae  # Keras, only when exporting: planning stays light
 
     vae = float32_vae(model)
-    specs = graph_specs(vae.image_shape, vae.latent_dim)
+    specs = graph_specs(vae.image_shape, vae.latent_dim, vae.num_classes)
     networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
-    z_mean, z_log_var = vae.encode(images)
+    z_mean, z_log_var = vae.encode(images, calibration_labels)
+    label = {LABEL: one_hot(calibration_labels, vae.num_classes)} if vae.conditional else {}
     calibration = {
-        Graph.ENCODER: {IMAGE: images},
-        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed))},
+        Graph.ENCODER: {IMAGE: images, **label},
+        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed)), **label},
     }
     apps = plan_apps(formats)
     for writer in [*{t.format for t in chosen}, *apps]:
@@ -184,13 +193,13 @@ def export_bundle(
             )
         shutil.rmtree(scratch)
         manifest = {
-            **build_manifest(vae, facts, artifacts, heldout_images, calibration_samples, seed),
+            **build_manifest(vae, facts, artifacts, heldout_images, heldout_labels, calibration_samples, seed),
             "quantization": quantization,
         }
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
         if verify:
-            verify_staged(staging, out_dir, vae, heldout_images, tolerances, seed, log)
+            verify_staged(staging, out_dir, vae, heldout_images, heldout_labels, tolerances, seed, log)
         for app in apps:
             APP_WRITERS[app](staging, staging / APPS[app].folder)
             log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
@@ -210,9 +219,21 @@ def run_converter(job: ExportJob) -> None:
         ) from error
 
 
-def verify_staged(staging: Path, out_dir: Path, vae, images, tolerances, seed: int, log) -> None:
+def model_labels(model, calibration_labels, heldout_labels, calibration_count: int, heldout_count: int):
+    """The checked labels of the calibration and held-out images for a conditional model; (None, None) otherwise."""
+    if not model.conditional:
+        return None, None
+    if calibration_labels is None or heldout_labels is None:
+        raise BadInputError("a conditional model exports with the class labels of its calibration and held-out images; "
+                            "use the labelled data set it was trained on")
+    return (check_labels(np.asarray(calibration_labels)[:calibration_count], calibration_count, model.num_classes,
+                         "calibration labels"),
+            check_labels(heldout_labels, heldout_count, model.num_classes, "held-out labels"))
+
+
+def verify_staged(staging: Path, out_dir: Path, vae, images, labels, tolerances, seed: int, log) -> None:
     """Verify before the bundle goes into place; a failing bundle is kept beside it for inspection."""
-    report = verify_bundle(staging, vae, images, tolerances=tolerances, seed=seed, log=log)
+    report = verify_bundle(staging, vae, images, labels=labels, tolerances=tolerances, seed=seed, log=log)
     if not report.passed:
         rejected = out_dir.with_name(f"{out_dir.name}.rejected")
         shutil.rmtree(rejected, ignore_errors=True)
@@ -254,6 +275,7 @@ def model_section(vae, trained, model_facts: dict | None) -> dict:
         "blocks_per_stage": vae.blocks_per_stage,
         "parameters": int(vae.count_params()),
         "reconstruction_loss": vae.reconstruction_loss,
+        **({"num_classes": vae.num_classes, "class_names": list(vae.class_names)} if vae.conditional else {}),
         "trained_precision": trained.dtype_policy.name,
         "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
         "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
@@ -261,10 +283,11 @@ def model_section(vae, trained, model_facts: dict | None) -> dict:
     }
 
 
-def build_manifest(vae, facts: dict, artifacts, heldout_images, calibration_samples, seed) -> dict:
+def build_manifest(vae, facts: dict, artifacts, heldout_images, heldout_labels, calibration_samples, seed) -> dict:
     """Everything an app or the runtime needs to know about the bundle."""
-    z_mean, z_log_var = vae.encode(heldout_images)
-    scores = anomaly_scores(heldout_images, z_mean, z_log_var, vae.decode(z_mean), vae.reconstruction_loss)
+    z_mean, z_log_var = vae.encode(heldout_images, heldout_labels)
+    reconstruction = vae.decode(z_mean, heldout_labels)
+    scores = anomaly_scores(heldout_images, z_mean, z_log_var, reconstruction, vae.reconstruction_loss)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

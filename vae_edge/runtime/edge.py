@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,10 +20,11 @@ from vae_edge.bundle import Bundle
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
 from vae_edge.export.onnx_int8 import saturates_here
+from vae_edge.labels import Label, labels_for, one_hot
 from vae_edge.prior import SEED_LIMIT, prior_latents
 from vae_edge.registry import BENCH_JSON, FORMATS, MODES, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
-from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
+from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 INTERPOLATIONS = ("linear", "slerp")
 MAX_RESULT_BYTES = 2 * 2**30  # one call's images in memory; more is refused before anything is allocated
@@ -91,6 +93,9 @@ class EdgeVAE:
     batch size, and may be called from many threads at once. `threshold` is the anomaly
     score above which an image counts as an anomaly (the 99th percentile of the held-out
     images' scores at export).
+
+    A conditional bundle (`class_names` not empty) needs a class with every call: `label=`
+    (an index or a name) for all rows, or `labels=` with one per row.
     """
 
     def __init__(self, bundle: Bundle, backend: Format, mode: Mode, engines: dict[Graph, list[InferenceEngine]]):
@@ -100,6 +105,7 @@ class EdgeVAE:
         self.input_shape = tuple(int(d) for d in model["input_shape"])
         self.latent_dim = int(model["latent_dim"])
         self.reconstruction_loss = model["reconstruction_loss"]
+        self.class_names: tuple[str, ...] = tuple(model.get("class_names") or ())
         # This pipeline's own threshold where verification measured one: quantized scores shift a little.
         target = Target(backend, mode)
         pipeline = bundle.manifest.get("verification", {}).get("pipelines", {}).get(target.key, {})
@@ -134,7 +140,8 @@ class EdgeVAE:
     def __repr__(self) -> str:
         return f"EdgeVAE({str(self.bundle.folder)!r}, backend={str(self.backend)!r}, mode={str(self.mode)!r})"
 
-    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0, *, label: Label | None = None,
+               labels: Sequence[Label] | None = None) -> np.ndarray:
         """`n` new images from z ~ N(0, temperature² I), drawn with the portable prior (`vae_edge.prior`):
         a seed gives the same z here, in Keras' `VAE.sample`, in the web app and in any app's port."""
         n = self._check_count(n, "n")
@@ -142,21 +149,26 @@ class EdgeVAE:
             raise BadInputError(f"seed must be None or an integer in [0, 2^32), got {seed!r}")
         if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
             raise BadInputError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)))
+        classes = self._labels(n, label, labels)
+        return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)), classes)
 
-    def decode(self, z) -> np.ndarray:
+    def decode(self, z, *, label: Label | None = None, labels: Sequence[Label] | None = None) -> np.ndarray:
         """Latent vectors (N, latent_dim) -> images (N, H, W, C) float32 in [0, 1]."""
-        return self._decode(self.check_latents(z))
+        z = self.check_latents(z)
+        return self._decode(z, self._labels(len(z), label, labels))
 
-    def encode(self, x) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, x, *, label: Label | None = None, labels: Sequence[Label] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Images -> (z_mean, z_log_var), each float32 (N, latent_dim)."""
-        return self._encode(self.check_images(x))
+        x = self.check_images(x)
+        return self._encode(x, self._labels(len(x), label, labels))
 
-    def reconstruct(self, x) -> np.ndarray:
+    def reconstruct(self, x, *, label: Label | None = None, labels: Sequence[Label] | None = None) -> np.ndarray:
         """Images -> their reconstructions, decoded from the posterior mean (deterministic)."""
-        return self._decode(self._encode(self.check_images(x))[0])
+        x = self.check_images(x)
+        classes = self._labels(len(x), label, labels)
+        return self._decode(self._encode(x, classes)[0], classes)
 
-    def interpolate(self, x_a, x_b, steps: int = 8, method: str = "linear") -> np.ndarray:
+    def interpolate(self, x_a, x_b, steps: int = 8, method: str = "linear", *, label: Label | None = None) -> np.ndarray:
         """`steps` images morphing from `x_a` to `x_b` (both ends included) through latent space.
 
         "slerp" follows the great circle between the two codes, which keeps intermediate codes
@@ -168,24 +180,30 @@ class EdgeVAE:
         if method not in INTERPOLATIONS:
             raise BadInputError(f"unknown interpolation {method!r}; choose one of {', '.join(INTERPOLATIONS)}")
         ends = np.concatenate([self._single_image(x_a, "x_a"), self._single_image(x_b, "x_b")])
-        z_a, z_b = self._encode(ends)[0].astype(np.float64)
+        classes = self._labels(2, label)
+        z_a, z_b = self._encode(ends, classes)[0].astype(np.float64)
         t = np.linspace(0.0, 1.0, steps)[:, np.newaxis]
         omega = np.arccos(np.clip(np.dot(z_a, z_b) / (np.linalg.norm(z_a) * np.linalg.norm(z_b) + 1e-12), -1.0, 1.0))
         if method == "slerp" and np.sin(omega) > 1e-6:
             z = (np.sin((1 - t) * omega) * z_a + np.sin(t * omega) * z_b) / np.sin(omega)
         else:  # linear, or slerp between (anti)parallel codes where it is undefined
             z = (1 - t) * z_a + t * z_b
-        return self._decode(z.astype(np.float32))
+        return self._decode(z.astype(np.float32), None if classes is None else classes[:1].repeat(steps))
 
-    def anomaly_score(self, x) -> np.ndarray:
+    def anomaly_score(self, x, *, label: Label | None = None, labels: Sequence[Label] | None = None) -> np.ndarray:
         """Negative ELBO per image (nats) with the decoder at the posterior mean: higher is stranger."""
         x = self.check_images(x)
-        z_mean, z_log_var = self._encode(x)
-        return anomaly_scores(x, z_mean, z_log_var, self._decode(z_mean), self.reconstruction_loss)
+        classes = self._labels(len(x), label, labels)
+        z_mean, z_log_var = self._encode(x, classes)
+        return anomaly_scores(x, z_mean, z_log_var, self._decode(z_mean, classes), self.reconstruction_loss)
 
-    def is_anomaly(self, x) -> np.ndarray:
+    def is_anomaly(self, x, *, label: Label | None = None, labels: Sequence[Label] | None = None) -> np.ndarray:
         """True per image whose anomaly score is above the bundle's `threshold`."""
-        return self.anomaly_score(x) > self.threshold
+        return self.anomaly_score(x, label=label, labels=labels) > self.threshold
+
+    def _labels(self, count: int, label: Label | None = None, labels: Sequence[Label] | None = None) -> np.ndarray | None:
+        """The class index of each of `count` rows (None for an unconditional bundle), checked."""
+        return labels_for(count, self.class_names, label, labels)
 
     def check_images(self, x) -> np.ndarray:
         """Images as float32 (N, H, W, C) in [0, 1], or a BadInputError naming what was expected.
@@ -253,12 +271,15 @@ class EdgeVAE:
         engine = fixed[0] if fixed else next((e for e in engines if e.batch is None), engines[0])
         return engine.run(feeds)
 
-    def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self._run(Graph.ENCODER, {IMAGE: x})
+    def _with_label(self, feeds: dict[str, np.ndarray], classes: np.ndarray | None) -> dict[str, np.ndarray]:
+        return feeds if classes is None else {**feeds, LABEL: one_hot(classes, len(self.class_names))}
+
+    def _encode(self, x: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        out = self._run(Graph.ENCODER, self._with_label({IMAGE: x}, classes))
         return out[Z_MEAN], out[Z_LOG_VAR]
 
-    def _decode(self, z: np.ndarray) -> np.ndarray:
-        return self._run(Graph.DECODER, {Z: z})[RECONSTRUCTION]
+    def _decode(self, z: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        return self._run(Graph.DECODER, self._with_label({Z: z}, classes))[RECONSTRUCTION]
 
 
 def _is_int(value) -> bool:

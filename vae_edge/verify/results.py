@@ -43,6 +43,7 @@ class PipelineCheck:
     end_to_end: OutputCheck
     criterion: str
     passed: bool
+    elbo_increase_pct_per_class: dict[str, float] | None = None  # conditional models: each class judged alike
 
 
 @dataclass

@@ -17,12 +17,13 @@ from vae_edge.bundle import MANIFEST, Bundle, sha256_of
 from vae_edge.data import images_for_model
 from vae_edge.elbo import anomaly_scores, anomaly_threshold
 from vae_edge.errors import BadInputError
-from vae_edge.evaluation import evaluate_pipeline
+from vae_edge.evaluation import conditioned, evaluate_pipeline
 from vae_edge.fsutil import write_json
+from vae_edge.labels import check_labels, cycled, one_hot
 from vae_edge.prior import prior_latents
 from vae_edge.registry import Graph, Target
 from vae_edge.runtime.engines import InferenceEngine, open_artifact
-from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
+from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
 from vae_edge.verify.report import format_table, save_picture, write_markdown
 from vae_edge.verify.results import OutputCheck, PipelineCheck, VerifyReport
 from vae_edge.verify.stats import compare
@@ -50,15 +51,19 @@ def check_source(bundle: Bundle, model_path: Path) -> None:
         )
 
 
-def pipeline_functions(encoder: InferenceEngine, decoder: InferenceEngine):
-    """numpy `encode`/`decode` callables over two engines."""
+def pipeline_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_classes: int = 0):
+    """numpy `encode(x[, labels])`/`decode(z[, labels])` callables over two engines; labels are class
+    indices, fed as the graphs' one-hot `label` when the model is conditional."""
 
-    def encode(x):
-        out = encoder.run({IMAGE: x})
+    def feed(first_name: str, first: np.ndarray, labels) -> dict:
+        return {first_name: first, **({LABEL: one_hot(labels, num_classes)} if num_classes else {})}
+
+    def encode(x, labels=None):
+        out = encoder.run(feed(IMAGE, x, labels))
         return out[Z_MEAN], out[Z_LOG_VAR]
 
-    def decode(z):
-        return decoder.run({Z: z})[RECONSTRUCTION]
+    def decode(z, labels=None):
+        return decoder.run(feed(Z, z, labels))[RECONSTRUCTION]
 
     return encode, decode
 
@@ -68,13 +73,17 @@ def verify_bundle(
     model,
     images: np.ndarray,
     *,
+    labels: np.ndarray | None = None,
     tolerances: dict | None = None,
     seed: int = 0,
     num_images: int = 256,
     num_prior: int = 64,
     log: Callable[[str], None] = print,
 ) -> VerifyReport:
-    """Verify every artifact; return the report (also written into the bundle)."""
+    """Verify every artifact; return the report (also written into the bundle).
+
+    A conditional model needs the images' `labels`: the encoder and every pipeline run on each
+    image's own class, and the prior latents are decoded as every class in turn."""
     from vae_edge.model.loading import float32_vae  # Keras, only when verifying: reading reports stays light
 
     bundle = Bundle(bundle_dir)
@@ -83,20 +92,23 @@ def verify_bundle(
     vae = float32_vae(model)
     limits = resolve(tolerances)
     kind = vae.reconstruction_loss
-    specs = graph_specs(vae.image_shape, vae.latent_dim)
+    specs = graph_specs(vae.image_shape, vae.latent_dim, vae.num_classes)
     x = images_for_model(images[:num_images], model.image_shape, "verification images")
-    reference_mean, reference_log_var = vae.encode(x)
+    y = None
+    if vae.conditional:
+        if labels is None:
+            raise BadInputError("a conditional model is verified with the class labels of its images; "
+                                "use the labelled data set it was trained on")
+        y = check_labels(np.asarray(labels)[:num_images], len(x), vae.num_classes, "verification labels")
+    reference_mean, reference_log_var = vae.encode(x, y)
     latents = np.concatenate([prior_latents(num_prior, vae.latent_dim, seed), reference_mean])
-    feeds = {Graph.ENCODER: {IMAGE: x}, Graph.DECODER: {Z: latents}}
-    reference = {Z_MEAN: reference_mean, Z_LOG_VAR: reference_log_var, RECONSTRUCTION: vae.decode(latents)}
-    keras = KerasReference(
-        x,
-        vae.decode(reference_mean),
-        evaluate_pipeline(vae.encode, vae.decode, x, reconstruction_loss=kind, seed=seed),
-        limits,
-        kind,
-        seed,
-    )
+    latent_labels = None if y is None else np.concatenate([cycled(num_prior, vae.num_classes), y])
+    label_feed = {} if y is None else {LABEL: one_hot(y, vae.num_classes)}
+    feeds = {Graph.ENCODER: {IMAGE: x, **label_feed},
+             Graph.DECODER: {Z: latents, **({} if y is None else {LABEL: one_hot(latent_labels, vae.num_classes)})}}
+    reference = {Z_MEAN: reference_mean, Z_LOG_VAR: reference_log_var, RECONSTRUCTION: vae.decode(latents, latent_labels)}
+    keras = KerasReference(x, vae.decode(reference_mean, y), {}, limits, kind, seed, y, vae.class_names)
+    keras.scores = keras.elbo(vae.encode, vae.decode)
 
     outputs, engines = [], {}
     for artifact in bundle.artifacts:
@@ -110,7 +122,8 @@ def verify_bundle(
     pipelines, pictures = [], {}
     for target in bundle.targets():
         members = bundle.pipeline(target)
-        encode, decode = pipeline_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key])
+        encode, decode = pipeline_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key],
+                                            vae.num_classes)
         member_checks = [o for o in outputs if o.artifact in {a.key for a in members.values()}]
         check, pictures[target.key] = check_pipeline(target, encode, decode, keras, member_checks)
         pipelines.append(check)
@@ -141,23 +154,41 @@ class KerasReference:
     tolerances: dict
     reconstruction_loss: str
     seed: int
+    labels: np.ndarray | None = None  # the images' classes, for a conditional model
+    class_names: tuple[str, ...] = ()
+
+    def elbo(self, encode, decode) -> dict:
+        """`evaluate_pipeline`'s scores of a pipeline (encode/decode taking labels when conditional) on the
+        images; for a conditional model also `per_class`: the negative ELBO of each class's images."""
+        return evaluate_pipeline(*conditioned(encode, decode, self.labels), self.images,
+                                 reconstruction_loss=self.reconstruction_loss, seed=self.seed, classes=self.labels,
+                                 class_names=self.class_names)
 
 
 def check_pipeline(
     target: Target, encode, decode, keras: KerasReference, member_checks: list[OutputCheck]
 ) -> tuple[PipelineCheck, np.ndarray]:
-    """One target end to end: its reconstructions against Keras', and its ELBO cost; also the reconstructions."""
+    """One target end to end: its reconstructions against Keras', and its ELBO cost (overall and, for a
+    conditional model, per class); also the reconstructions."""
     x, kind, tolerance = keras.images, keras.reconstruction_loss, keras.tolerances[target.mode]
+    scores = keras.elbo(encode, decode)
+    encode, decode = conditioned(encode, decode, keras.labels)
     reconstruction = decode(encode(x)[0])
     stats = compare(keras.reconstruction, reconstruction, "image")
     passed, criterion = judge(stats, tolerance)
     end_to_end = OutputCheck(f"{target.key} end to end", RECONSTRUCTION, stats, criterion, passed)
-    scores = evaluate_pipeline(encode, decode, x, reconstruction_loss=kind, seed=keras.seed)
     z_mean, z_log_var = encode(x)
     threshold = anomaly_threshold(anomaly_scores(x, z_mean, z_log_var, decode(z_mean), kind))
     reference = keras.scores["negative_elbo"]
     increase = 100.0 * (scores["negative_elbo"] - reference) / abs(reference)
     elbo_ok, elbo_criterion = judge_elbo(increase, tolerance)
+    per_class = None
+    if "per_class" in scores:
+        per_class = {name: 100.0 * (row["negative_elbo"] / keras.scores["per_class"][name]["negative_elbo"] - 1.0)
+                     for name, row in scores["per_class"].items()}
+        failing = [name for name, value in per_class.items() if not judge_elbo(value, tolerance)[0]]
+        if failing:
+            elbo_ok, elbo_criterion = False, f"{elbo_criterion}; classes {', '.join(failing)} out of it"
     check = PipelineCheck(
         pipeline=target.key,
         format=target.format,
@@ -170,6 +201,7 @@ def check_pipeline(
         end_to_end=end_to_end,
         criterion=elbo_criterion,
         passed=elbo_ok and passed and all(o.passed for o in member_checks),
+        elbo_increase_pct_per_class=per_class,
     )
     return check, reconstruction
 

@@ -19,8 +19,10 @@ import numpy as np
 
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
+from vae_edge.labels import one_hot
 from vae_edge.prior import prior_latents
 from vae_edge.registry import APPS, App, Format, Graph
+from vae_edge.signatures import LABEL
 from vae_edge.web.browser import READY, launch, serving
 
 BATCHES = (1, 64)  # one image, and the page's 8x8 grid
@@ -84,6 +86,8 @@ def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 
         artifact = _decoder_for(bundle, mode, batch)
         session = onnxruntime.InferenceSession(str(bundle.path_of(artifact)), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: prior_latents(batch, int(bundle.model["latent_dim"]), 0)}
+        if len(session.get_inputs()) > 1:  # a conditional decoder: every row as class 0
+            feed[LABEL] = one_hot(np.zeros(batch, dtype=np.int64), len(bundle.model["class_names"]))
         times = []
         for i in range(warmup + repeats):
             start = time.perf_counter()

@@ -65,7 +65,8 @@ function start(vae) {
   window.vaeEdge = vae;
   const info = vae.info();
   const model = vae.manifest.model;
-  $("status").textContent = `${model.variant ?? "VAE"} on ${model.dataset ?? "images"}: latent_dim ${vae.latentDim}, images ${vae.inputShape.join("×")}`;
+  const classes = vae.classNames.length ? `, ${vae.classNames.length} classes` : "";
+  $("status").textContent = `${model.variant ?? "VAE"} on ${model.dataset ?? "images"}: latent_dim ${vae.latentDim}, images ${vae.inputShape.join("×")}${classes}`;
   const modes = [...new Set(vae.manifest.artifacts.map((a) => a.mode))];
   const modeLinks = document.createElement("span");
   modes.forEach((mode, i) => {
@@ -79,10 +80,23 @@ function start(vae) {
   fact("decoder", info.decoder);
   fact("engine", `onnxruntime-web ${info.ortVersion} wasm, ${info.numThreads || "auto"} thread(s)${info.crossOriginIsolated ? "" : ", not isolated"}`);
   fact("anomaly threshold", `${vae.threshold.toFixed(1)} nats`);
+  setUpClasses(vae);
   setUpSamples(vae);
   setUpMorph(vae);
   setUpDrawing(vae);
   setUpManifold(vae);
+}
+
+/** A conditional model's class picker; every card draws the picked class and redraws when it changes. */
+function setUpClasses(vae) {
+  if (!vae.classNames.length) return; // unconditional: the picker stays hidden and no call passes a label
+  vae.classNames.forEach((name, index) => $("class").add(new Option(name, String(index))));
+  $("class-picker").hidden = false;
+}
+
+/** The label option of every call: the picked class, or none for an unconditional model. */
+function picked(vae) {
+  return vae.classNames.length ? { label: Number($("class").value) } : {};
 }
 
 function setUpSamples(vae) {
@@ -91,14 +105,13 @@ function setUpSamples(vae) {
     const temperature = Number($("temperature").value);
     $("temperature-value").textContent = temperature.toFixed(2);
     try {
-      drawImages($("grid"), await vae.sample(64, { seed, temperature }), 8);
+      drawImages($("grid"), await vae.sample(64, { seed, temperature, ...picked(vae) }), 8);
       $("grid-latency").textContent = latency(vae, "decode 64 samples");
     } catch (error) {
       $("grid-latency").textContent = error.message;
     }
   });
-  $("seed").addEventListener("input", render);
-  $("temperature").addEventListener("input", render);
+  for (const id of ["seed", "temperature", "class"]) $(id).addEventListener("input", render);
   $("new-seed").addEventListener("click", () => {
     $("seed").value = VaeEdge.randomSeed();
     render();
@@ -110,16 +123,16 @@ function setUpMorph(vae) {
   const steps = 10;
   const render = () => serial(async () => {
     try {
-      const a = await vae.sample(1, { seed: Number($("seed-a").value) });
-      const b = await vae.sample(1, { seed: Number($("seed-b").value) });
-      const path = await vae.interpolate(a, b, steps, $("method").value);
+      const a = await vae.sample(1, { seed: Number($("seed-a").value), ...picked(vae) });
+      const b = await vae.sample(1, { seed: Number($("seed-b").value), ...picked(vae) });
+      const path = await vae.interpolate(a, b, steps, $("method").value, picked(vae));
       drawImages($("morph"), path, steps);
       $("morph-latency").textContent = latency(vae, `decode ${steps} steps`);
     } catch (error) {
       $("morph-latency").textContent = error.message;
     }
   });
-  for (const id of ["seed-a", "seed-b", "method"]) $(id).addEventListener("input", render);
+  for (const id of ["seed-a", "seed-b", "method", "class"]) $(id).addEventListener("input", render);
   return render();
 }
 
@@ -161,8 +174,8 @@ function setUpDrawing(vae) {
     const image = padImage(pad, vae.inputShape);
     if (!image) return;
     try {
-      drawImages($("recon"), await vae.reconstruct(image), 1);
-      const [value] = await vae.anomalyScore(image);
+      drawImages($("recon"), await vae.reconstruct(image, picked(vae)), 1);
+      const [value] = await vae.anomalyScore(image, picked(vae));
       const anomaly = value > vae.threshold;
       $("verdict").textContent = `score ${value.toFixed(1)} nats vs threshold ${vae.threshold.toFixed(1)}: ${anomaly ? "an anomaly" : "looks like the training data"}`;
       $("verdict").className = `verdict ${anomaly ? "anomaly" : "typical"}`;
@@ -196,6 +209,7 @@ function setUpDrawing(vae) {
   };
   pad.addEventListener("pointerup", lift);
   pad.addEventListener("pointercancel", lift);
+  $("class").addEventListener("input", score); // a drawing scores differently as another class; an empty pad is skipped
   $("clear").addEventListener("click", () => {
     clear();
     $("recon").getContext("2d").clearRect(0, 0, 28, 28);
@@ -241,5 +255,7 @@ function setUpManifold(vae) {
     }
   }
   $("manifold-note").textContent = `decoded z on a ${side}×${side} grid over [-2.5, 2.5]²`;
-  return serial(async () => drawImages($("manifold"), await vae.decode({ data: z, shape: [side * side, 2] }), side));
+  const render = () => serial(async () => drawImages($("manifold"), await vae.decode({ data: z, shape: [side * side, 2] }, picked(vae)), side));
+  $("class").addEventListener("input", render);
+  return render();
 }

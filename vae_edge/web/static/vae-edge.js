@@ -5,12 +5,18 @@
 // reaches the engine and fails with a VaeEdgeError that names what was expected. Tensors are
 // plain objects {data: Float32Array, shape: number[]}; images are channels last, float pixels
 // in [0, 1] or uint8 pixels 0..255 (a Uint8Array / Uint8ClampedArray `data`).
+//
+// A conditional bundle (manifest `model.class_names`) needs a class with every call, as in
+// Python: `label` (an index or a class name) for every row, or `labels` with one per row.
 import * as ort from "./ort/ort.wasm.bundle.min.mjs";
 
 const SCHEMA_VERSION = 1;
 const FORMAT = "onnx"; // the only format onnxruntime-web runs
 const MODES = ["float32", "int8"]; // registry order: ties in size go to the first
 const GRAPHS = { encoder: { input: "image", outputs: ["z_mean", "z_log_var"] }, decoder: { input: "z", outputs: ["reconstruction"] } };
+// A conditional graph's second input: one-hot float32 rows (N, K), as vae_edge/labels.py feeds it.
+const LABEL = "label";
+const LABEL_OPTIONS = ["label", "labels"];
 const INTERPOLATIONS = ["linear", "slerp"];
 const BCE_EPSILON = 1e-7;
 const SEED_LIMIT = 2 ** 32;
@@ -101,6 +107,21 @@ function asTensor(value, expected) {
   throw new VaeEdgeError(`expected ${expected} as nested arrays or {data, shape}, got ${typeof value}`);
 }
 
+/** A method's options object; unknown keys are refused, since a misspelt `label` would read as no label. */
+function optionsOf(options, allowed, method) {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== "object" || Array.isArray(options)) {
+    throw new VaeEdgeError(`${method}: options must be an object such as {${allowed.join(", ")}}, got ${shown(options)}`);
+  }
+  const unknown = Object.keys(options).filter((key) => !allowed.includes(key));
+  if (unknown.length) throw new VaeEdgeError(`${method}: unknown option ${unknown.join(", ")}; it takes ${allowed.join(", ")}`);
+  return options;
+}
+
+function shown(value) {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
 function checkFinite(data, what) {
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) throw new VaeEdgeError(`${what} contain NaN or Inf values`);
@@ -189,6 +210,12 @@ export class EdgeVAE {
         throw new VaeEdgeError(`${artifact.path}: sha256 does not match the manifest; the file was changed after export`, "IntegrityError");
       }
       const session = await ort.InferenceSession.create(new Uint8Array(bytes), SESSION_OPTIONS);
+      // Caught here, where the message can name the file, rather than as an engine error at the first call.
+      const inputs = [GRAPHS[artifact.graph].input, ...(manifest.model.class_names?.length ? [LABEL] : [])];
+      if ([...session.inputNames].sort().join() !== [...inputs].sort().join()) {
+        throw new VaeEdgeError(`${artifact.path}: takes inputs ${session.inputNames.join(", ")} where the manifest's model needs `
+          + `${inputs.join(", ")}; re-export the bundle`, "IntegrityError");
+      }
       sessions[artifact.graph].push({ artifact, session, batch: batchOf(artifact) });
     }
     return new EdgeVAE(manifest, mode, sessions);
@@ -203,6 +230,7 @@ export class EdgeVAE {
     this.inputShape = model.input_shape.map(Number);
     this.latentDim = Number(model.latent_dim);
     this.reconstructionLoss = model.reconstruction_loss;
+    this.classNames = (model.class_names ?? []).map(String); // empty: an unconditional model
     // This pipeline's own threshold where verification measured one: quantized scores shift a little.
     this.threshold = Number(pipelineOf(manifest, mode).anomaly_threshold ?? manifest.anomaly.threshold);
     this.lastRun = null; // {graph, file, batch, ms} of the latest engine call
@@ -218,7 +246,8 @@ export class EdgeVAE {
   }
 
   /** `n` new images from z ~ N(0, temperature² I); a seed gives the same z as Python's EdgeVAE.sample. */
-  async sample(n, { seed, temperature = 1.0 } = {}) {
+  async sample(n, options) {
+    const { seed, temperature = 1.0, ...labelled } = optionsOf(options, ["seed", "temperature", ...LABEL_OPTIONS], "sample");
     n = positiveInt(n, "n");
     if (seed !== undefined && seed !== null && (!isInt(seed) || seed < 0 || seed >= SEED_LIMIT)) {
       throw new VaeEdgeError(`seed must be an integer in [0, 2^32), got ${seed}`);
@@ -226,29 +255,39 @@ export class EdgeVAE {
     if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature < 0) {
       throw new VaeEdgeError(`temperature must be a finite number >= 0, got ${temperature}`);
     }
-    return this._decode(priorLatents(n, this.latentDim, seed ?? randomSeed(), temperature));
+    const classes = this._labels(n, labelled);
+    return this._decode(priorLatents(n, this.latentDim, seed ?? randomSeed(), temperature), classes);
   }
 
   /** Latent vectors (N, latentDim) -> images (N, H, W, C) float32 in [0, 1]. */
-  async decode(z) {
-    return this._decode(this.checkLatents(z));
+  async decode(z, options) {
+    const labelled = optionsOf(options, LABEL_OPTIONS, "decode");
+    z = this.checkLatents(z);
+    return this._decode(z, this._labels(z.shape[0], labelled));
   }
 
   /** Images -> {z_mean, z_log_var}, each (N, latentDim). */
-  async encode(images) {
-    return this._encode(this.checkImages(images));
+  async encode(images, options) {
+    const labelled = optionsOf(options, LABEL_OPTIONS, "encode");
+    const x = this.checkImages(images);
+    return this._encode(x, this._labels(x.shape[0], labelled));
   }
 
   /** Images -> their reconstructions, decoded from the posterior mean (deterministic). */
-  async reconstruct(images) {
-    return this._decode((await this._encode(this.checkImages(images))).z_mean);
+  async reconstruct(images, options) {
+    const labelled = optionsOf(options, LABEL_OPTIONS, "reconstruct");
+    const x = this.checkImages(images);
+    const classes = this._labels(x.shape[0], labelled);
+    return this._decode((await this._encode(x, classes)).z_mean, classes);
   }
 
   /**
    * `steps` images morphing from image `a` to image `b` (both ends included) through latent space;
    * "slerp" keeps the codes at the norm the prior expects, "linear" is the straight line.
+   * A conditional model takes one `label` for both ends and every step.
    */
-  async interpolate(a, b, steps = 8, method = "linear") {
+  async interpolate(a, b, steps = 8, method = "linear", options) {
+    const { label } = optionsOf(options, ["label"], "interpolate");
     steps = positiveInt(steps, "steps");
     if (steps < 2) throw new VaeEdgeError(`steps must be at least 2 (the two ends), got ${steps}`);
     if (!INTERPOLATIONS.includes(method)) throw new VaeEdgeError(`unknown interpolation ${method}; choose one of ${INTERPOLATIONS.join(", ")}`);
@@ -257,7 +296,8 @@ export class EdgeVAE {
     const both = new Float32Array(2 * size);
     both.set(ends[0].data, 0);
     both.set(ends[1].data, size);
-    const { z_mean: codes } = await this._encode({ data: both, shape: [2, ...this.inputShape] });
+    const classes = this._labels(2, { label });
+    const { z_mean: codes } = await this._encode({ data: both, shape: [2, ...this.inputShape] }, classes);
     const L = this.latentDim;
     const za = Float64Array.from(codes.data.subarray(0, L));
     const zb = Float64Array.from(codes.data.subarray(L, 2 * L));
@@ -271,14 +311,16 @@ export class EdgeVAE {
       const [wa, wb] = slerp ? [Math.sin((1 - t) * omega) / Math.sin(omega), Math.sin(t * omega) / Math.sin(omega)] : [1 - t, t];
       for (let d = 0; d < L; d++) z[s * L + d] = wa * za[d] + wb * zb[d];
     }
-    return this._decode({ data: z, shape: [steps, L] });
+    return this._decode({ data: z, shape: [steps, L] }, classes && new Int32Array(steps).fill(classes[0]));
   }
 
   /** Negative ELBO per image (nats) with the decoder at the posterior mean: higher is stranger. */
-  async anomalyScore(images) {
+  async anomalyScore(images, options) {
+    const labelled = optionsOf(options, LABEL_OPTIONS, "anomalyScore");
     const x = this.checkImages(images);
-    const { z_mean, z_log_var } = await this._encode(x);
-    const r = (await this._decode(z_mean)).data;
+    const classes = this._labels(x.shape[0], labelled);
+    const { z_mean, z_log_var } = await this._encode(x, classes);
+    const r = (await this._decode(z_mean, classes)).data;
     const [n, L] = z_mean.shape;
     const pixels = x.data.length / n;
     const scores = new Float64Array(n);
@@ -304,8 +346,8 @@ export class EdgeVAE {
   }
 
   /** true per image whose anomaly score is above the bundle's `threshold`. */
-  async isAnomaly(images) {
-    return Array.from(await this.anomalyScore(images), (s) => s > this.threshold);
+  async isAnomaly(images, options) {
+    return Array.from(await this.anomalyScore(images, optionsOf(options, LABEL_OPTIONS, "isAnomaly")), (s) => s > this.threshold);
   }
 
   /** Latency in ms of `repeats` engine calls of `graph` at `batch` after `warmup` calls. */
@@ -315,9 +357,11 @@ export class EdgeVAE {
     const input = graph === "decoder"
       ? priorLatents(batch, this.latentDim, 0)
       : { data: new Float32Array(batch * this.inputShape.reduce((a, b) => a * b, 1)).fill(0.5), shape: [batch, ...this.inputShape] };
+    // Every row as class 0, as the native benchmark (vae_edge/web/bench.py) feeds a conditional decoder.
+    const feeds = this._feeds(graph, input, this.classNames.length ? new Int32Array(batch) : null);
     const times = [];
     for (let i = 0; i < warmup + repeats; i++) {
-      await this._run(graph, input);
+      await this._run(graph, feeds);
       if (i >= warmup) times.push(this.lastRun.ms);
     }
     return times;
@@ -356,6 +400,40 @@ export class EdgeVAE {
     return { data: Float32Array.from(t.data), shape: t.shape };
   }
 
+  /** A label given as an index (a number or a digit string) or a class name -> its index. */
+  _labelIndex(label) {
+    const names = this.classNames;
+    if (typeof label === "string" && names.includes(label)) return names.indexOf(label);
+    const index = typeof label === "string" && /^\d+$/.test(label.trim()) ? Number(label) : label;
+    if (!isInt(index) || index < 0 || index >= names.length) {
+      throw new VaeEdgeError(`label ${shown(label)} is not a class of this model; use an index 0..${names.length - 1} or a name: ${names.join(", ")}`);
+    }
+    return index;
+  }
+
+  /**
+   * The class index of each of `count` rows from a call's {label, labels} (null for an unconditional
+   * model, which refuses any label), with vae_edge/labels.py's checks and messages.
+   */
+  _labels(count, { label, labels }) {
+    const given = (value) => value !== undefined && value !== null;
+    if (given(label) && given(labels)) throw new VaeEdgeError("pass either label (one class for every row) or labels (one per row), not both");
+    if (!this.classNames.length) {
+      if (given(label) || given(labels)) throw new VaeEdgeError("this model is unconditional (trained without labels); drop the label");
+      return null;
+    }
+    if (!given(label) && !given(labels)) {
+      throw new VaeEdgeError(`this model is conditional: give a class with label (an index 0..${this.classNames.length - 1} `
+        + `or a name: ${this.classNames.join(", ")}), or labels with one per row`);
+    }
+    if (given(label)) return new Int32Array(count).fill(this._labelIndex(label));
+    if (!Array.isArray(labels) && !ArrayBuffer.isView(labels)) {
+      throw new VaeEdgeError(`labels must be an array with one label per row, got ${typeof labels === "string" ? "a string" : typeof labels}`);
+    }
+    if (labels.length !== count) throw new VaeEdgeError(`labels: expected ${count} (one per row), got ${labels.length}`);
+    return Int32Array.from(Array.from(labels), (item) => this._labelIndex(item));
+  }
+
   _singleImage(image, name) {
     const t = asTensor(image, `one image of shape (${this.inputShape.join(", ")})`);
     const single = t.shape.length === 3 || (t.shape.length === 2 && this.inputShape[2] === 1);
@@ -364,32 +442,47 @@ export class EdgeVAE {
     return x;
   }
 
-  async _encode(x) {
-    const out = await this._run("encoder", x);
+  /** The named inputs of `graph`: its first input and, for class indices `classes`, their one-hot rows. */
+  _feeds(graph, input, classes) {
+    const feeds = { [GRAPHS[graph].input]: input };
+    if (classes) {
+      const K = this.classNames.length;
+      const data = new Float32Array(classes.length * K);
+      classes.forEach((c, i) => { data[i * K + c] = 1; });
+      feeds[LABEL] = { data, shape: [classes.length, K] };
+    }
+    return feeds;
+  }
+
+  async _encode(x, classes) {
+    const out = await this._run("encoder", this._feeds("encoder", x, classes));
     return { z_mean: out.z_mean, z_log_var: out.z_log_var };
   }
 
-  async _decode(z) {
-    return (await this._run("decoder", z)).reconstruction;
+  async _decode(z, classes) {
+    return (await this._run("decoder", this._feeds("decoder", z, classes))).reconstruction;
   }
 
-  /** Run `graph` on a batch: a fixed-batch file of exactly that batch, else the dynamic one,
-   * else the largest fixed-batch file in chunks (the last one padded). */
-  async _run(graph, input) {
-    const n = input.shape[0];
+  /** Run `graph` on a batch of `feeds` ({name: tensor}, the same rows each): a fixed-batch file of exactly
+   * that batch, else the dynamic one, else the largest fixed-batch file in chunks (the last one padded). */
+  async _run(graph, feeds) {
+    const n = feeds[GRAPHS[graph].input].shape[0];
     const options = this.sessions[graph];
     const chosen = options.find((s) => s.batch === n) ?? options.find((s) => s.batch === null)
       ?? options.reduce((a, b) => (a.batch > b.batch ? a : b));
     const chunk = chosen.batch ?? n;
-    const rowSize = input.data.length / n;
     const spec = GRAPHS[graph];
     const parts = Object.fromEntries(spec.outputs.map((name) => [name, []]));
     const start = performance.now();
     for (let row = 0; row < n; row += chunk) {
-      const data = new Float32Array(chunk * rowSize);
-      data.set(input.data.subarray(row * rowSize, Math.min(n, row + chunk) * rowSize));
-      const feeds = { [spec.input]: new ort.Tensor("float32", data, [chunk, ...input.shape.slice(1)]) };
-      const results = await chosen.session.run(feeds);
+      // Every input is cut and padded alike, so each chunk's images keep their own classes.
+      const tensors = Object.fromEntries(Object.entries(feeds).map(([name, input]) => {
+        const rowSize = input.data.length / n;
+        const data = new Float32Array(chunk * rowSize);
+        data.set(input.data.subarray(row * rowSize, Math.min(n, row + chunk) * rowSize));
+        return [name, new ort.Tensor("float32", data, [chunk, ...input.shape.slice(1)])];
+      }));
+      const results = await chosen.session.run(tensors);
       for (const name of spec.outputs) parts[name].push(results[name]);
     }
     const ms = performance.now() - start;

@@ -1,0 +1,115 @@
+"""The conditional VAE end to end: training, evaluation per class, every export with its label input,
+verification per class, the same seeded samples on every runtime, and the command line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vae_edge.cli import main
+from vae_edge.data import DIGITS
+from vae_edge.registry import FORMATS, MODES, RUNTIME_FORMATS, Graph, Mode
+from vae_edge.signatures import LABEL
+
+VAE_EDGE = str(Path(sys.executable).with_name("vae-edge"))
+
+
+def test_a_conditional_run_records_its_classes_and_draws_a_row_per_class(conditional_run):
+    from PIL import Image
+
+    config = json.loads((conditional_run / "train_config.json").read_text())
+    assert config["conditional"] is True
+    # 10 rows of 28-pixel digits (plus 1-pixel gaps), enlarged 3x: one row per class
+    assert Image.open(conditional_run / "samples.png").height == 3 * (10 * 29 + 1)
+
+
+def test_evaluation_scores_each_class_and_the_labels_the_samples_obey(conditional_model, digits):
+    from vae_edge.evaluation import evaluate_splits
+
+    scores = evaluate_splits(conditional_model, digits, samples_per_class=20)
+    assert set(scores["per_class"]) == set(DIGITS)
+    tested = sum(row["images"] for row in scores["per_class"].values())
+    assert tested == len(digits.test)
+    mean_of_classes = sum(row["images"] * row["negative_elbo"] for row in scores["per_class"].values()) / tested
+    assert mean_of_classes == pytest.approx(scores["negative_elbo"], rel=1e-9)  # the same draws, grouped
+    assert scores["classifier_test_accuracy"] > 0.3  # the judge itself is well above chance (0.1)
+    assert 0.0 <= scores["label_accuracy"] <= 1.0
+    assert all(0.0 <= row["label_accuracy"] <= 1.0 for row in scores["per_class"].values())
+
+
+def test_every_format_and_mode_takes_the_named_label_and_says_so_in_the_file(conditional_bundle):
+    from vae_edge.export.metadata import read_metadata
+
+    folder, _ = conditional_bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model"]["class_names"] == list(DIGITS) and manifest["model"]["num_classes"] == 10
+    exported = {(a["format"], a["mode"]) for a in manifest["artifacts"]}
+    assert exported == {(f, m) for f in FORMATS for m in FORMATS[f].modes}
+    for artifact in manifest["artifacts"]:
+        names = {t["name"] for t in artifact["inputs"]}  # in the file's order: TFLite signatures sort them by name
+        assert names == ({"image", LABEL} if artifact["graph"] == Graph.ENCODER else {"z", LABEL}), artifact["path"]
+        label = next(t for t in artifact["inputs"] if t["name"] == LABEL)
+        assert label["shape"][-1] == 10, artifact["path"]
+        if FORMATS[artifact["format"]].metadata:
+            embedded = read_metadata(folder / artifact["path"])
+            assert embedded["class_names"] == list(DIGITS)
+            assert "one-hot" in next(t for t in embedded["inputs"] if t["name"] == LABEL)["meaning"]
+        if artifact["mode"] == Mode.INT8_IO:
+            assert label["dtype"] == "int8" and label["quantization"], artifact["path"]
+
+
+def test_verification_judges_every_pipeline_per_class(conditional_bundle):
+    _, report = conditional_bundle
+    assert set(report.keras["per_class"]) == set(DIGITS)
+    for pipeline in report.pipelines:
+        assert set(pipeline.elbo_increase_pct_per_class) == set(DIGITS), pipeline.pipeline
+        if not MODES[pipeline.mode].integer:
+            assert pipeline.passed, pipeline.pipeline
+            assert max(abs(v) for v in pipeline.elbo_increase_pct_per_class.values()) < 0.1, pipeline.pipeline
+
+
+def test_a_seed_and_a_label_give_the_same_images_on_every_runtime_and_in_keras(conditional_bundle, conditional_model):
+    from vae_edge.runtime import EdgeVAE
+
+    folder, _ = conditional_bundle
+    keras_sevens = conditional_model.sample(6, seed=42, label="7")
+    for backend in RUNTIME_FORMATS:
+        vae = EdgeVAE.load(folder, backend=backend, mode=Mode.FLOAT32)
+        sevens = vae.sample(6, seed=42, label=7)
+        np.testing.assert_allclose(sevens, keras_sevens, atol=1e-4, err_msg=backend)
+        assert np.abs(vae.sample(6, seed=42, label=1) - sevens).max() > 0.05  # the label changes the image
+        np.testing.assert_array_equal(vae.sample(6, seed=42, labels=["7"] * 6), sevens)
+
+
+def test_runtime_label_mistakes_are_one_line_errors(conditional_bundle, bundle_dir, tmp_path):
+    folder, _ = conditional_bundle
+    cases = [
+        ([str(folder)], "this model is conditional: give a class with --label"),
+        ([str(folder), "--label", "11"], "label '11' is not a class of this model; use an index 0..9"),
+        ([str(bundle_dir), "--label", "3"], "this model is unconditional (trained without labels); drop the label"),
+    ]
+    for arguments, message in cases:
+        done = subprocess.run([VAE_EDGE, "sample", *arguments, "-o", str(tmp_path / "s.png")], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(f"Error: {message}"), done.stderr
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_sample_reconstruct_and_score_take_the_label_on_the_command_line(conditional_bundle, digits, tmp_path):
+    folder, _ = conditional_bundle
+    np.save(tmp_path / "two.npy", digits.test[:2])
+    runner = CliRunner()
+    result = runner.invoke(main, ["sample", str(folder), "--label", "3", "-n", "4", "--seed", "1", "-o", str(tmp_path / "s.npy")])
+    assert result.exit_code == 0 and "class 3" in result.output, result.output
+    from vae_edge.runtime import EdgeVAE
+
+    vae = EdgeVAE.load(folder)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), vae.sample(4, seed=1, label=3))
+    result = runner.invoke(main, ["score", str(folder), str(tmp_path / "two.npy"), "--label", "3"])
+    assert result.exit_code == 0, result.output
+    scores = [float(line.split()[0]) for line in result.output.splitlines()[1:]]
+    np.testing.assert_allclose(scores, vae.anomaly_score(digits.test[:2], label=3), atol=0.006)  # printed to 0.01
