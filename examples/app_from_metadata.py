@@ -83,24 +83,32 @@ def dequantize(x: np.ndarray, tensor: dict) -> np.ndarray:
     return (x.astype(np.float32) - q["zero_point"]) * q["scale"]
 
 
-def decode(path: Path, fields: dict, z: np.ndarray) -> np.ndarray:
-    """Run the decoder one batch at a time (fixed-batch files take exactly their batch)."""
-    (z_spec,), (out_spec,) = fields["inputs"], fields["outputs"]
+def decode(path: Path, fields: dict, z: np.ndarray, label: int | None = None) -> np.ndarray:
+    """Run the decoder one batch at a time (fixed-batch files take exactly their batch); a conditional
+    decoder also takes the class as a one-hot `label` row per image."""
+    z_spec = next(t for t in fields["inputs"] if t["name"] == "z")
+    label_spec = next((t for t in fields["inputs"] if t["name"] == "label"), None)
+    (out_spec,) = fields["outputs"]
     batch = z_spec["shape"][0] if z_spec["shape"][0] > 0 else len(z)
+    one_hot = None if label_spec is None else np.eye(label_spec["shape"][-1], dtype=np.float32)[[label] * batch]
     if path.suffix == ".tflite":
         from ai_edge_litert.interpreter import Interpreter
 
         runner = Interpreter(model_path=str(path)).get_signature_runner(fields["signature"])
 
         def run(rows):
-            return runner(**{z_spec["name"]: quantize(rows, z_spec)})[out_spec["name"]]
+            return runner(**feeds(rows))[out_spec["name"]]
     else:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         def run(rows):
-            return session.run([out_spec["name"]], {z_spec["name"]: quantize(rows, z_spec)})[0]
+            return session.run([out_spec["name"]], feeds(rows))[0]
+
+    def feeds(rows):
+        extra = {} if label_spec is None else {"label": quantize(one_hot[: len(rows)], label_spec)}
+        return {z_spec["name"]: quantize(rows, z_spec), **extra}
 
     chunks = []
     for start in range(0, len(z), batch):
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="a decoder .tflite or .onnx written by vae-edge")
     parser.add_argument("-n", "--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="an integer in [0, 2^32)")
+    parser.add_argument("--label", help="the class (index or name) of a conditional decoder")
     parser.add_argument("-o", "--output", type=Path, default=Path("samples.png"))
     args = parser.parse_args()
     if not args.model.is_file():
@@ -138,8 +147,21 @@ def main() -> None:
         sys.exit(f"{args.model} is the {fields['graph']}; pass the decoder file")
     check_prior(fields)
     z = prior(args.samples, fields["latent_size"], args.seed)
-    save_grid(decode(args.model, fields, z), args.output)
+    save_grid(decode(args.model, fields, z, class_index(fields.get("class_names"), args.label)), args.output)
     print(f"{args.output}: {args.samples} samples from {args.model.name} ({fields['mode']}), seed {args.seed}")
+
+
+def class_index(class_names: list[str] | None, label: str | None) -> int | None:
+    """The class a conditional decoder is asked for, by name or index; the file's class names are the truth."""
+    if not class_names:
+        if label is not None:
+            sys.exit("this decoder is unconditional; drop --label")
+        return None
+    if label in class_names:
+        return class_names.index(label)
+    if label is None or not label.isdigit() or int(label) >= len(class_names):
+        sys.exit(f"this decoder is conditional: pass --label, one of {', '.join(class_names)} (or an index)")
+    return int(label)
 
 
 if __name__ == "__main__":

@@ -113,3 +113,25 @@ def test_sample_reconstruct_and_score_take_the_label_on_the_command_line(conditi
     assert result.exit_code == 0, result.output
     scores = [float(line.split()[0]) for line in result.output.splitlines()[1:]]
     np.testing.assert_allclose(scores, vae.anomaly_score(digits.test[:2], label=3), atol=0.006)  # printed to 0.01
+
+
+def test_the_bundle_readme_and_a_lone_file_are_enough_to_draw_a_class(conditional_bundle, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from vae_edge.runtime import EdgeVAE
+
+    folder, _ = conditional_bundle
+    readme = (folder / "README.md").read_text()
+    assert "input `label`" in readme and "classes in index order: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in readme
+    assert '"label" to label' in readme  # the Kotlin call feeds it by name
+    lone = shutil.copyfile(folder / "onnx" / "decoder.float32.b1.onnx", tmp_path / "decoder.onnx")
+    example = Path(__file__).resolve().parents[1] / "examples" / "app_from_metadata.py"
+    done = subprocess.run([sys.executable, str(example), str(lone), "-n", "4", "--seed", "42", "--label", "7",
+                           "-o", str(tmp_path / "grid.png")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grid = np.asarray(Image.open(tmp_path / "grid.png"), dtype=np.float32) / 255  # 2x2 tiles of 28x28
+    expected = EdgeVAE.load(folder, backend="onnx", mode=Mode.FLOAT32).sample(4, seed=42, label=7)[..., 0]
+    tiles = np.stack([grid[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28] for r in range(2) for c in range(2)])
+    np.testing.assert_allclose(tiles, expected, atol=1 / 255 + 1e-6)

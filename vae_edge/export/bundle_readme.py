@@ -7,9 +7,11 @@ port of the seeded prior test itself.
 
 from string import Template
 
+import numpy as np
+
 from vae_edge.prior import ALGORITHM, reference_vectors
 from vae_edge.registry import FORMATS, Format, Graph, Mode
-from vae_edge.signatures import RECONSTRUCTION, Z
+from vae_edge.signatures import LABEL, RECONSTRUCTION, Z
 
 INT8_TYPES = ("int8", "uint8")
 TFLITE_EXTENSION = FORMATS[Format.TFLITE].suffix.lstrip(".")
@@ -36,7 +38,7 @@ its own metadata (entry `vae_edge`), so a copied file explains itself (`vae-edge
 `$decoder` (signature `$signature`):
 
 - input `$z_name`: $z_dtype $z_shape, z ~ N(0, I) of width $latent$z_quant
-- output `$out_name`: $out_dtype $out_shape, pixels in [0, 1], channels last$out_quant
+$label_line- output `$out_name`: $out_dtype $out_shape, pixels in [0, 1], channels last$out_quant
 
 $tflite_apps$onnx_apps
 ## Drawing z: the portable seeded prior
@@ -89,9 +91,9 @@ let session = try ORTSession(env: ORTEnv(loggingLevel: .warning), modelPath: pat
     let options = try ORTSessionOptions()
     try options.appendCoreMLExecutionProvider(with: ORTCoreMLExecutionProviderOptions())
     return options }())
-var z = [Float](repeating: 0, count: $latent)   // fill with the prior below
+var z = [Float](repeating: 0, count: $latent)   // fill with the prior below$onnx_label_io
 let input = try ORTValue(tensorData: NSMutableData(bytes: &z, length: z.count * 4), elementType: .float, shape: $onnx_z_shape)
-let outputs = try session.run(withInputs: ["$z_name": input], outputNames: ["$out_name"], runOptions: nil)
+let outputs = try session.run(withInputs: ["$z_name": input$onnx_label_feed], outputNames: ["$out_name"], runOptions: nil)
 let pixels = try outputs["$out_name"]!.tensorData() as Data   // float32 $onnx_out_shape
 ```
 
@@ -103,7 +105,7 @@ ANDROID = Template("""\
 val fd = context.assets.openFd("$file")   // aaptOptions { noCompress "$tflite_extension" } keeps it mappable
 val interpreter = Interpreter(FileInputStream(fd.fileDescriptor).channel.map(READ_ONLY, fd.startOffset, fd.declaredLength))
 $io
-interpreter.runSignature(mapOf("$z_name" to z), mapOf("$out_name" to reconstruction), "$signature")
+interpreter.runSignature(mapOf("$z_name" to z$label_feed), mapOf("$out_name" to reconstruction), "$signature")
 $post
 ```
 """)
@@ -113,11 +115,55 @@ def _android(artifact: dict) -> str:
     """The Kotlin snippet that runs one TFLite decoder file through its signature."""
     z, out = _tensor(artifact["inputs"], Z), _tensor(artifact["outputs"], RECONSTRUCTION)
     int8 = z["dtype"] in INT8_TYPES
+    label = _label(artifact)
     return ANDROID.substitute(
-        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8), post=_kotlin_post(out, int8),
-        tflite_extension=TFLITE_EXTENSION,
+        file=artifact["path"].rsplit("/", 1)[-1], io=_kotlin_io(z, out, int8) + _kotlin_label(label),
+        post=_kotlin_post(out, int8), tflite_extension=TFLITE_EXTENSION, label_feed=f', "{LABEL}" to label' if label else "",
         z_name=z["name"], out_name=out["name"], signature=artifact["signature"],
     )
+
+
+def _label(artifact: dict) -> dict | None:
+    """The graph's one-hot class input, in a conditional bundle."""
+    return next((t for t in artifact["inputs"] if t["name"] == LABEL), None)
+
+
+def _label_line(label: dict | None, class_names) -> str:
+    if not label:
+        return ""
+    return (f"- input `{LABEL}`: {label['dtype']} {label['shape']}, the class one-hot (1 at its index, 0 elsewhere); "
+            f"classes in index order: {', '.join(class_names)}{_quant_note(label)}\n")
+
+
+def _one_hot_values(label: dict) -> tuple[str, str]:
+    """The off and on values of a one-hot row in the tensor's own type (int8: quantized)."""
+    if label["dtype"] in INT8_TYPES:
+        q = label["quantization"]
+        return (str(int(np.clip(round(0 / q["scale"] + q["zero_point"]), -128, 127))),
+                str(int(np.clip(round(1 / q["scale"] + q["zero_point"]), -128, 127))))
+    return "0f", "1f"
+
+
+def _kotlin_label(label: dict | None) -> str:
+    if not label:
+        return ""
+    off, on = _one_hot_values(label)
+    if label["dtype"] in INT8_TYPES:
+        return (f"\nval label = ByteBuffer.allocateDirect({label['shape'][-1]}).order(ByteOrder.nativeOrder())  // one-hot\n"
+                f"repeat({label['shape'][-1]}) {{ label.put((if (it == classIndex) {on} else {off}).toByte()) }}")
+    return (f"\nval label = Array(1) {{ FloatArray({label['shape'][-1]}) }}.also {{ it[0][classIndex] = {on} }}"
+            "  // one-hot class")
+
+
+def _swift_label(label: dict | None) -> str:
+    if not label:
+        return ""
+    off, on = _one_hot_values(label)
+    if label["dtype"] in INT8_TYPES:
+        return (f"\nvar label = [Int8](repeating: {off}, count: {label['shape'][-1]}); label[classIndex] = {on}   // one-hot\n"
+                f"try runner.copy(label.withUnsafeBufferPointer {{ Data(buffer: $0) }}, toInputNamed: \"{LABEL}\")")
+    return (f"\nvar label = [Float](repeating: 0, count: {label['shape'][-1]}); label[classIndex] = 1   // one-hot class\n"
+            f"try runner.copy(Data(bytes: &label, count: label.count * 4), toInputNamed: \"{LABEL}\")")
 
 
 def render_bundle_readme(manifest: dict) -> str:
@@ -140,17 +186,24 @@ def render_bundle_readme(manifest: dict) -> str:
         int8_android=(f"\nThe {Mode.INT8_IO} decoder `{int8_decoder['path']}` ({int8_decoder['size_bytes'] // 1024} KiB) takes "
                       f"and returns int8{_quant_note(_tensor(int8_decoder['inputs'], Z))}:\n\n{_android(int8_decoder)}")
         if int8_decoder else "",
-        swift_io=_swift_io(z, int8), swift_post=_swift_post(out, int8),
+        swift_io=_swift_io(z, int8) + _swift_label(_label(tflite_decoder)), swift_post=_swift_post(out, int8),
     ) if tflite_decoder else ""
+    onnx_label = _label(onnx_decoder) if onnx_decoder else None
     onnx_apps = ONNX_APPS.substitute(
-        names, onnx_file=onnx_decoder["path"], onnx_z_shape=onnx_decoder["inputs"][0]["shape"],
+        names, onnx_file=onnx_decoder["path"], onnx_z_shape=_tensor(onnx_decoder["inputs"], Z)["shape"],
         onnx_out_shape=onnx_decoder["outputs"][0]["shape"],
+        onnx_label_io=(f"\nvar label = [Float](repeating: 0, count: {onnx_label['shape'][-1]}); label[classIndex] = 1"
+                       "   // one-hot\n"
+                       "let labelValue = try ORTValue(tensorData: NSMutableData(bytes: &label, length: label.count * 4), "
+                       f"elementType: .float, shape: {onnx_label['shape']})") if onnx_label else "",
+        onnx_label_feed=f', "{LABEL}": labelValue' if onnx_label else "",
     ) if onnx_decoder else ""
     return TEMPLATE.substitute(
         names, variant=model.get("variant", "custom"), height=height, width=width, channels=channels,
         version=manifest.get("tools", {}).get("vae-edge", "?"), schema=manifest["schema_version"],
         files="\n".join(_file_row(a) for a in artifacts), decoder=decoder["path"],
         z_dtype=z["dtype"], z_shape=z["shape"], z_quant=_quant_note(z), out_quant=_quant_note(out),
+        label_line=_label_line(_label(decoder), model.get("class_names", ())),
         tflite_apps=tflite_apps, onnx_apps=onnx_apps, prior=ALGORITHM,
         vectors="\n".join(f"| {seed} | {', '.join(f'{v:.9g}' for v in z0)} |" for seed, z0 in reference_vectors().items()),
     )
