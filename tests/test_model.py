@@ -190,7 +190,7 @@ def test_conditional_graphs_take_a_named_one_hot_label_and_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m: m.sample(2), "this model is conditional: pass label="),
+    (lambda m: m.sample(2), "this model is conditional: give a class with --label or label="),
     (lambda m: m.sample(2, label=3), r"label 3 is not a class of this model; use an index 0..2 or a name: ant, bee, cat"),
     (lambda m: m.sample(2, label="owl"), "label 'owl' is not a class"),
     (lambda m: m.sample(2, labels=[0]), r"labels: expected 2 \(one per row\), got 1"),

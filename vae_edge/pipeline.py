@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from vae_edge.bench.machine import usable_cores
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
@@ -238,7 +240,12 @@ def _samples(config: RunConfig, folder: RunFolder, log) -> None:
                 log(f"   no {backend} samples: {error}")
                 continue
             path = staging / f"{backend}_{vae.mode}.png"
-            save_image_grid(vae.sample(config.sample_count, seed=config.train.seed), path, columns=8)
+            if vae.class_names:  # a row of 8 per class
+                rows = np.repeat(np.arange(len(vae.class_names)), 8)
+                save_image_grid(vae.sample(len(rows), seed=config.train.seed, labels=rows), path, columns=8,
+                                row_labels=list(vae.class_names))
+            else:
+                save_image_grid(vae.sample(config.sample_count, seed=config.train.seed), path, columns=8)
             log(f"   {path.name}: {config.sample_count} samples through the runtime ({backend} {vae.mode})")
 
 

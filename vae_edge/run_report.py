@@ -82,6 +82,19 @@ def write_report(run_dir) -> tuple[Path, Path]:
                 f"on {evaluation['images']} held-out images."
             )
         )
+        if "per_class" in evaluation:
+            blocks += [
+                Paragraph(
+                    f"Conditional: {100 * evaluation['label_accuracy']:.1f} % of "
+                    f"{evaluation['label_accuracy_samples_per_class']} samples per class are seen as the class asked for "
+                    f"by a classifier trained on the training split ({100 * evaluation['classifier_test_accuracy']:.1f} % "
+                    "accurate on the test images)."
+                ),
+                Table([["class", "test images", "-ELBO (nats)", "label accuracy"]] + [
+                    [name, str(row["images"]), f"{row.get('negative_elbo', float('nan')):.2f}",
+                     f"{100 * row['label_accuracy']:.0f} %"] for name, row in evaluation["per_class"].items()
+                ]),
+            ]
     if history:
         blocks += [
             model_card(config, history, bench),
@@ -90,7 +103,8 @@ def write_report(run_dir) -> tuple[Path, Path]:
         ]
         blocks += [
             Heading("Samples and reconstructions"),
-            Picture(Path("train/samples.png"), "64 samples from the prior (Keras)"),
+            Picture(Path("train/samples.png"), "samples from the prior (Keras)"
+                    + (", a row per class" if "per_class" in (evaluation or {}) else "")),
             Picture(Path("train/reconstructions.png"), "test digits (top) and their reconstructions (bottom)"),
         ]
     if folder.samples.is_dir():

@@ -53,6 +53,7 @@ TRAIN_DEFAULTS = TrainConfig()
 @click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--conditional", is_flag=True, help="Condition on the data set's class labels (see `vae-edge train`).")
 @click.option(
     "--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL]))
 )
@@ -91,6 +92,7 @@ def run(
     precision,
     max_samples,
     seed,
+    conditional,
     formats,
     modes,
     static_batch,
@@ -123,6 +125,7 @@ def run(
             precision=precision,
             max_samples=max_samples,
             seed=seed,
+            conditional=conditional,
         ),
         formats=tuple(formats),
         modes=tuple(modes),
@@ -148,6 +151,7 @@ def summary(folder) -> str:
         scores = json.loads(folder.evaluation.read_text())
         lines.append(
             f"quality:  test -ELBO {scores['negative_elbo']:.2f} nats/image, reconstruction PSNR {scores['psnr_db']:.2f} dB"
+            + (f", label accuracy {100 * scores['label_accuracy']:.1f} %" if "label_accuracy" in scores else "")
         )
     verify = folder.bundle / "verify.json"
     if verify.is_file():

@@ -9,8 +9,11 @@ exactly.
 A conditional network (`num_classes` > 0) takes a one-hot `label` as a second input. The
 decoder concatenates it with z before the projection, so it steers every stage that draws;
 the encoder concatenates it with the pooled features before the latent heads, so z need not
-spend capacity on the class. Both injections cost one small matrix product, not a label map
-per pixel, and convert to CONCATENATION, which every delegate runs.
+spend capacity on the class. The decoder also adds a learnt per-class bias to the feature
+map at every scale: with the label only at the projection, samples of `small` drifted to
+other digits where z itself carried the class. Each injection costs one small matrix
+product, not a label map per pixel, and converts to CONCATENATION or a broadcast ADD, which
+every delegate runs.
 """
 
 import math
@@ -104,12 +107,18 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
     x = layers.Dense(bottom_h * bottom_w * filters[-1], name="project", dtype=dtype)(x)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
     x = layers.Reshape((bottom_h, bottom_w, filters[-1]), name="unflatten", dtype=dtype)(x)
+    width = filters[-1]
     for stage in reversed(range(len(filters))):
         out_width = filters[max(stage - 1, 0)]
         x = NearestUpsampling(*sizes[stage], name=f"up{stage}", dtype=dtype)(x)
+        if num_classes:  # a learnt per-class bias at every scale keeps samples on the asked class
+            bias = layers.Dense(width, use_bias=False, name=f"up{stage}_label", dtype=dtype)(inputs[1])
+            bias = layers.Reshape((1, 1, width), name=f"up{stage}_label_map", dtype=dtype)(bias)
+            x = layers.Add(name=f"up{stage}_with_label", dtype=dtype)([x, bias])
         x = _conv_bn_relu(x, out_width, f"up{stage}", dtype)
         for block in range(blocks_per_stage):
             x = _residual_block(x, out_width, f"dec{stage}_res{block}", dtype)
+        width = out_width
     x = layers.Conv2D(channels, 3, padding="same", name="to_pixels", dtype="float32")(x)
     reconstruction = layers.Activation("sigmoid", name=RECONSTRUCTION, dtype="float32")(x)
     return keras.Model(inputs if num_classes else z, reconstruction, name="decoder")
