@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= train,cpu,jax,dev
+# PyTorch's CPU build, for `--backend torch` (PyPI's Linux wheel of the same version needs CUDA's
+# several GB). The `+cpu` pin takes it only from PyTorch's CPU index or a local wheel (pip's
+# --find-links), never the CUDA build; TORCH_INDEX= (empty) skips the index where it is unreachable.
+TORCH       ?= torch==2.13.0+cpu
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test test-fast lint bench web-vendor clean
+.PHONY: install install-torch demo test test-fast lint bench web-vendor clean
 
 $(BIN)/vae-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +18,9 @@ $(BIN)/vae-edge: pyproject.toml
 	touch $@
 
 install: $(BIN)/vae-edge
+
+install-torch: install  ## PyTorch on the CPU (.ci/run installs it, so the torch tests run)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 demo: install  ## train `small` on the embedded digits, export, verify, benchmark, report
 	$(BIN)/vae-edge run --out runs/demo

@@ -1,13 +1,16 @@
 """Training throughput (images/s) by Keras backend, XLA compilation and precision, written to
 results/train_throughput.md and .json.
 
-    .venv/bin/python benchmarks/train_throughput.py [--backends tensorflow,jax] [--precisions float32]
+    .venv/bin/python benchmarks/train_throughput.py [--backends tensorflow,jax,torch] [--precisions float32]
                                                     [--variant small] [--steps 40] [--batch-size 32]
 
 Every combination runs in a fresh process, since Keras fixes its backend at import. Each
 times `fit` over `--steps` batches of the embedded digits, after a warm-up `fit` that traces
 and compiles, so the figure is what training sees, callbacks and data feeding included.
-TensorFlow runs with XLA off (its default for this model) and on; JAX always compiles.
+TensorFlow runs with XLA off (its default for this model) and on; JAX always compiles;
+PyTorch runs eagerly (Keras' jit_compile on torch is torch.compile, not measured here).
+The machine's 1-minute load average before and after is recorded: on a shared machine,
+compare rows of one run with each other, not with other runs.
 On CPUs without native float16/bfloat16 arithmetic the mixed policies are expected to be
 slower, not faster.
 """
@@ -32,7 +35,7 @@ def measure(backend: str, precision: str, jit: bool, variant: str, batch_size: i
     import keras
 
     from vae_edge.data import load_dataset
-    from vae_edge.train import TrainConfig, build_model
+    from vae_edge.train import TrainConfig, build_model, list_devices
 
     images = load_dataset("mnist-5k", seed=0).train
     config = TrainConfig(variant=variant, precision=precision, batch_size=batch_size)
@@ -44,7 +47,7 @@ def measure(backend: str, precision: str, jit: bool, variant: str, batch_size: i
     start = time.perf_counter()
     model.fit(images[warmup * batch_size:][: steps * batch_size], batch_size=batch_size, epochs=1, verbose=0)
     seconds = time.perf_counter() - start
-    return {"backend": backend, "device": keras.distribution.list_devices()[0], "precision": precision,
+    return {"backend": backend, "device": list_devices()[0], "precision": precision,
             "jit_compile": jit, "batch_size": batch_size, "steps": steps, "warmup_s": first_s,
             "seconds": seconds, "images_per_s": steps * batch_size / seconds}
 
@@ -77,7 +80,8 @@ def write_markdown(results: list[dict], info: dict, args, path: Path) -> None:
         f"# Training throughput: {args.variant}",
         f"{info['cpu']}, {info['usable_cores']} usable cores, {' '.join(info['vector_extensions'])}; "
         f"TensorFlow {versions.get('tensorflow-cpu', versions.get('tensorflow', '?'))}, "
-        f"JAX {versions.get('jax', '-')}, Keras {versions.get('keras', '?')}.",
+        f"JAX {versions.get('jax', '-')}, PyTorch {versions.get('torch', '-')}, Keras {versions.get('keras', '?')}; "
+        f"1-minute load average {info['load_before']:.1f} before, {info['load_after']:.1f} after.",
         f"`fit` over {args.steps} batches of {args.batch_size} after a {args.warmup}-batch warm-up `fit`; "
         "a fresh process per row. Command: `python benchmarks/train_throughput.py "
         f"--backends {args.backends} --precisions {args.precisions} --variant {args.variant} "
@@ -88,7 +92,7 @@ def write_markdown(results: list[dict], info: dict, args, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="tensorflow,jax", help="Comma-separated Keras backends.")
+    parser.add_argument("--backends", default="tensorflow,jax,torch", help="Comma-separated Keras backends.")
     parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="Comma-separated dtype policies.")
     parser.add_argument("--variant", default="small")
     parser.add_argument("--steps", type=int, default=40)
@@ -103,6 +107,7 @@ def main() -> None:
     from vae_edge.bench import machine
 
     results = []
+    load_before = os.getloadavg()[0]
     for backend in args.backends.split(","):
         for precision in args.precisions.split(","):
             for jit in ((False, True) if backend == "tensorflow" else (backend != "torch",)):
@@ -110,7 +115,7 @@ def main() -> None:
                 r = results[-1]
                 print(f"{backend:<11} xla={'on ' if jit else 'off'} {precision:<15} "
                       + (f"{r['images_per_s']:8.0f} images/s" if "error" not in r else f"failed: {r['error']}"), flush=True)
-    info = machine.describe()
+    info = {**machine.describe(), "load_before": load_before, "load_after": os.getloadavg()[0]}
     info["versions"] = {**info["versions"], **{name: version(name) for name in ("jax", "torch") if find_spec(name)}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"variant": args.variant, "machine": info, "results": results}

@@ -1,11 +1,16 @@
-"""Keras backends: choosing one, refusing a missing or conflicting one, training on JAX in its
-own process, JAX-trained `.keras` files loading under TensorFlow, and data-parallel JAX.
+"""Keras backends: choosing one, refusing a missing or conflicting one, training on JAX and
+PyTorch in their own processes, their `.keras` files loading under TensorFlow and exporting from
+their shells, data-parallel JAX over devices and over processes (multi-host on one machine).
 
-The test process itself runs Keras on TensorFlow, so every JAX run is a subprocess.
+The test process itself runs Keras on TensorFlow, so every JAX or PyTorch run is a subprocess.
+Without jax or torch installed their tests skip, except under CI=true, where .ci/run installs
+both and a missing one fails.
 """
 
+import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,17 +25,49 @@ from vae_edge.cli import main
 from vae_edge.errors import BadInputError
 
 VAE_EDGE = str(Path(sys.executable).with_name("vae-edge"))
+IN_CI = os.environ.get("CI") == "true"
+# The same tiny training run on every backend (and process count) that the tests compare.
+TINY = ["--variant", "micro", "--latent-dim", "4", "--epochs", "2", "--seed", "0"]
+
+
+def require(module: str) -> None:
+    """Skip when `module` is not installed; fail instead under CI=true, whose .ci/run installs it.
+
+    Looks the module up without importing it: torch and jax stay out of this TensorFlow process.
+    """
+    if importlib.util.find_spec(module) is None:
+        if IN_CI:
+            pytest.fail(f"{module} is not installed under CI (.ci/run installs jax with `make install` and torch with "
+                        "`make install-torch`)")
+        pytest.skip(f"{module} is not installed")
+
+
+def fake_backend_packages(monkeypatch, installed: set[str]) -> None:
+    """Make the backend packages (only those: Keras' own import still looks itself up) seem installed or not."""
+    real = importlib.util.find_spec
+    modules = {module for module, _ in backend.PACKAGES.values()}
+    monkeypatch.setattr(backend.importlib.util, "find_spec",
+                        lambda name, *args: (object() if name in installed else None) if name in modules else real(name, *args))
 
 
 @pytest.fixture
 def every_package_installed(monkeypatch):
-    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: object())
+    fake_backend_packages(monkeypatch, {"tensorflow", "jax", "torch"})
 
 
 def test_missing_backend_package_names_the_extra(monkeypatch):
-    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(BadInputError, match=r"the torch backend needs the torch package: pip install 'vae-edge\[torch\]'"):
+    fake_backend_packages(monkeypatch, set())
+    with pytest.raises(BadInputError, match=r"the jax backend needs the jax package: pip install 'vae-edge\[jax\]'$"):
+        backend.select_backend("jax")
+
+
+def test_missing_torch_names_the_extra_and_the_cpu_build(monkeypatch):
+    fake_backend_packages(monkeypatch, set())
+    expected = ("the torch backend needs the torch package: pip install 'vae-edge[torch]' (with CUDA), "
+                "or for the CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    with pytest.raises(BadInputError) as error:
         backend.select_backend("torch")
+    assert str(error.value) == expected
 
 
 def test_backend_cannot_change_once_keras_is_loaded(every_package_installed, monkeypatch):
@@ -63,11 +100,11 @@ def test_export_in_a_process_whose_keras_runs_jax_is_refused_in_one_line(monkeyp
 
 
 def test_train_with_a_missing_backend_is_one_line_and_exit_2(monkeypatch, tmp_path):
-    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None if name == "torch" else object())
+    fake_backend_packages(monkeypatch, {"tensorflow", "jax"})
     result = CliRunner().invoke(main, ["train", "--backend", "torch", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    expected = "Error: the torch backend needs the torch package: pip install 'vae-edge[torch]'"
-    assert result.output.strip().splitlines() == [expected]
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the torch backend needs the torch package: pip install")
     assert not (tmp_path / "run").exists()
 
 
@@ -78,17 +115,17 @@ def _run(command: list[str], env: dict | None = None, timeout: int = 600) -> sub
     return done
 
 
-@pytest.fixture(scope="module")
-def jax_run(tmp_path_factory):
-    """`vae-edge train --backend jax` in its own process, then the trained model's weights and
-    outputs as JAX computes them, dumped by a second JAX process."""
-    pytest.importorskip("jax")
-    folder = tmp_path_factory.mktemp("jax")
+@pytest.fixture(scope="module", params=["jax", "torch"])
+def backend_run(request, tmp_path_factory):
+    """`vae-edge train --backend NAME` in its own process, then the trained model's weights and
+    outputs as that backend computes them, dumped by a second process on the same backend."""
+    name = request.param
+    require(name)
+    folder = tmp_path_factory.mktemp(name)
     run = folder / "run"
-    env = {k: v for k, v in os.environ.items() if k != backend.ENV}  # --backend alone must choose JAX
-    done = subprocess.run([VAE_EDGE, "train", "--backend", "jax", "--variant", "micro", "--latent-dim", "4", "--epochs", "2",
-                           "--max-samples", "200", "--out", str(run)], env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                          capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k != backend.ENV}  # --backend alone must choose it
+    done = subprocess.run([VAE_EDGE, "train", "--backend", name, *TINY, "--max-samples", "200", "--out", str(run)],
+                          env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     dump = textwrap.dedent(f"""
         import keras, numpy as np
@@ -97,45 +134,46 @@ def jax_run(tmp_path_factory):
         model = keras.models.load_model({str(run / "model.keras")!r})
         images = load_dataset("mnist-5k", max_samples=200, seed=0).test[:8]
         z_mean, z_log_var = model.encode(images)
-        weights = {{f"w{{i}}": keras.ops.convert_to_numpy(w) for i, w in enumerate(model.weights)}}
-        np.savez({str(folder / "jax.npz")!r}, z_mean=z_mean, z_log_var=z_log_var, decoded=model.decode(z_mean),
-                 samples=model.sample(4, seed=1), **weights)
+        outputs = dict(z_mean=z_mean, z_log_var=z_log_var, decoded=model.decode(z_mean), samples=model.sample(4, seed=1),
+                       **{{f"w{{i}}": w for i, w in enumerate(model.weights)}})
+        np.savez({str(folder / "out.npz")!r}, **{{k: keras.ops.convert_to_numpy(v) for k, v in outputs.items()}})
         print(keras.backend.backend())
     """)
-    assert _run([sys.executable, "-c", dump], {backend.ENV: "jax"}).stdout.strip().endswith("jax")
-    return run, dict(np.load(folder / "jax.npz")), done.stdout
+    assert _run([sys.executable, "-c", dump], {backend.ENV: name}).stdout.strip().endswith(name)
+    return name, run, dict(np.load(folder / "out.npz")), done.stdout
 
 
 @pytest.mark.slow
-def test_training_on_jax_writes_a_complete_run_and_logs_one_line_per_epoch(jax_run):
-    run, _, stdout = jax_run
+def test_training_on_another_backend_writes_a_complete_run_and_logs_one_line_per_epoch(backend_run):
+    name, run, _, stdout = backend_run
     history = json.loads((run / "history.json").read_text())
-    assert history["backend"] == "jax" and history["devices"] == 1 and history["per_device_batch"] == 32
+    assert history["backend"] == name and history["processes"] == 1
+    assert history["devices"] == 1 and history["per_device_batch"] == 32
     assert len(history["history"]["loss"]) == 2 and history["history"]["loss"][1] < history["history"]["loss"][0]
-    assert json.loads((run / "train_config.json").read_text())["backend"] == "jax"
-    assert "training micro on jax, 1 device(s)" in stdout
+    assert json.loads((run / "train_config.json").read_text())["backend"] == name
+    assert f"training micro on {name}, 1 device(s)" in stdout
     # one line per epoch in a pipe, no carriage-return progress bars
     assert "\r" not in stdout and sum(line.startswith("Epoch ") for line in stdout.splitlines()) == 2
 
 
 @pytest.mark.slow
-def test_a_jax_trained_model_loads_under_tensorflow_with_the_same_weights_and_outputs(jax_run):
+def test_a_model_trained_on_another_backend_loads_under_tensorflow_with_the_same_weights_and_outputs(backend_run):
     import keras
 
     from vae_edge.data import load_dataset
 
-    run, jax_out, _ = jax_run
+    _, run, theirs, _ = backend_run
     assert keras.backend.backend() == "tensorflow"
     model = keras.models.load_model(run / "model.keras")
     for i, weight in enumerate(model.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), jax_out[f"w{i}"])
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), theirs[f"w{i}"])
     images = load_dataset("mnist-5k", max_samples=200, seed=0).test[:8]
     z_mean, z_log_var = model.encode(images)
     # same weights, different convolution kernels: equal up to float32 rounding
-    np.testing.assert_allclose(z_mean, jax_out["z_mean"], atol=1e-5)
-    np.testing.assert_allclose(z_log_var, jax_out["z_log_var"], atol=1e-5)
-    np.testing.assert_allclose(model.decode(jax_out["z_mean"]), jax_out["decoded"], atol=1e-5)
-    np.testing.assert_allclose(model.sample(4, seed=1), jax_out["samples"], atol=1e-5)
+    np.testing.assert_allclose(z_mean, theirs["z_mean"], atol=1e-5)
+    np.testing.assert_allclose(z_log_var, theirs["z_log_var"], atol=1e-5)
+    np.testing.assert_allclose(model.decode(theirs["z_mean"]), theirs["decoded"], atol=1e-5)
+    np.testing.assert_allclose(model.sample(4, seed=1), theirs["samples"], atol=1e-5)
 
 
 DATA_PARALLEL = """
@@ -154,7 +192,7 @@ print(json.dumps(curves))
 
 @pytest.mark.slow
 def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
-    pytest.importorskip("jax")
+    require("jax")
     done = _run([sys.executable, "-c", f"out = {str(tmp_path)!r}\n" + DATA_PARALLEL],
                 {backend.ENV: "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     curves = json.loads(done.stdout.strip().splitlines()[-1])
@@ -166,14 +204,126 @@ def test_two_devices_follow_the_one_device_loss_curve(tmp_path):
     np.testing.assert_allclose(two["val_loss"], one["val_loss"], rtol=1e-3)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
-def test_a_jax_trained_model_exports_and_verifies_from_a_jax_shell(jax_run, tmp_path):
-    """The cross-backend path as a user runs it: KERAS_BACKEND=jax in the shell, one export command."""
-    run, _, _ = jax_run
+def test_two_processes_follow_the_one_process_loss_curve_and_only_process_0_writes(tmp_path):
+    """Multi-host data parallel on one machine: two JAX processes on the CPU, one device each, joined
+    through a coordinator on loopback and all-reducing over gloo. Process 0 takes the options,
+    process 1 Keras' KERAS_DISTRIBUTION_* variables; a plain one-process run trains beside them."""
+    require("jax")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_DISTRIBUTION_", "XLA_FLAGS", backend.ENV))}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    common = [VAE_EDGE, "train", "--backend", "jax", *TINY, "--max-samples", "160"]  # 128 train images: 4 whole batches
+    coordinator = f"127.0.0.1:{_free_port()}"
+    commands = [
+        ([*common, "--devices", "all", "--coordinator", coordinator, "--num-processes", "2", "--process-id", "0",
+          "--out", str(tmp_path / "p0")], {}),
+        ([*common, "--devices", "all", "--out", str(tmp_path / "p1")],
+         {"KERAS_DISTRIBUTION_JOB_ADDRESSES": coordinator, "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+          "KERAS_DISTRIBUTION_PROCESS_ID": "1"}),
+        ([*common, "--out", str(tmp_path / "one")], {}),
+    ]
+    running = [subprocess.Popen(command, env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command, extra in commands]
+    try:
+        outputs = [process.communicate(timeout=600) for process in running]
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+    for process, (stdout, stderr) in zip(running, outputs):
+        assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    assert "training micro on jax, 2 device(s) over 2 processes (this is process 1)" in outputs[1][0]
+    assert outputs[1][0].rstrip().endswith("process 0 writes the run folder")
+    assert not (tmp_path / "p1").exists()  # only process 0 writes
+    two = json.loads((tmp_path / "p0" / "history.json").read_text())
+    one = json.loads((tmp_path / "one" / "history.json").read_text())
+    assert (two["processes"], two["devices"], two["per_device_batch"]) == (2, 2, 16)
+    assert (one["processes"], one["devices"], one["per_device_batch"]) == (1, 1, 32)
+    # the same steps on the same global batches; only the order of float sums differs
+    np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=1e-3)
+    np.testing.assert_allclose(two["history"]["val_loss"], one["history"]["val_loss"], rtol=1e-3)
+    assert {p.name for p in (tmp_path / "p0").iterdir()} >= {"model.keras", "history.json", "samples.png"}
+
+
+def test_multi_host_settings_come_from_the_options_else_keras_variables():
+    from vae_edge.train import Hosts, hosts_from
+
+    environ = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "host1:1234,host2:1234", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+               "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
+    assert hosts_from(environ=environ) == Hosts("host1:1234", 2, 1)  # the first job address is the coordinator
+    assert hosts_from("head:9000", 4, 3, environ=environ) == Hosts("head:9000", 4, 3)
+    assert hosts_from(environ={}) is None
+    assert hosts_from("head:9000", 1, 0, environ={}) is None  # one process: nothing to join
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--coordinator", "head:9000"], "a multi-host run needs --coordinator, --num-processes and --process-id together "
+     "(or KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID); "
+     "missing --num-processes, --process-id"),
+    (["--coordinator", "head", "--num-processes", "2", "--process-id", "0"],
+     "--coordinator 'head' is not HOST:PORT (process 0's address and a free port)"),
+    (["--coordinator", "head:9000", "--num-processes", "2", "--process-id", "2"],
+     "--process-id 2 is not in 0..1 (--num-processes 2)"),
+    (["--backend", "tensorflow", "--coordinator", "head:9000", "--num-processes", "2", "--process-id", "1"],
+     "a multi-host run (--coordinator, --num-processes 2) needs --backend jax"),
+])
+def test_bad_multi_host_settings_are_one_line_and_exit_2(options, message, monkeypatch, tmp_path):
+    for name in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(backend.ENV, "tensorflow")
+    result = CliRunner().invoke(main, ["train", *options, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"Error: {message}"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_process_whose_coordinator_never_answers_stops_with_one_line():
+    """JAX would abort the process with a native stack trace; the wait before it says what to do."""
+    from vae_edge.train import wait_for_coordinator
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    with pytest.raises(BadInputError, match=rf"^nothing answered at --coordinator {address} within 0.5 s \(Connection refused\); "
+                                            "start process 0 with the same --coordinator, or check its address and port$"):
+        wait_for_coordinator(address, 0.5)
+
+
+def test_a_multi_process_run_must_use_every_process_devices(monkeypatch):
+    from vae_edge import train
+
+    monkeypatch.setattr(train, "process_index_and_count", lambda: (0, 2))
+    monkeypatch.setattr(train, "list_devices", lambda: ["cpu:0", "cpu:1"])
+    with pytest.raises(BadInputError, match=r"--devices 1: a 2-process run trains on the devices of every process; "
+                                            r"use --devices all \(2 devices\)"):
+        train.data_parallel(1, 32)
+
+
+def test_every_split_is_cut_to_whole_shares_of_the_devices():
+    from vae_edge.data import Splits
+    from vae_edge.train import trim_for_devices
+
+    images = np.zeros((131, 2, 2, 1), np.float32)
+    splits = Splits("digits", images, images[:21], images[:20], train_labels=np.arange(131))
+    logged = []
+    trimmed = trim_for_devices(splits, 2, logged.append)
+    assert (len(trimmed.train), len(trimmed.val), len(trimmed.test), len(trimmed.train_labels)) == (130, 20, 20, 130)
+    assert logged == ["dropping the last 1/1/0 train/val/test images so every batch splits over 2 devices"]
+    assert trim_for_devices(trimmed, 2, logged.append) is trimmed and len(logged) == 1
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_another_backend_exports_and_verifies_from_its_shell(backend_run, tmp_path):
+    """The cross-backend path as a user runs it: KERAS_BACKEND=jax (or torch) in the shell, one export command."""
+    name, run, _, _ = backend_run
     bundle = tmp_path / "bundle"
     done = subprocess.run([VAE_EDGE, "export", str(run / "model.keras"), "--format", "tflite", "--format", "onnx",
                            "--quantize", "float32", "--quantize", "int8", "--out", str(bundle)],
-                          env={**os.environ, backend.ENV: "jax"}, capture_output=True, text=True, timeout=900)
+                          env={**os.environ, backend.ENV: name}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["verification"]["passed"] and manifest["model"]["trained_precision"] == "float32"
@@ -182,7 +332,7 @@ def test_a_jax_trained_model_exports_and_verifies_from_a_jax_shell(jax_run, tmp_
 
 def test_nearest_upsampling_gives_the_same_pixels_on_jax(tmp_path):
     """The decoder's upsampling is a repeat on JAX and DEPTH_TO_SPACE on TensorFlow: the same pixels."""
-    pytest.importorskip("jax")
+    require("jax")
     import keras
 
     from tests.test_model import UPSAMPLINGS

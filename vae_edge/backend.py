@@ -29,6 +29,8 @@ PACKAGES: dict[Backend, tuple[str, str]] = {
     Backend.JAX: ("jax", "jax"),
     Backend.TORCH: ("torch", "torch"),
 }
+# PyPI's Linux torch wheel needs CUDA's several GB, so the hint also names PyTorch's CPU build.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def loaded_backend() -> str | None:
@@ -55,7 +57,10 @@ def select_backend(name: str | None = None) -> Backend:
     backend = Backend(name) if name else requested_backend()
     module, extra = PACKAGES[backend]
     if importlib.util.find_spec(module) is None:
-        raise BadInputError(f"the {backend} backend needs the {module} package: pip install 'vae-edge[{extra}]'")
+        hint = f"pip install 'vae-edge[{extra}]'"
+        if backend == Backend.TORCH:
+            hint += f" (with CUDA), or for the CPU build: pip install torch --index-url {TORCH_CPU_INDEX}"
+        raise BadInputError(f"the {backend} backend needs the {module} package: {hint}")
     loaded = loaded_backend()
     if loaded is not None and loaded != backend:
         raise BadInputError(

@@ -1,26 +1,30 @@
 """Training: data in, a run folder with the best model, its history and pictures out.
 
 Runs on any Keras backend (see `vae_edge.backend`); on JAX it can spread each batch over
-several devices. The default recipe (batch 32, warm-up then cosine decay from a peak of
-2e-3, global-norm clipping, 8 epochs on a CPU) reached the best test -ELBO of the recipes
-measured for `small` on the embedded digits, at the CPU cost of the old 8-epoch default;
-the table is in the README's "Training recipe" section.
+several devices, and over several processes or hosts (`join_hosts`, docs/multi-host.md). The
+default recipe (batch 32, warm-up then cosine decay from a peak of 2e-3, global-norm clipping,
+8 epochs on a CPU) reached the best test -ELBO of the recipes measured for `small` on the
+embedded digits, at the CPU cost of the old 8-epoch default; the table is in the README's
+"Training recipe" section.
 """
 
 import contextlib
+import functools
 import math
 import os
 import shutil
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from vae_edge.backend import Backend
+from vae_edge.backend import Backend, loaded_backend, requested_backend
 from vae_edge.data import EMBEDDED_DATASET, load_dataset
 from vae_edge.errors import BadInputError, TrainingDiverged
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
@@ -30,8 +34,14 @@ from vae_edge.registry import Annealing, Precision, ReconstructionLoss
 # 2-core CPU, and a longer run where an accelerator makes it cheap.
 CPU_EPOCHS = 8
 ACCELERATOR_EPOCHS = 30
-# keras.distribution.initialize() reads these; set them on every host of a multi-host run.
+# Keras' own variables for a multi-host run (keras.distribution.initialize reads the same ones):
+# the defaults of `vae-edge train --coordinator/--num-processes/--process-id`. The first job
+# address is the coordinator's, process 0's.
 MULTI_HOST_ENV = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
+NUM_PROCESSES_ENV = "KERAS_DISTRIBUTION_NUM_PROCESSES"
+PROCESS_ID_ENV = "KERAS_DISTRIBUTION_PROCESS_ID"
+# Seconds a process waits for the others to join before it gives up (JAX's default is 300).
+JOIN_TIMEOUT_S = 300
 
 
 class LRSchedule(StrEnum):
@@ -63,6 +73,7 @@ class TrainConfig:
     max_samples: int | None = None
     image_size: int | None = None
     channels: int | None = None
+    conditional: bool = False  # condition encoder and decoder on the data set's class labels
 
 
 @dataclass
@@ -70,6 +81,104 @@ class TrainResult:
     run_dir: Path
     history: dict
     seconds_per_epoch: float
+    wrote_run_dir: bool = True  # False on every process but 0 of a multi-host run: only process 0 writes
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """This process's place in a multi-process (multi-host) JAX run."""
+
+    coordinator: str  # HOST:PORT where process 0 listens and every process connects
+    num_processes: int
+    process_id: int  # 0 .. num_processes - 1; 0 writes the run folder
+
+
+def hosts_from(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               environ: dict | None = None) -> Hosts | None:
+    """The multi-host settings: the arguments, else Keras' KERAS_DISTRIBUTION_* variables; None for one process.
+
+    All three are needed together; a partial or inconsistent set is a one-line error rather
+    than a run that hangs waiting for processes that will never come.
+    """
+    environ = os.environ if environ is None else environ
+    if coordinator is None and environ.get(MULTI_HOST_ENV):
+        coordinator = environ[MULTI_HOST_ENV].split(",")[0].strip()
+    try:
+        if num_processes is None and environ.get(NUM_PROCESSES_ENV):
+            num_processes = int(environ[NUM_PROCESSES_ENV])
+        if process_id is None and environ.get(PROCESS_ID_ENV):
+            process_id = int(environ[PROCESS_ID_ENV])
+    except ValueError:
+        raise BadInputError(f"{NUM_PROCESSES_ENV} and {PROCESS_ID_ENV} must be whole numbers, got "
+                            f"{environ.get(NUM_PROCESSES_ENV)!r} and {environ.get(PROCESS_ID_ENV)!r}") from None
+    given = {"--coordinator": coordinator, "--num-processes": num_processes, "--process-id": process_id}
+    if all(value is None for value in given.values()):
+        return None
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        raise BadInputError(f"a multi-host run needs --coordinator, --num-processes and --process-id together "
+                            f"(or {MULTI_HOST_ENV}, {NUM_PROCESSES_ENV}, {PROCESS_ID_ENV}); missing {', '.join(missing)}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInputError(f"--coordinator {coordinator!r} is not HOST:PORT (process 0's address and a free port)")
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+        raise BadInputError(f"--process-id {process_id} is not in 0..{num_processes - 1} (--num-processes {num_processes})")
+    return None if num_processes == 1 else Hosts(coordinator, num_processes, process_id)
+
+
+def join_hosts(hosts: Hosts, timeout_s: int = JOIN_TIMEOUT_S) -> None:
+    """Connect this process to the others of a multi-host JAX run; a no-op once joined.
+
+    Must run before JAX computes anything (jax.distributed.initialize refuses afterwards),
+    so the CLI calls it right after choosing the backend. On CPUs, cross-process collectives
+    go over gloo (TCP); JAX 0.10 defaults to it, set here so an older default cannot silently
+    leave processes that cannot all-reduce. The other processes first wait for process 0's
+    coordinator to listen: JAX itself aborts the whole process with a native stack trace when
+    it cannot reach it, which is no way to say "start process 0 first".
+    """
+    if (loaded_backend() or requested_backend()) != Backend.JAX:
+        raise BadInputError(f"a multi-host run (--coordinator, --num-processes {hosts.num_processes}) needs --backend jax")
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    if hosts.process_id != 0:
+        wait_for_coordinator(hosts.coordinator, timeout_s)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=hosts.coordinator, num_processes=hosts.num_processes,
+                                   process_id=hosts.process_id, initialization_timeout=timeout_s)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadInputError(f"process {hosts.process_id} of {hosts.num_processes} could not join the run at "
+                            f"{hosts.coordinator}: {first}") from None
+
+
+def wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Return once something accepts TCP connections at `address` (HOST:PORT); a one-line error after `timeout_s`."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise BadInputError(f"nothing answered at --coordinator {address} within {timeout_s:g} s "
+                                    f"({error.strerror or error}); start process 0 with the same --coordinator, "
+                                    "or check its address and port") from None
+            time.sleep(0.5)
+
+
+def process_index_and_count() -> tuple[int, int]:
+    """(this process's index, the process count): (0, 1) unless this is a multi-host JAX run."""
+    import keras
+
+    if keras.backend.backend() != Backend.JAX:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
 
 
 def learning_rate_schedule(config: TrainConfig, total_steps: int):
@@ -89,8 +198,10 @@ def learning_rate_schedule(config: TrainConfig, total_steps: int):
     )
 
 
-def build_model(config: TrainConfig, image_shape, total_steps: int = 1000, jit_compile: bool | str = "auto"):
-    """The compiled VAE that `config` describes, its schedule spanning `total_steps` optimizer steps."""
+def build_model(config: TrainConfig, image_shape, total_steps: int = 1000, jit_compile: bool | str = "auto",
+                class_names: tuple[str, ...] = ()):
+    """The compiled VAE that `config` describes, its schedule spanning `total_steps` optimizer steps;
+    conditional on `class_names` when the config asks for it."""
     import keras
 
     from vae_edge.model import VAE
@@ -104,17 +215,36 @@ def build_model(config: TrainConfig, image_shape, total_steps: int = 1000, jit_c
         free_bits=config.free_bits,
         seed=config.seed,
         dtype=str(config.precision),  # a plain str: Keras reads an enum's .name as a dtype
+        num_classes=len(class_names) if config.conditional else 0,
+        class_names=list(class_names) if config.conditional else None,
     )
     optimizer = keras.optimizers.Adam(learning_rate_schedule(config, total_steps), global_clipnorm=config.clip_norm)
+    if jit_compile == "auto" and keras.backend.backend() == "tensorflow":
+        # Keras leaves XLA off for TensorFlow on a CPU; since the decoder's upsampling has no
+        # ResizeNearestNeighborGrad, XLA compiles the step and trains `small` ~2.7x faster here.
+        jit_compile = True
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
 
-def accelerators() -> list[str]:
-    """The GPUs/TPUs Keras' backend sees (all hosts' on multi-host JAX); [] on a CPU-only machine."""
+def list_devices() -> list[str]:
+    """The devices Keras' backend trains on, as "platform:index" (every host's on multi-host JAX).
+
+    Keras' `keras.distribution.list_devices` has no PyTorch implementation (it fails there), so
+    on PyTorch this asks torch: its CUDA devices, else the CPU.
+    """
     import keras
 
-    return [device for device in keras.distribution.list_devices() if not device.lower().startswith("cpu")]
+    if keras.backend.backend() == Backend.TORCH:
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu:0"]
+    return keras.distribution.list_devices()
+
+
+def accelerators() -> list[str]:
+    """The GPUs/TPUs Keras' backend sees (all hosts' on multi-host JAX); [] on a CPU-only machine."""
+    return [device for device in list_devices() if not device.lower().startswith("cpu")]
 
 
 def resolve_epochs(config: TrainConfig) -> int:
@@ -128,14 +258,17 @@ def data_parallel(devices: int | str, batch_size: int):
     """The `keras.distribution.DataParallel` for `devices` (None for one device) on JAX, and the device count.
 
     Each device gets batch_size / count images of every batch and the gradients are averaged,
-    so the same global batch and seed follow the same loss curve on any device count.
+    so the same global batch and seed follow the same loss curve on any device count. A
+    multi-host run spans every process's devices, so there `devices` must be all of them.
     """
     import keras
 
-    if os.environ.get(MULTI_HOST_ENV):
-        keras.distribution.initialize()  # jax.distributed.initialize from the KERAS_DISTRIBUTION_* variables
-    available = keras.distribution.list_devices()
+    available = list_devices()
+    _, processes = process_index_and_count()
     count = len(available) if devices == "all" else int(devices)
+    if processes > 1 and count != len(available):
+        raise BadInputError(f"--devices {devices}: a {processes}-process run trains on the devices of every process; "
+                            f"use --devices all ({len(available)} devices)")
     if count < 1 or count > len(available):
         raise BadInputError(
             f"--devices {devices}: this machine has {len(available)} ({', '.join(available)}); pick 1 to {len(available)}"
@@ -146,7 +279,58 @@ def data_parallel(devices: int | str, batch_size: int):
         raise BadInputError(f"--devices {count} needs --backend jax (data-parallel training uses JAX's distribution API)")
     if batch_size % count:
         raise BadInputError(f"--batch-size {batch_size} does not split over {count} devices; use a multiple of {count}")
-    return keras.distribution.DataParallel(devices=available[:count]), count
+    distribution = keras.distribution.DataParallel(devices=available[:count])
+    # Every process feeds whole global batches (whole_batches_on_every_process), not a tf.data shard of its own
+    distribution.auto_shard_dataset = processes == 1
+    return distribution, count
+
+
+def trim_for_devices(splits, count: int, log: Callable[[str], None]):
+    """`splits` with each split cut to a multiple of `count` images, so that the last, partial
+    batch also divides evenly over the devices (JAX cannot shard 21 images over 2 devices)."""
+    cut = {name: len(getattr(splits, name)) % count for name in ("train", "val", "test")}
+    if not any(cut.values()):
+        return splits
+    log(f"dropping the last {cut['train']}/{cut['val']}/{cut['test']} train/val/test images so every batch "
+        f"splits over {count} devices")
+    changes = {}
+    for name, extra in cut.items():
+        end = len(getattr(splits, name)) - extra
+        changes[name] = getattr(splits, name)[:end]
+        labels = getattr(splits, f"{name}_labels")
+        if labels is not None:
+            changes[f"{name}_labels"] = labels[:end]
+    return replace(splits, **changes)
+
+
+@contextlib.contextmanager
+def whole_batches_on_every_process(processes: int):
+    """In a multi-process JAX run, let every process feed the whole global batch and keep its devices' rows.
+
+    Every process loads the same data and shuffles it with the same seed, so each sees the same
+    global batches that one process would; JAX's `make_array_from_process_local_data` with the
+    global shape takes each device's rows from that. Keras (3.15) would instead treat each
+    process's batch as its own share and train on `processes` copies of it, so its data-input
+    function is swapped for the duration of training (a private module; Keras is pinned to 3.15).
+    """
+    if processes == 1:
+        yield
+        return
+    import jax
+    import keras
+    from keras.src.backend.jax import distribution_lib
+
+    original = distribution_lib.distribute_data_input
+
+    def global_batch(batch, layout, batch_dim_name):
+        sharding = layout.backend_layout if isinstance(layout, keras.distribution.TensorLayout) else layout
+        return jax.make_array_from_process_local_data(sharding, batch, batch.shape)
+
+    distribution_lib.distribute_data_input = global_batch
+    try:
+        yield
+    finally:
+        distribution_lib.distribute_data_input = original
 
 
 def resolve_verbose(verbose: int | str) -> int:
@@ -174,48 +358,90 @@ def train(config: TrainConfig, out_dir, force: bool = False, verbose: int | str 
     from vae_edge.model.callbacks import DivergenceGuard
 
     out_dir = Path(out_dir)
-    check_writable(out_dir, force)
+    hosts = hosts_from()  # KERAS_DISTRIBUTION_*; the CLI has joined already, from its options
+    if hosts:
+        join_hosts(hosts)
+    process, processes = process_index_and_count()
+    writer = process == 0  # the only process that writes the run folder
+    if writer:
+        check_writable(out_dir, force)
     splits = load_dataset(
         config.dataset, image_size=config.image_size, channels=config.channels,
         max_samples=config.max_samples, seed=config.seed,
     )
+    check_conditional(config, splits)
     epochs = resolve_epochs(config)
     distribution, device_count = data_parallel(config.devices, config.batch_size)
+    if device_count > 1:
+        splits = trim_for_devices(splits, device_count, log)
     backend = keras.backend.backend()
-    log(f"training {config.variant} on {backend}, {device_count} device(s), "
-        f"batch {config.batch_size} ({config.batch_size // device_count} per device), {epochs} epochs")
+    log(f"training {config.variant} on {backend}, {device_count} device(s)"
+        + (f" over {processes} processes (this is process {process})" if processes > 1 else "")
+        + f", batch {config.batch_size} ({config.batch_size // device_count} per device), {epochs} epochs")
     keras.utils.set_random_seed(config.seed)
     steps = epochs * math.ceil(len(splits.train) / config.batch_size)
-    facts = {"backend": backend, "devices": device_count, "per_device_batch": config.batch_size // device_count}
-    with atomic_directory(out_dir, force=True) as staging, (distribution.scope() if distribution else contextlib.nullcontext()):
-        model = build_model(config, splits.image_shape, total_steps=steps)
-        checkpoint = staging / "model.keras"
-        guard = DivergenceGuard()
-        every_callback = [
-            guard,
-            KLAnnealing(config.kl_annealing, config.kl_warmup_steps),
-            *(callbacks or []),
-            # inf, not Keras' default of saving epoch 1 whatever it holds: a NaN model is never saved
-            keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True, initial_value_threshold=np.inf),
-        ]
-        started = time.perf_counter()
-        history = model.fit(
-            splits.train, epochs=epochs, batch_size=config.batch_size, shuffle=True,
-            validation_data=(splits.val,), callbacks=every_callback, verbose=resolve_verbose(verbose),
-        ).history
+    facts = {"backend": backend, "processes": processes, "devices": device_count,
+             "per_device_batch": config.batch_size // device_count}
+    with run_folder(out_dir, writer) as staging:
+        with on_devices(distribution, processes):  # build and fit only: the rest runs on this process's own device
+            model = build_model(config, splits.image_shape, total_steps=steps, class_names=splits.class_names)
+            checkpoint = staging / "model.keras"
+            guard = DivergenceGuard()
+            every_callback = [
+                guard,
+                KLAnnealing(config.kl_annealing, config.kl_warmup_steps),
+                *(callbacks or []),
+                # inf, not Keras' default of saving epoch 1 whatever it holds: a NaN model is never saved
+                keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True,
+                                                initial_value_threshold=np.inf),
+            ]
+            started = time.perf_counter()
+            history = model.fit(
+                model.model_inputs(splits.train, splits.train_labels), epochs=epochs, batch_size=config.batch_size,
+                shuffle=True, validation_data=(model.model_inputs(splits.val, splits.val_labels),),
+                callbacks=every_callback, verbose=resolve_verbose(verbose) if writer else 0,
+            ).history
         seconds_per_epoch = (time.perf_counter() - started) / max(len(history["loss"]), 1)
         history = {k: [float(v) for v in values] for k, values in history.items()}
         run_config = {**asdict(config), "epochs": epochs, "backend": backend, "image_shape": list(splits.image_shape)}
         record = {"history": history, "seconds_per_epoch": seconds_per_epoch, **facts}
         if guard.epoch is not None:
+            if not writer:
+                raise TrainingDiverged(f"training diverged in epoch {guard.epoch}; process 0 says where its last good model is")
             raise keep_last_good(staging, out_dir, guard, config, run_config, record)
+        if not writer:  # the other processes hold the same model: process 0 writes it
+            return TrainResult(out_dir, history, seconds_per_epoch, wrote_run_dir=False)
         best = keras.models.load_model(checkpoint)
         write_json(staging / "train_config.json", run_config)
         write_json(staging / "history.json", {
             **record, "parameters": int(best.count_params()), "best_epoch": int(np.argmin(history["val_loss"])) + 1,
         })
-        write_pictures(best, splits.test, staging, history)
+        write_pictures(best, splits.test, staging, history, labels=splits.test_labels)
     return TrainResult(out_dir, history, seconds_per_epoch)
+
+
+@contextlib.contextmanager
+def on_devices(distribution, processes: int):
+    """Under `distribution` (None: one device) and, multi-process, with whole batches fed on every process.
+
+    Only building and fitting run here. In a multi-process run, predictions come out split over
+    every process's devices, which no single process can read back; the best model is loaded
+    and pictured afterwards, outside the distribution, on process 0's own device.
+    """
+    with (distribution.scope() if distribution else contextlib.nullcontext()), whole_batches_on_every_process(processes):
+        yield
+
+
+@contextlib.contextmanager
+def run_folder(out_dir: Path, writer: bool):
+    """The staging folder that becomes `out_dir` (see `atomic_directory`); for the other processes of a
+    multi-host run, a scratch folder that is deleted, since they compute the same checkpoint and pictures."""
+    if writer:
+        with atomic_directory(out_dir, force=True) as staging:
+            yield staging
+    else:
+        with tempfile.TemporaryDirectory(prefix="vae-edge-process-") as scratch:
+            yield Path(scratch)
 
 
 def keep_last_good(staging: Path, out_dir: Path, guard, config: TrainConfig,
@@ -236,15 +462,43 @@ def keep_last_good(staging: Path, out_dir: Path, guard, config: TrainConfig,
     return TrainingDiverged(f"{where}; {out_dir} was not written; the last good model is in {kept}/; {fix}")
 
 
-def write_pictures(model, images: np.ndarray, folder: Path, history: dict | None = None, seed: int = 0) -> None:
-    """Training curves, a sample grid, reconstructions, and the manifold when latent_dim == 2."""
+def write_pictures(model, images: np.ndarray, folder: Path, history: dict | None = None, seed: int = 0,
+                   labels: np.ndarray | None = None) -> None:
+    """Training curves, a sample grid (a row per class for a conditional model), reconstructions, and
+    the manifold (of the first class, for a conditional model) when latent_dim == 2."""
     from vae_edge import plots
 
     if history:
         plots.save_training_curves(history, folder / "training_curves.png")
-    plots.save_image_grid(model.sample(64, seed=seed), folder / "samples.png", columns=8)
-    z_mean, _ = model.encode(images[:10])
-    plots.save_reconstructions(images[:10], model.decode(z_mean), folder / "reconstructions.png")
+    save_samples(model, folder / "samples.png", seed)
+    labels = labels[:10] if model.conditional else None
+    z_mean, _ = model.encode(images[:10], labels)
+    plots.save_reconstructions(images[:10], model.decode(z_mean, labels), folder / "reconstructions.png")
     if model.latent_dim == 2:
-        plots.save_latent_manifold(model.decode, folder / "latent_manifold.png")
+        decode = functools.partial(model.decode, label=0) if model.conditional else model.decode
+        plots.save_latent_manifold(decode, folder / "latent_manifold.png")
+
+
+SAMPLE_COLUMNS = 8
+
+
+def save_samples(model, path: Path, seed: int = 0) -> None:
+    """64 seeded samples in a grid; for a conditional model a row per class, named on the left."""
+    from vae_edge import plots
+
+    if not model.conditional:
+        plots.save_image_grid(model.sample(64, seed=seed), path, columns=SAMPLE_COLUMNS)
+        return
+    rows = np.repeat(np.arange(model.num_classes), SAMPLE_COLUMNS)
+    plots.save_image_grid(model.sample(len(rows), seed=seed, labels=rows), path, columns=SAMPLE_COLUMNS,
+                          row_labels=model.class_names)
+
+
+def check_conditional(config: TrainConfig, splits) -> None:
+    """A conditional run needs labelled data with at least two classes."""
+    if config.conditional and not splits.labelled:
+        raise BadInputError(f"--conditional needs class labels, and {config.dataset} has none; use mnist-5k, a Keras "
+                            "data set, a folder of class folders or an .npz with x and y")
+    if config.conditional and len(splits.class_names) < 2:
+        raise BadInputError(f"--conditional needs at least 2 classes; {config.dataset} has {len(splits.class_names)}")
 

@@ -38,6 +38,22 @@ def _devices(value: str) -> int | str:
     help="Devices to split each batch over: a number or 'all' (more than 1 needs --backend jax).",
 )
 @click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="Multi-host JAX: process 0's address and a free port, the same on every process. "
+    "Default: the first of $KERAS_DISTRIBUTION_JOB_ADDRESSES.",
+)
+@click.option(
+    "--num-processes",
+    type=click.IntRange(min=1),
+    help="Multi-host JAX: how many processes train together. Default: $KERAS_DISTRIBUTION_NUM_PROCESSES.",
+)
+@click.option(
+    "--process-id",
+    type=click.IntRange(min=0),
+    help="Multi-host JAX: this process, 0 to --num-processes - 1; 0 writes --out. Default: $KERAS_DISTRIBUTION_PROCESS_ID.",
+)
+@click.option(
     "--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU/TPU."
 )
 @click.option(
@@ -101,18 +117,27 @@ def _devices(value: str) -> int | str:
 @click.option("--max-samples", type=click.IntRange(min=3), help="Use at most this many images.")
 @click.option("--image-size", type=click.IntRange(min=1), help="Resize folder images to this square size.")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Grayscale (1) or RGB (3) for folder images.")
+@click.option("--conditional", is_flag=True,
+              help="Condition on the data set's class labels (mnist-5k, Keras data sets, class folders, .npz with y).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/default"), show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
-def train(out, force, channels, backend, devices, clip_norm, **options):
+def train(out, force, channels, backend, devices, coordinator, num_processes, process_id, clip_norm, **options):
     """Train a VAE and write model.keras, history.json and pictures to --out.
 
     Output is one line per epoch when stdout is not a terminal. If the loss becomes NaN the
     command stops with exit status 1, writes nothing to --out and keeps the last good model
     in <out>.diverged/.
+
+    Several processes or hosts (JAX): start the same command on each with --coordinator,
+    --num-processes and its own --process-id and --devices all (docs/multi-host.md).
     """
     from vae_edge.backend import select_backend
+    from vae_edge.train import hosts_from, join_hosts
 
     select_backend(backend)  # before anything imports Keras
+    hosts = hosts_from(coordinator, num_processes, process_id)
+    if hosts:
+        join_hosts(hosts)  # before JAX computes anything
     from vae_edge.train import train as run_training
 
     config = TrainConfig(
@@ -120,9 +145,9 @@ def train(out, force, channels, backend, devices, clip_norm, **options):
     )
     result = run_training(config, out, force=force, log=click.echo)
     history = result.history
+    wrote = f"wrote {result.run_dir}/" if result.wrote_run_dir else "process 0 writes the run folder"
     click.echo(
-        f"\nbest validation loss {min(history['val_loss']):.2f} nats/image, "
-        f"{result.seconds_per_epoch:.1f} s/epoch; wrote {result.run_dir}/"
+        f"\nbest validation loss {min(history['val_loss']):.2f} nats/image, {result.seconds_per_epoch:.1f} s/epoch; {wrote}"
     )
 
 
@@ -143,19 +168,20 @@ def train(out, force, channels, backend, devices, clip_norm, **options):
 def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
     """Test ELBO, importance-weighted NLL, PSNR and active units of a trained model."""
     from vae_edge.cli.common import run_splits
-    from vae_edge.data import images_for_model
-    from vae_edge.evaluation import evaluate_model
+    from vae_edge.evaluation import evaluate_splits
     from vae_edge.fsutil import write_json
     from vae_edge.model.loading import load_vae
 
     model = load_vae(model_path)
     warn_if_split_differs(model_path, dataset, seed, max_samples)
     splits = run_splits(model_path, dataset, seed, max_samples)
-    results = evaluate_model(
-        model, images_for_model(splits.test, model.image_shape, splits.name), importance_samples=importance_samples
-    )
+    results = evaluate_splits(model, splits, importance_samples=importance_samples)
     for key, value in results.items():
-        click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
+        if key != "per_class":
+            click.echo(f"{key:>32}: {value:.3f}" if isinstance(value, float) else f"{key:>32}: {value}")
+    for name, scores in results.get("per_class", {}).items():
+        click.echo(f"{'class ' + name:>32}: " + ", ".join(f"{key} {value:.3f}" if isinstance(value, float)
+                                                            else f"{key} {value}" for key, value in scores.items()))
     if json_out:
         write_json(json_out, results)
 
