@@ -1,12 +1,14 @@
 """A quiet terminal: native libraries' chatter (TensorFlow start-up, the TFLite converter's
-`fully_quantize:` lines, LiteRT's "Created ... XNNPACK delegate") kept off stderr unless
-`VAE_EDGE_VERBOSE=1` (the CLI's `--verbose`) asks for it.
+`fully_quantize:` lines, LiteRT's "Created ... XNNPACK delegate") kept off stderr, and
+onnxruntime's calibration prints off stdout, unless `VAE_EDGE_VERBOSE=1` (the CLI's
+`--verbose`) asks for them.
 
 C++ libraries write to file descriptor 2 directly, below Python's `sys.stderr`, so silencing
 them means pointing that descriptor at /dev/null for the duration of the call.
 """
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -45,3 +47,14 @@ def native_stderr_silenced():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def python_stdout_silenced():
+    """Run the block with Python's stdout swallowed (unless verbose): onnxruntime's quantizer `print`s
+    a histogram summary per calibration."""
+    if verbose():
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield

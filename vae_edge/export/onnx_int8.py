@@ -31,6 +31,7 @@ import numpy as np
 
 from vae_edge.cpu import CPUINFO, flags
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
+from vae_edge.logs import python_stdout_silenced
 
 if TYPE_CHECKING:
     import onnx
@@ -273,10 +274,11 @@ def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, setting
         prepared = scratch / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared))
         excluded = head_nodes(onnx.load(str(prepared))) if settings.float_head else []
-        q.quantize_static(str(prepared), str(scratch / "quantized.onnx"), Reader(), quant_format=formats[settings.format],
-                          per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                          activation_type=types[settings.activations], weight_type=types[settings.weights],
-                          calibrate_method=methods[settings.calibration], nodes_to_exclude=excluded)
+        with python_stdout_silenced():
+            q.quantize_static(str(prepared), str(scratch / "quantized.onnx"), Reader(), quant_format=formats[settings.format],
+                              per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                              activation_type=types[settings.activations], weight_type=types[settings.weights],
+                              calibrate_method=methods[settings.calibration], nodes_to_exclude=excluded)
         os.replace(scratch / "quantized.onnx", out_path)
     except Exception as error:
         raise ExportError(f"ONNX int8 quantization ({settings.name}) of {float_path.name} failed: {first_line(error)}") from None
