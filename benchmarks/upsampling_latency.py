@@ -55,7 +55,8 @@ def main() -> None:
     vae = load_vae(args.model)
     specs = graph_specs(vae.image_shape, vae.latent_dim)
     z = np.random.default_rng(0).standard_normal((1, vae.latent_dim)).astype(np.float32)
-    decoders = {"NearestUpsampling (DEPTH_TO_SPACE)": vae.decoder, "Resizing (RESIZE_NEAREST_NEIGHBOR)": with_resizing(vae.decoder)}
+    decoders = {"NearestUpsampling (DEPTH_TO_SPACE)": vae.decoder,
+                "Resizing (RESIZE_NEAREST_NEIGHBOR)": with_resizing(vae.decoder)}
     keras_gap = float(np.abs(np.asarray(decoders["Resizing (RESIZE_NEAREST_NEIGHBOR)"](z, training=False))
                              - np.asarray(vae.decoder(z, training=False))).max())
     runners, outputs, times = {}, {}, {name: [] for name in decoders}
