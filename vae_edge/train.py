@@ -219,10 +219,6 @@ def build_model(config: TrainConfig, image_shape, total_steps: int = 1000, jit_c
         class_names=list(class_names) if config.conditional else None,
     )
     optimizer = keras.optimizers.Adam(learning_rate_schedule(config, total_steps), global_clipnorm=config.clip_norm)
-    if jit_compile == "auto" and keras.backend.backend() == "tensorflow":
-        # Keras leaves XLA off for TensorFlow on a CPU; since the decoder's upsampling has no
-        # ResizeNearestNeighborGrad, XLA compiles the step and trains `small` ~2.7x faster here.
-        jit_compile = True
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
