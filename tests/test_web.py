@@ -451,7 +451,12 @@ def test_serve_sends_isolation_headers_and_stops_cleanly_on_ctrl_c(tmp_path):
     web = tmp_path / "bundle" / "web"
     web.mkdir(parents=True)
     (web / "index.html").write_text("<p>hello</p>")
-    command = [sys.executable, "-c", "from vae_edge.cli.serve import serve; serve()", str(tmp_path / "bundle"), "--port", "0"]
+    # The child's Ctrl-C handling must not depend on what the test process inherited or set: a SIGINT
+    # ignored or blocked here would be ignored or blocked in the child too, and Python then never raises
+    # KeyboardInterrupt (suspected in one full CI run where serve did not stop).
+    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); from vae_edge.cli.serve import serve; serve()")
+    command = [sys.executable, "-c", start, str(tmp_path / "bundle"), "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
@@ -465,7 +470,7 @@ def test_serve_sends_isolation_headers_and_stops_cleanly_on_ctrl_c(tmp_path):
             urllib.request.urlopen(url + "missing.onnx", timeout=10)
     finally:
         server.send_signal(signal.SIGINT)
-        try:  # generous: one CI run on a loaded machine took over 10 s here (not seen since)
+        try:
             out, err = server.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
