@@ -135,3 +135,22 @@ def test_the_bundle_readme_and_a_lone_file_are_enough_to_draw_a_class(conditiona
     expected = EdgeVAE.load(folder, backend="onnx", mode=Mode.FLOAT32).sample(4, seed=42, label=7)[..., 0]
     tiles = np.stack([grid[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28] for r in range(2) for c in range(2)])
     np.testing.assert_allclose(tiles, expected, atol=1 / 255 + 1e-6)
+
+
+def test_the_run_report_shows_each_class_and_the_label_accuracy(conditional_model, digits, tmp_path):
+    from vae_edge.evaluation import evaluate_splits
+    from vae_edge.fsutil import write_json
+    from vae_edge.run_folder import RunFolder
+    from vae_edge.run_report import write_report
+
+    folder = RunFolder(tmp_path / "run")
+    folder.root.mkdir()
+    write_json(folder.config, {"train": {"variant": "micro", "dataset": "mnist-5k", "conditional": True}})
+    scores = evaluate_splits(conditional_model, digits, samples_per_class=10)
+    write_json(folder.evaluation, scores)
+    markdown, _ = write_report(folder.root)
+    text = markdown.read_text()
+    assert f"Conditional: {100 * scores['label_accuracy']:.1f} % of 10 samples per class" in text
+    assert "| class | test images | -ELBO (nats) | label accuracy |" in text
+    for name, row in scores["per_class"].items():
+        assert f"| {name} | {row['images']} | {row['negative_elbo']:.2f} | {100 * row['label_accuracy']:.0f} % |" in text
