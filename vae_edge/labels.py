@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vae_edge.errors import BadInputError
+from vae_edge.signatures import LABEL
 
 Label = int | str
 
@@ -33,6 +34,11 @@ def check_labels(labels, count: int, num_classes: int, name: str = "labels") -> 
 def one_hot(indices: np.ndarray, num_classes: int) -> np.ndarray:
     """(N,) class indices -> (N, num_classes) float32 rows, the graphs' `label` input."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(indices, dtype=np.int64)]
+
+
+def label_feed(classes: np.ndarray | None, num_classes: int) -> dict[str, np.ndarray]:
+    """The `label` input of a graph for rows of `classes`, to merge into its feeds; {} without classes."""
+    return {} if classes is None else {LABEL: one_hot(classes, num_classes)}
 
 
 def label_index(label: Label, class_names: Sequence[str]) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from vae_edge.data import load_dataset
+from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
 
 
 def read_run_config(model_path: Path) -> dict:
@@ -29,3 +30,19 @@ def run_splits(model_path: Path, dataset: str | None = None, seed: int | None = 
 def model_option(help: str):
     """`--model`: the Keras model a bundle was exported from (the manifest names it by default)."""
     return click.option("--model", "model_path", type=click.Path(path_type=Path), help=help)
+
+
+def export_target_options(function):
+    """`--format`, `--quantize` and `--static-batch`: what `export` and `run` write, from the registry."""
+    function = click.option(
+        "--static-batch", default=DEFAULT_STATIC_BATCH, show_default=True, type=click.IntRange(min=0),
+        help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.",
+    )(function)
+    function = click.option(
+        "--quantize", "modes", multiple=True, type=click.Choice(names(MODES)),
+        help="Mode (repeatable). Default: every mode of each format.",
+    )(function)
+    return click.option(
+        "--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL])),
+        help="Export format or app (repeatable); `web` brings the ONNX files it runs.",
+    )(function)

@@ -5,10 +5,10 @@ from pathlib import Path
 import click
 
 from vae_edge.backend import require_tensorflow_backend
-from vae_edge.cli.common import model_option
+from vae_edge.cli.common import export_target_options, model_option
 from vae_edge.errors import BadInputError
 from vae_edge.export.onnx_int8 import AUTO, CpuClass
-from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, names
+from vae_edge.registry import names
 
 
 def parse_tolerances(pairs: tuple[str, ...]) -> dict:
@@ -37,29 +37,7 @@ def _tolerance_option(function):
 
 @click.command()
 @click.argument("model_path", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "formats",
-    multiple=True,
-    default=[ALL],
-    show_default=True,
-    type=click.Choice(names(FORMATS, APPS, [ALL])),
-    help="Export format or app (repeatable); `web` brings the ONNX files it runs.",
-)
-@click.option(
-    "--quantize",
-    "modes",
-    multiple=True,
-    type=click.Choice(names(MODES)),
-    help="Mode (repeatable). Default: every mode of each format.",
-)
-@click.option(
-    "--static-batch",
-    default=DEFAULT_STATIC_BATCH,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Batch of the fixed-shape files that mobile accelerators need; 0 writes none.",
-)
+@export_target_options
 @click.option(
     "--onnx-int8-target",
     type=click.Choice([AUTO, *names(CpuClass)]),

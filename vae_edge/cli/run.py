@@ -8,8 +8,9 @@ import click
 
 from vae_edge.backend import require_tensorflow_backend
 from vae_edge.bench.results import Cell, cells_of
+from vae_edge.cli.common import export_target_options
 from vae_edge.pipeline import STAGES
-from vae_edge.registry import ALL, APPS, DEFAULT_STATIC_BATCH, FORMATS, MODES, PIPELINE, Precision, names
+from vae_edge.registry import PIPELINE, Precision, names
 from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, TrainConfig
 
 
@@ -54,17 +55,7 @@ TRAIN_DEFAULTS = TrainConfig()
 @click.option("--max-samples", type=click.IntRange(min=3))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--conditional", is_flag=True, help="Condition on the data set's class labels (see `vae-edge train`).")
-@click.option(
-    "--format", "formats", multiple=True, default=[ALL], show_default=True, type=click.Choice(names(FORMATS, APPS, [ALL]))
-)
-@click.option("--quantize", "modes", multiple=True, type=click.Choice(names(MODES)), help="Export modes (default: all).")
-@click.option(
-    "--static-batch",
-    default=DEFAULT_STATIC_BATCH,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Batch of the fixed-shape files; 0 writes none.",
-)
+@export_target_options
 @click.option("--calibration-samples", type=int, help="Default: 256, or the whole training split when smaller.")
 @click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
 @click.option(

@@ -24,7 +24,7 @@ from vae_edge.export.metadata import embed_file, metadata_fields
 from vae_edge.export.onnx_int8 import AUTO, choose_settings, target_class
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
-from vae_edge.labels import check_labels, one_hot
+from vae_edge.labels import check_labels, label_feed
 from vae_edge.provenance import package_versions
 from vae_edge.registry import (
     ALL,
@@ -43,7 +43,7 @@ from vae_edge.registry import (
     targets,
 )
 from vae_edge.runtime.engines import open_engine
-from vae_edge.signatures import IMAGE, LABEL, Z, graph_specs
+from vae_edge.signatures import IMAGE, Z, graph_specs
 from vae_edge.verify.verifier import verify_bundle
 
 MIN_CALIBRATION_SAMPLES = 16
@@ -138,7 +138,7 @@ def export_bundle(
     specs = graph_specs(vae.image_shape, vae.latent_dim, vae.num_classes)
     networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
     z_mean, z_log_var = vae.encode(images, calibration_labels)
-    label = {LABEL: one_hot(calibration_labels, vae.num_classes)} if vae.conditional else {}
+    label = label_feed(calibration_labels, vae.num_classes)
     calibration = {
         Graph.ENCODER: {IMAGE: images, **label},
         Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed)), **label},

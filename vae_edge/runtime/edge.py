@@ -20,11 +20,11 @@ from vae_edge.bundle import Bundle
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
 from vae_edge.export.onnx_int8 import saturates_here
-from vae_edge.labels import Label, labels_for, one_hot
+from vae_edge.labels import Label, label_feed, labels_for
 from vae_edge.prior import SEED_LIMIT, prior_latents
 from vae_edge.registry import BENCH_JSON, FORMATS, MODES, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
-from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
+from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 INTERPOLATIONS = ("linear", "slerp")
 MAX_RESULT_BYTES = 2 * 2**30  # one call's images in memory; more is refused before anything is allocated
@@ -272,7 +272,7 @@ class EdgeVAE:
         return engine.run(feeds)
 
     def _with_label(self, feeds: dict[str, np.ndarray], classes: np.ndarray | None) -> dict[str, np.ndarray]:
-        return feeds if classes is None else {**feeds, LABEL: one_hot(classes, len(self.class_names))}
+        return {**feeds, **label_feed(classes, len(self.class_names))}
 
     def _encode(self, x: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         out = self._run(Graph.ENCODER, self._with_label({IMAGE: x}, classes))

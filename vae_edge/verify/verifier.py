@@ -19,11 +19,11 @@ from vae_edge.elbo import anomaly_scores, anomaly_threshold
 from vae_edge.errors import BadInputError
 from vae_edge.evaluation import conditioned, evaluate_pipeline
 from vae_edge.fsutil import write_json
-from vae_edge.labels import check_labels, cycled, one_hot
+from vae_edge.labels import check_labels, cycled, label_feed
 from vae_edge.prior import prior_latents
 from vae_edge.registry import Graph, Target
 from vae_edge.runtime.engines import InferenceEngine, open_artifact
-from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
+from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
 from vae_edge.verify.report import format_table, save_picture, write_markdown
 from vae_edge.verify.results import OutputCheck, PipelineCheck, VerifyReport
 from vae_edge.verify.stats import compare
@@ -55,15 +55,12 @@ def pipeline_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_c
     """numpy `encode(x[, labels])`/`decode(z[, labels])` callables over two engines; labels are class
     indices, fed as the graphs' one-hot `label` when the model is conditional."""
 
-    def feed(first_name: str, first: np.ndarray, labels) -> dict:
-        return {first_name: first, **({LABEL: one_hot(labels, num_classes)} if num_classes else {})}
-
     def encode(x, labels=None):
-        out = encoder.run(feed(IMAGE, x, labels))
+        out = encoder.run({IMAGE: x, **label_feed(labels, num_classes)})
         return out[Z_MEAN], out[Z_LOG_VAR]
 
     def decode(z, labels=None):
-        return decoder.run(feed(Z, z, labels))[RECONSTRUCTION]
+        return decoder.run({Z: z, **label_feed(labels, num_classes)})[RECONSTRUCTION]
 
     return encode, decode
 
@@ -103,9 +100,8 @@ def verify_bundle(
     reference_mean, reference_log_var = vae.encode(x, y)
     latents = np.concatenate([prior_latents(num_prior, vae.latent_dim, seed), reference_mean])
     latent_labels = None if y is None else np.concatenate([cycled(num_prior, vae.num_classes), y])
-    label_feed = {} if y is None else {LABEL: one_hot(y, vae.num_classes)}
-    feeds = {Graph.ENCODER: {IMAGE: x, **label_feed},
-             Graph.DECODER: {Z: latents, **({} if y is None else {LABEL: one_hot(latent_labels, vae.num_classes)})}}
+    feeds = {Graph.ENCODER: {IMAGE: x, **label_feed(y, vae.num_classes)},
+             Graph.DECODER: {Z: latents, **label_feed(latent_labels, vae.num_classes)}}
     reference = {Z_MEAN: reference_mean, Z_LOG_VAR: reference_log_var, RECONSTRUCTION: vae.decode(latents, latent_labels)}
     keras = KerasReference(x, vae.decode(reference_mean, y), {}, limits, kind, seed, y, vae.class_names)
     keras.scores = keras.elbo(vae.encode, vae.decode)
