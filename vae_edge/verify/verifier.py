@@ -169,12 +169,12 @@ def check_pipeline(
     x, kind, tolerance = keras.images, keras.reconstruction_loss, keras.tolerances[target.mode]
     scores = keras.elbo(encode, decode)
     encode, decode = conditioned(encode, decode, keras.labels)
-    reconstruction = decode(encode(x)[0])
+    z_mean, z_log_var = encode(x)
+    reconstruction = decode(z_mean)
     stats = compare(keras.reconstruction, reconstruction, "image")
     passed, criterion = judge(stats, tolerance)
     end_to_end = OutputCheck(f"{target.key} end to end", RECONSTRUCTION, stats, criterion, passed)
-    z_mean, z_log_var = encode(x)
-    threshold = anomaly_threshold(anomaly_scores(x, z_mean, z_log_var, decode(z_mean), kind))
+    threshold = anomaly_threshold(anomaly_scores(x, z_mean, z_log_var, reconstruction, kind))
     reference = keras.scores["negative_elbo"]
     increase = 100.0 * (scores["negative_elbo"] - reference) / abs(reference)
     elbo_ok, elbo_criterion = judge_elbo(increase, tolerance)
