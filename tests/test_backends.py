@@ -45,7 +45,7 @@ def require(module: str) -> None:
 def fake_backend_packages(monkeypatch, installed: set[str]) -> None:
     """Make the backend packages (only those: Keras' own import still looks itself up) seem installed or not."""
     real = importlib.util.find_spec
-    modules = {module for module, _ in backend.PACKAGES.values()}
+    modules = set(backend.MODULES.values())
     monkeypatch.setattr(backend.importlib.util, "find_spec",
                         lambda name, *args: (object() if name in installed else None) if name in modules else real(name, *args))
 
@@ -68,6 +68,15 @@ def test_missing_torch_names_the_extra_and_the_cpu_build(monkeypatch):
     with pytest.raises(BadInputError) as error:
         backend.select_backend("torch")
     assert str(error.value) == expected
+
+
+def test_every_missing_module_error_gives_the_same_install_hint_as_the_backend_check():
+    """The CLI's catch-all for a missing module used to send torch users to the CUDA wheel."""
+    from vae_edge.registry import install_hint
+
+    assert install_hint("torch").endswith("--index-url https://download.pytorch.org/whl/cpu")
+    assert install_hint("onnxruntime") == "pip install 'vae-edge[onnx]'"
+    assert install_hint("numpy") is None  # a core dependency: no extra to name, the error stays as it is
 
 
 def test_backend_cannot_change_once_keras_is_loaded(every_package_installed, monkeypatch):

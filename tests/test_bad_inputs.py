@@ -120,7 +120,7 @@ def test_missing_extra_names_the_pip_extra(monkeypatch, workspace):
     monkeypatch.setitem(sys.modules, "keras", None)
     result = invoke(["export", workspace / "run" / "model.keras", "--out", workspace / "new"])
     assert_one_line_error(result, 2)
-    assert "pip install vae-edge[train]" in result.stderr
+    assert "pip install 'vae-edge[train]'" in result.stderr
 
 
 def test_bench_without_matplotlib_writes_consistent_reports(bundle_copy, monkeypatch):

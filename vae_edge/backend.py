@@ -13,6 +13,7 @@ import sys
 from enum import StrEnum
 
 from vae_edge.errors import BadInputError
+from vae_edge.registry import install_hint
 
 ENV = "KERAS_BACKEND"
 
@@ -23,14 +24,8 @@ class Backend(StrEnum):
     TORCH = "torch"
 
 
-# The module each backend imports, and the pip extra that installs it.
-PACKAGES: dict[Backend, tuple[str, str]] = {
-    Backend.TENSORFLOW: ("tensorflow", "cpu"),
-    Backend.JAX: ("jax", "jax"),
-    Backend.TORCH: ("torch", "torch"),
-}
-# PyPI's Linux torch wheel needs CUDA's several GB, so the hint also names PyTorch's CPU build.
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The module each backend imports; `registry.install_hint` says how to install it.
+MODULES: dict[Backend, str] = {Backend.TENSORFLOW: "tensorflow", Backend.JAX: "jax", Backend.TORCH: "torch"}
 
 
 def loaded_backend() -> str | None:
@@ -55,12 +50,9 @@ def select_backend(name: str | None = None) -> Backend:
     Keras is already loaded with another backend, which no setting can change any more.
     """
     backend = Backend(name) if name else requested_backend()
-    module, extra = PACKAGES[backend]
+    module = MODULES[backend]
     if importlib.util.find_spec(module) is None:
-        hint = f"pip install 'vae-edge[{extra}]'"
-        if backend == Backend.TORCH:
-            hint += f" (with CUDA), or for the CPU build: pip install torch --index-url {TORCH_CPU_INDEX}"
-        raise BadInputError(f"the {backend} backend needs the {module} package: {hint}")
+        raise BadInputError(f"the {backend} backend needs the {module} package: {install_hint(module)}")
     loaded = loaded_backend()
     if loaded is not None and loaded != backend:
         raise BadInputError(

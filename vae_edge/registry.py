@@ -61,6 +61,19 @@ EXTRAS_OF_MODULES = {
     "tensorflow": "cpu", "keras": "train", "tf2onnx": "train", "onnx": "train", "mlxtend": "train", "matplotlib": "train",
     "ai_edge_litert": "litert", "onnxruntime": "onnx", "jax": "jax", "torch": "torch",
 }
+# PyPI's Linux torch wheel needs CUDA's several GB, so the hint also names PyTorch's CPU build.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def install_hint(module: str) -> str | None:
+    """The command that installs `module` (None for a module no extra provides)."""
+    extra = EXTRAS_OF_MODULES.get(module)
+    if extra is None:
+        return None
+    hint = f"pip install 'vae-edge[{extra}]'"
+    if module == "torch":
+        hint += f" (with CUDA), or for the CPU build: pip install torch --index-url {TORCH_CPU_INDEX}"
+    return hint
 
 
 def names(*groups) -> list[str]:
@@ -72,11 +85,6 @@ def names(*groups) -> list[str]:
 @dataclass(frozen=True)
 class EngineInfo:
     module: str  # what must be importable to run it
-
-    @property
-    def extra(self) -> str:
-        """The pip extra that installs it: `pip install vae-edge[EXTRA]`."""
-        return EXTRAS_OF_MODULES[self.module]
 
 
 ENGINES: dict[Engine, EngineInfo] = {

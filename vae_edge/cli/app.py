@@ -15,7 +15,7 @@ import click
 from vae_edge.cli import bench, export, info, run, runtime, serve, train
 from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
 from vae_edge.logs import VERBOSE_ENV, quiet_libraries
-from vae_edge.registry import EXTRAS_OF_MODULES
+from vae_edge.registry import install_hint
 
 quiet_libraries()
 
@@ -40,12 +40,10 @@ class VaeEdgeGroup(click.Group):
             self.fail(ctx, str(error), 2 if isinstance(error, (BadInputError, MissingFileError)) else 1)
         except ModuleNotFoundError as error:
             module = (error.name or "").partition(".")[0]
-            extra = EXTRAS_OF_MODULES.get(module)
-            if extra is None:
+            hint = install_hint(module)
+            if hint is None:
                 raise
-            self.fail(
-                ctx, f"this command needs {module}, which is not installed; install it with `pip install vae-edge[{extra}]`", 2
-            )
+            self.fail(ctx, f"this command needs {module}, which is not installed; install it with {hint}", 2)
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             self.fail(ctx, f"cannot use{where}: {error.strerror or error}", 2 if error.errno in BAD_PATH_ERRORS else 1)

@@ -19,7 +19,7 @@ import numpy as np
 from vae_edge.bundle import Artifact, Bundle
 from vae_edge.errors import BadInputError, first_line
 from vae_edge.logs import native_stderr_silenced
-from vae_edge.registry import ENGINES, FORMATS, Engine, Format, format_of_suffix
+from vae_edge.registry import ENGINES, FORMATS, Engine, Format, format_of_suffix, install_hint
 
 CHUNK = 256  # rows per engine call: large enough to be fast, small enough to bound the arena
 
@@ -216,8 +216,8 @@ def installed(engine: Engine) -> bool:
 def require(engine: Engine) -> None:
     """A one-line error naming the pip extra when the engine's library is not installed."""
     if not installed(engine):
-        info = ENGINES[engine]
-        raise BadInputError(f"{engine} needs the {info.module} package; install it with `pip install vae-edge[{info.extra}]`")
+        module = ENGINES[engine].module
+        raise BadInputError(f"{engine} needs the {module} package; install it with {install_hint(module)}")
 
 
 def format_of_path(path) -> Format:
