@@ -197,17 +197,18 @@ def test_uint8_pixels_equal_float_pixels_and_bad_input_is_named(app, digits):
         "const errors = [];"
         "const image = (value, shape) => ({data: new Float32Array(784).fill(value), shape});"
         "for (const bad of [{data: new Float32Array(10), shape: [1, 10]}, image(NaN, [1, 28, 28, 1]), image(2, [1, 28, 28]),"
-        "                   [[1, 2], [3]]]) {"
+        "                   [[1, 2], [3]], image(0.5, [28, 28, 1])]) {"
         "  try { await vae.encode(bad); errors.push(null); } catch (e) { errors.push(`${e.name}: ${e.message}`); } }"
         "try { await vae.sample(2, {seed: -1}); } catch (e) { errors.push(e.message); }"
         "return {same: Array.from(f.z_mean.data).every((x, i) => Math.abs(x - u.z_mean.data[i]) < 1e-6), errors};",
         {"float": _as_js(pixels.astype(np.float32) / 255), "uint8": pixels.reshape(-1).tolist(), "shape": list(pixels.shape)})
     assert got["same"]
-    shape_error, nan_error, range_error, ragged_error, seed_error = got["errors"]
+    shape_error, nan_error, range_error, ragged_error, one_image_error, seed_error = got["errors"]
     assert shape_error.startswith("BadInputError: expected images of shape (N, 28, 28, 1), got shape (1, 10)")
     assert "NaN" in nan_error
     assert "[0, 1]" in range_error and "uint8" in range_error
     assert "rectangular" in ragged_error
+    assert one_image_error.endswith("got one image of shape (28, 28, 1) without the batch axis; pass it as shape (1, 28, 28, 1)")
     assert "seed must be an integer in [0, 2^32)" in seed_error
 
 

@@ -371,6 +371,10 @@ export class EdgeVAE {
   checkImages(images) {
     const expected = `images of shape (N, ${this.inputShape.join(", ")})`;
     const x = asTensor(images, expected);
+    if (x.shape.length === 3 && x.shape.every((d, i) => d === this.inputShape[i])) {
+      throw new VaeEdgeError(`expected ${expected}, got one image of shape (${x.shape.join(", ")}) without the batch axis; `
+        + `pass it as shape (1, ${this.inputShape.join(", ")})`);
+    }
     if (x.shape.length === 3 && this.inputShape[2] === 1) x.shape.push(1);
     if (x.shape.length !== 4 || x.shape.slice(1).some((d, i) => d !== this.inputShape[i])) {
       throw new VaeEdgeError(`expected ${expected}, got shape (${x.shape.join(", ")})`);
