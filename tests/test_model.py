@@ -175,6 +175,42 @@ def test_nearest_upsampling_refuses_more_than_twice_the_input():
         nearest_rows(4, 9)
 
 
+def test_soft_range_is_near_identity_inside_and_bounded_with_a_gradient_outside():
+    from vae_edge.model.layers import SoftRange
+
+    layer = SoftRange(-14.0, 6.0)
+    x = keras.ops.convert_to_tensor(np.array([-1e6, -40.0, -4.0, -3.0, 0.0, 1e6], dtype=np.float32))
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert np.all((y >= -14.0) & (y <= 6.0)), y
+    assert abs(y[2] - -4.0) < 1e-6  # the centre of the range maps to itself
+    assert abs(y[3] - -3.0) < 0.01 and -0.3 < y[4] < 0.0  # nearly linear around the log-variances a VAE uses
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        raw = tf.constant([30.0, 0.0])
+        tape.watch(raw)
+        out = layer(raw)
+    slope = tape.gradient(out, raw).numpy()
+    assert 0.0 < slope[0] < 0.01 and slope[1] > 0.8  # beyond the range training still feels a pull back
+    with pytest.raises(ValueError, match="low < high"):
+        SoftRange(1.0, 1.0)
+
+
+def test_encoder_log_variance_stays_in_range_whatever_its_dense_layer_says():
+    """Unusual images once sent the log-variance to 20-60 and exp() overflowed; it is bounded now."""
+    from vae_edge.model.networks import LOG_VAR_RANGE
+
+    model = VAE.from_variant("micro", input_shape=(16, 16, 3), seed=0)
+    dense = model.encoder.get_layer("z_log_var_dense")
+    kernel, bias = dense.get_weights()
+    signs = np.where(np.arange(kernel.shape[1]) % 2, -1.0, 1.0).astype(np.float32)
+    dense.set_weights([1e3 * signs * np.ones_like(kernel), np.zeros_like(bias)])  # raw outputs of +-thousands
+    z_mean, z_log_var = model.encode(np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32))
+    low, high = LOG_VAR_RANGE
+    assert np.all(np.isfinite(z_log_var)) and z_log_var.min() >= low and z_log_var.max() <= high
+    assert z_log_var.max() > high - 0.1 and z_log_var.min() < low + 0.1  # both ends reached, neither passed
+
+
 def test_conditional_graphs_take_a_named_one_hot_label_and_round_trip(tmp_path):
     model = VAE.from_variant("micro", latent_dim=4, num_classes=3, class_names=["ant", "bee", "cat"])
     assert [t.name for t in model.encoder.inputs] == ["image", "label"]

@@ -32,6 +32,31 @@ class Sampling(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="vae_edge")
+class SoftRange(keras.layers.Layer):
+    """Squeezes its input smoothly into (low, high): `centre + half * tanh((x - centre) / half)`.
+
+    The encoder's log-variance goes through it. Unbounded, a batch of unusual images (flat
+    photo patches, say) can push it to 20-60 for one step: exp() of that made `large`'s KL
+    term 1e9 in its first epoch on photos, and overflowed float16 into NaN. Inside the range
+    the map is nearly linear, so the network learns the same posterior with a slightly
+    different pre-activation; tanh converts to TANH, which every delegate runs.
+    """
+
+    def __init__(self, low: float, high: float, **kwargs):
+        super().__init__(**kwargs)
+        if not low < high:
+            raise ValueError(f"SoftRange needs low < high, got ({low}, {high})")
+        self.low, self.high = float(low), float(high)
+
+    def call(self, x):
+        centre, half = (self.high + self.low) / 2, (self.high - self.low) / 2
+        return centre + half * ops.tanh((x - centre) / half)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
 def nearest_rows(in_size: int, out_size: int) -> list[tuple[int, int]]:
     """Which rows of a 2x repeat give TensorFlow's half-pixel nearest resize from `in_size` to `out_size`.
 

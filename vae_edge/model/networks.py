@@ -23,11 +23,14 @@ from keras import layers
 
 from vae_edge.data import IMAGE_CHANNELS
 from vae_edge.errors import BadInputError
-from vae_edge.model.layers import NearestUpsampling
+from vae_edge.model.layers import NearestUpsampling, SoftRange
 from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 # Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
 BN_MOMENTUM = 0.9
+# The range of the log-variance: posterior std from e^-7 (far finer than 8-bit pixels need) to
+# e^3 = 20 (beyond the prior's 1, which no useful posterior exceeds), so exp() stays finite in float16.
+LOG_VAR_RANGE = (-14.0, 6.0)
 
 
 def spatial_sizes(height: int, width: int, stages: int) -> list[tuple[int, int]]:
@@ -89,7 +92,8 @@ def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
         x = layers.Concatenate(name="with_label", dtype=dtype)([x, inputs[1]])
     # The heads run in float32 so the latent statistics keep full precision under mixed policies.
     z_mean = layers.Dense(latent_dim, name=Z_MEAN, dtype="float32")(x)
-    z_log_var = layers.Dense(latent_dim, name=Z_LOG_VAR, dtype="float32")(x)
+    z_log_var = layers.Dense(latent_dim, name=f"{Z_LOG_VAR}_dense", dtype="float32")(x)
+    z_log_var = SoftRange(*LOG_VAR_RANGE, name=Z_LOG_VAR, dtype="float32")(z_log_var)
     return keras.Model(inputs if num_classes else image, [z_mean, z_log_var], name="encoder")
 
 
