@@ -17,18 +17,15 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from vae_edge.bench import machine
 from vae_edge.prior import prior_latents
-from vae_edge.web.bench import measure_in_browser, measure_native
+from vae_edge.web.bench import latency_summary, measure_in_browser, measure_native
 from vae_edge.web.browser import launch, serving
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,10 +86,6 @@ def litert_js_page(bundle_dir: Path, folder: Path) -> list[str]:
     return files
 
 
-def summary(times_ms: list[float]) -> dict:
-    return {"p50_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90))}
-
-
 def measure_litert_js(bundle_dir: Path, threads: tuple[int, ...], latent_dim: int, repeats: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -108,7 +101,8 @@ def measure_litert_js(bundle_dir: Path, threads: tuple[int, ...], latent_dim: in
                 for file in files:
                     times = page.evaluate("([f, z, r]) => window.timeDecoder(f, z, 10, r)", [file, latents, repeats])
                     rows.append({"engine": f"LiteRT.js {LITERT_JS.rsplit('@', 1)[1]} (WASM)", "mode": file.split(".")[1],
-                                 "file": f"tflite/{file}", "threads": count, "browser": browser.version, **summary(times)})
+                                 "file": f"tflite/{file}", "threads": count, "browser": browser.version,
+                                 **latency_summary(times)})
                 page.close()
     return rows
 
@@ -133,7 +127,7 @@ def measure_litert_native(bundle_dir: Path, threads: tuple[int, ...], latent_dim
                 if i >= 10:
                     times.append((time.perf_counter() - start) * 1000)
             rows.append({"engine": "LiteRT (native, XNNPACK)", "mode": mode, "file": f"tflite/{path.name}",
-                         "threads": count, **summary(times)})
+                         "threads": count, **latency_summary(times)})
     return rows
 
 

@@ -28,7 +28,8 @@ from vae_edge.web.browser import READY, launch, serving
 BATCHES = (1, 64)  # one image, and the page's 8x8 grid
 
 
-def _summary(times_ms: list[float]) -> dict:
+def latency_summary(times_ms: list[float]) -> dict:
+    """Median, 90th percentile and mean of call times in ms, and how many."""
     return {"p50_ms": statistics.median(times_ms), "p90_ms": float(np.percentile(times_ms, 90)),
             "mean_ms": statistics.fmean(times_ms), "repeats": len(times_ms)}
 
@@ -57,7 +58,7 @@ def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHE
                 )
                 rows.append({"engine": "onnxruntime-web", "mode": info["mode"], "file": file, "batch": batch,
                              "threads": count, "isolated": info["crossOriginIsolated"], "browser": browser.version,
-                             **_summary(times)})
+                             **latency_summary(times)})
             page.close()
     return rows
 
@@ -95,7 +96,7 @@ def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
         rows.append({"engine": f"onnxruntime {onnxruntime.__version__}", "mode": mode, "file": artifact.path, "batch": batch,
-                     "threads": threads, **_summary(times)})
+                     "threads": threads, **latency_summary(times)})
     return rows
 
 
