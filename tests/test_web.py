@@ -295,6 +295,39 @@ def test_conditional_sample_matches_the_python_runtime_per_class(conditional_app
 
 
 @pytest.mark.slow
+def test_a_short_last_chunk_is_padded_and_cut_back_with_its_label_rows(conditional_app):
+    """Five rows on a fixed batch-4 file: two runs, the second padded with zero rows of z and label,
+    and only the five real rows come back, each decoded with its own class. A recording stand-in
+    for the session keeps the test to the runtime's chunking, which no bundle here exercises."""
+    got = conditional_app.run(
+        "const v = await VaeEdge.EdgeVAE.load('./', {mode: 'float32'}); const L = v.latentDim;"
+        "const seen = [];"
+        "const session = {run: async (t) => {"
+        "  const z = t.z.data, label = t.label.data, K = t.label.dims[1], n = t.z.dims[0], size = 28 * 28;"
+        "  seen.push({rows: n, z0: Array.from({length: n}, (_, r) => z[r * L]),"
+        "             labelSums: Array.from({length: n}, (_, r) => label.slice(r * K, (r + 1) * K).reduce((a, b) => a + b, 0))});"
+        "  const out = new Float32Array(n * size);"
+        "  for (let r = 0; r < n; r++) out.fill(z[r * L] + 100 * label.slice(r * K, (r + 1) * K).indexOf(1), r * size,"
+        "                                      (r + 1) * size);"
+        "  return {reconstruction: {data: out, dims: [n, 28, 28, 1], dispose: () => {}}}; }};"
+        "const b4 = new VaeEdge.EdgeVAE(v.manifest, v.mode, {encoder: v.sessions.encoder,"
+        "  decoder: [{batch: 4, session, artifact: {path: 'models/decoder.float32.b4.onnx'}}]});"
+        "const z = {data: new Float32Array(5 * L).map((_, i) => (i % L === 0 ? i / L + 1 : 0)),"
+        "           shape: [5, L]};"
+        "const x = await b4.decode(z, {labels: [3, 1, 4, 1, 5]});"
+        "return {seen, shape: x.shape, firstPixels: Array.from({length: 5}, (_, r) => x.data[r * 28 * 28]),"
+        "        lastPixels: Array.from({length: 5}, (_, r) => x.data[(r + 1) * 28 * 28 - 1]), file: b4.lastRun.file};",
+    )
+    assert [call["rows"] for call in got["seen"]] == [4, 4]
+    assert got["seen"][0]["z0"] == [1, 2, 3, 4] and got["seen"][1]["z0"] == [5, 0, 0, 0]  # zero padding
+    assert got["seen"][1]["labelSums"] == [1, 0, 0, 0]  # the padded rows carry no class
+    assert got["shape"] == [5, 28, 28, 1]
+    expected = [z0 + 100 * label for z0, label in zip([1, 2, 3, 4, 5], [3, 1, 4, 1, 5])]
+    assert got["firstPixels"] == expected and got["lastPixels"] == expected
+    assert got["file"] == "models/decoder.float32.b4.onnx"
+
+
+@pytest.mark.slow
 def test_conditional_encode_reconstruct_score_and_morph_match_python(conditional_app, conditional_bundle, digits):
     folder, _ = conditional_bundle
     images, labels = digits.test[:5], digits.test_labels[:5].tolist()
