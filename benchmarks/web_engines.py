@@ -17,16 +17,17 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 from vae_edge.bench import machine
+from vae_edge.bundle import Bundle
 from vae_edge.prior import prior_latents
-from vae_edge.web.bench import latency_summary, measure_in_browser, measure_native
+from vae_edge.registry import Format, Graph
+from vae_edge.web.bench import latency_summary, measure_in_browser, measure_native, time_calls
 from vae_edge.web.browser import launch, serving
+from vae_edge.web.vendor import npm_pack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LITERT_JS = "@litertjs/core@2.5.3"
@@ -56,18 +57,22 @@ window.timeDecoder = async (file, latents, warmup, repeats) => {
 
 
 def npm_package(spec: str, into: Path) -> Path:
-    """`npm pack` spec (npm checks the registry's integrity hash) and unpack it; its package/ folder."""
-    done = subprocess.run(["npm", "pack", spec, "--json", "--pack-destination", str(into)],
-                          capture_output=True, text=True, check=True)
-    archive = into / json.loads(done.stdout)[0]["filename"]
-    target = into / archive.stem
-    with tarfile.open(archive) as tar:
+    """The npm package `spec` unpacked under `into`; its package/ folder."""
+    tarball, _ = npm_pack(spec, into)
+    target = into / tarball.stem
+    with tarfile.open(tarball) as tar:
         tar.extractall(target, filter="data")
     return target / "package"
 
 
-def litert_js_page(bundle_dir: Path, folder: Path) -> list[str]:
-    """Write the LiteRT.js page with the bundle's fixed batch-1 decoders into `folder`; their file names."""
+def fixed_decoders(bundle: Bundle) -> dict[str, Path]:
+    """The bundle's fixed batch-1 TFLite decoder per mode of `MODES`: LiteRT.js compiles fixed shapes only."""
+    return {artifact.mode: bundle.path_of(artifact) for artifact in bundle.artifacts
+            if (artifact.format, artifact.graph, artifact.batch) == (Format.TFLITE, Graph.DECODER, 1) and artifact.mode in MODES}
+
+
+def litert_js_page(decoders: dict[str, Path], folder: Path) -> None:
+    """Write the LiteRT.js page, with `decoders` in its models/ folder, into `folder`."""
     core = npm_package(LITERT_JS, folder.parent)
     utils = npm_package(f"@litertjs/wasm-utils@{LITERT_JS.rsplit('@', 1)[1]}", folder.parent)
     shutil.copytree(core / "dist", folder / "core")
@@ -76,58 +81,43 @@ def litert_js_page(bundle_dir: Path, folder: Path) -> list[str]:
         shutil.copy(core / "wasm" / name, folder / "wasm" / name)
     shutil.copy(utils / "dist" / "index.js", folder / "wasm-utils.js")
     (folder / "models").mkdir()
-    files = []
-    for mode in MODES:
-        source = Path(bundle_dir) / "tflite" / f"decoder.{mode}.b1.tflite"
-        if source.is_file():
-            shutil.copy(source, folder / "models" / source.name)
-            files.append(source.name)
+    for path in decoders.values():
+        shutil.copy(path, folder / "models" / path.name)
     (folder / "index.html").write_text(PAGE)
-    return files
 
 
-def measure_litert_js(bundle_dir: Path, threads: tuple[int, ...], latent_dim: int, repeats: int) -> list[dict]:
+def measure_litert_js(decoders: dict[str, Path], threads: tuple[int, ...], latent_dim: int, repeats: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         site = Path(scratch) / "site"
         site.mkdir()
-        files = litert_js_page(bundle_dir, site)
+        litert_js_page(decoders, site)
         latents = prior_latents(1, latent_dim, 0)[0].tolist()
         with serving(site) as url, launch() as browser:
             for count in threads:
                 page = browser.new_page()
                 page.goto(f"{url}?threads={count}")
                 page.evaluate("() => window.ready.then(() => true)")
-                for file in files:
-                    times = page.evaluate("([f, z, r]) => window.timeDecoder(f, z, 10, r)", [file, latents, repeats])
-                    rows.append({"engine": f"LiteRT.js {LITERT_JS.rsplit('@', 1)[1]} (WASM)", "mode": file.split(".")[1],
-                                 "file": f"tflite/{file}", "threads": count, "browser": browser.version,
+                for mode, path in decoders.items():
+                    times = page.evaluate("([f, z, r]) => window.timeDecoder(f, z, 10, r)", [path.name, latents, repeats])
+                    rows.append({"engine": f"LiteRT.js {LITERT_JS.rsplit('@', 1)[1]} (WASM)", "mode": mode,
+                                 "file": f"tflite/{path.name}", "threads": count, "browser": browser.version,
                                  **latency_summary(times)})
                 page.close()
     return rows
 
 
-def measure_litert_native(bundle_dir: Path, threads: tuple[int, ...], latent_dim: int, repeats: int) -> list[dict]:
+def measure_litert_native(decoders: dict[str, Path], threads: tuple[int, ...], latent_dim: int, repeats: int) -> list[dict]:
     from ai_edge_litert.interpreter import Interpreter
 
     rows = []
-    for mode in MODES:
-        path = Path(bundle_dir) / "tflite" / f"decoder.{mode}.b1.tflite"
-        if not path.is_file():
-            continue
+    for mode, path in decoders.items():
         for count in threads:
             interpreter = Interpreter(str(path), num_threads=count)
             interpreter.allocate_tensors()
-            index = interpreter.get_input_details()[0]["index"]
-            interpreter.set_tensor(index, prior_latents(1, latent_dim, 0))
-            times = []
-            for i in range(10 + repeats):
-                start = time.perf_counter()
-                interpreter.invoke()
-                if i >= 10:
-                    times.append((time.perf_counter() - start) * 1000)
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], prior_latents(1, latent_dim, 0))
             rows.append({"engine": "LiteRT (native, XNNPACK)", "mode": mode, "file": f"tflite/{path.name}",
-                         "threads": count, **latency_summary(times)})
+                         "threads": count, **latency_summary(time_calls(interpreter.invoke, repeats=repeats))})
     return rows
 
 
@@ -136,7 +126,8 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
-    latent_dim = int(json.loads((args.bundle / "manifest.json").read_text())["model"]["latent_dim"])
+    bundle = Bundle(args.bundle)
+    latent_dim, decoders = int(bundle.model["latent_dim"]), fixed_decoders(bundle)
     threads = tuple(sorted({1, os.cpu_count() or 1}))
     rows = []
     for mode in MODES:
@@ -145,8 +136,8 @@ def main() -> None:
         for count in threads:
             rows += [{**row, "engine": f"{row['engine']} (native)"}
                      for row in measure_native(args.bundle, mode, (1,), count, repeats=args.repeats)]
-    rows += measure_litert_js(args.bundle, threads, latent_dim, args.repeats)
-    rows += measure_litert_native(args.bundle, threads, latent_dim, args.repeats)
+    rows += measure_litert_js(decoders, threads, latent_dim, args.repeats)
+    rows += measure_litert_native(decoders, threads, latent_dim, args.repeats)
     native_ort = {(r["mode"], r["threads"]): r["p50_ms"] for r in rows if r["engine"].startswith("onnxruntime ")}
     table = ["| engine | file | threads | p50 ms | p90 ms | / native onnxruntime, same mode |", "|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["mode"], r["threads"], r["p50_ms"])):

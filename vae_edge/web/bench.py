@@ -10,6 +10,7 @@ fine for calls of a millisecond and more.
 """
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -63,6 +64,17 @@ def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHE
     return rows
 
 
+def time_calls(call, warmup: int = 10, repeats: int = 50) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `call()`, after `warmup` untimed ones."""
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        call()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def _decoder_for(bundle: Bundle, mode: str, batch: int):
     """The decoder file the page runs for `batch`: a fixed-batch file of exactly that batch, else the dynamic one."""
     decoders = [a for a in bundle.artifacts if (a.format, a.graph, a.mode) == (Format.ONNX, Graph.DECODER, mode)]
@@ -89,12 +101,7 @@ def measure_native(bundle_dir: Path, mode: str, batches=BATCHES, threads: int = 
         feed = {session.get_inputs()[0].name: prior_latents(batch, int(bundle.model["latent_dim"]), 0)}
         if len(session.get_inputs()) > 1:  # a conditional decoder: every row as class 0
             feed[LABEL] = one_hot(np.zeros(batch, dtype=np.int64), len(bundle.model["class_names"]))
-        times = []
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
+        times = time_calls(functools.partial(session.run, None, feed), warmup, repeats)
         rows.append({"engine": f"onnxruntime {onnxruntime.__version__}", "mode": mode, "file": artifact.path, "batch": batch,
                      "threads": threads, **latency_summary(times)})
     return rows

@@ -68,18 +68,23 @@ def runtime_files(vendor_dir: Path = VENDOR_DIR) -> dict[str, bytes]:
     return files
 
 
+def npm_pack(spec: str, destination: Path) -> tuple[Path, dict]:
+    """Download the npm package `spec` (name@version) as a tarball into `destination`; npm checks the
+    registry's integrity hash. Returns the tarball and npm's record of it (filename, integrity, ...)."""
+    result = subprocess.run(["npm", "pack", spec, "--json", "--pack-destination", str(destination)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BadInputError(f"npm pack {spec} failed: {result.stderr.strip().splitlines()[-1:]}")
+    packed = json.loads(result.stdout)[0]
+    return Path(destination) / packed["filename"], packed
+
+
 def refresh(vendor_dir: Path = VENDOR_DIR, version: str = ORT_WEB_VERSION) -> dict:
-    """Download `onnxruntime-web@version` with npm (which checks the registry's integrity hash),
-    keep the files a WASM-only page needs and record their checksums."""
+    """Download `onnxruntime-web@version` with npm, keep the files a WASM-only page needs and
+    record their checksums."""
     with tempfile.TemporaryDirectory() as temp:
-        result = subprocess.run(
-            ["npm", "pack", f"{PACKAGE}@{version}", "--json", "--pack-destination", temp],
-            capture_output=True, text=True, check=False,
-        )
-        if result.returncode != 0:
-            raise BadInputError(f"npm pack {PACKAGE}@{version} failed: {result.stderr.strip().splitlines()[-1:]}")
-        packed = json.loads(result.stdout)[0]
-        with tarfile.open(Path(temp) / packed["filename"]) as archive:
+        tarball, packed = npm_pack(f"{PACKAGE}@{version}", Path(temp))
+        with tarfile.open(tarball) as archive:
             contents = {name: archive.extractfile(f"package/dist/{name}").read() for name in FILES}
     vendor_dir.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
