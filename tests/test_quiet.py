@@ -10,7 +10,7 @@ import pytest
 
 VAE_EDGE = str(Path(sys.executable).with_name("vae-edge"))
 CHATTER = ("cpu_feature_guard", "oneDNN", "absl::InitializeLog", "I0000", "W0000", "fully_quantize", "XNNPACK delegate",
-           "Collecting tensor data", "histogram")
+           "Collecting tensor data", "histogram", "Created config")
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
@@ -21,7 +21,8 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def quiet_export(trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("quiet") / "bundle"
-    return run(["export", str(trained_run / "model.keras"), "--format", "tflite", "--format", "onnx", "--quantize", "int8",
+    return run(["export", str(trained_run / "model.keras"), "--format", "tflite", "--format", "onnx", "--format", "ort",
+                "--quantize", "int8",
                 "--static-batch", "0", "--no-verify", "--out", str(out)]), out
 
 

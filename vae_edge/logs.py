@@ -27,8 +27,15 @@ def quiet_libraries() -> None:
     if verbose():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    quiet_logger("tensorflow")
+    quiet_logger("tf2onnx")
+
+
+def quiet_logger(name: str) -> None:
+    """Only errors from Python logger `name` (unless verbose). Call it after the library's import
+    when the library sets its logger's level itself (onnxruntime's tools set DEBUG)."""
+    if not verbose():
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vae_edge.errors import ExportError, MissingFileError, first_line
 from vae_edge.export.job import ExportJob
+from vae_edge.logs import quiet_logger
 from vae_edge.registry import Format, Target, artifact_path, register_converter
 from vae_edge.runtime.engines import ORT_OPERATORS_CONFIG
 
@@ -37,6 +38,7 @@ def convert_to_ort(onnx_path: Path, out_path: Path, runtime_optimizations: bool 
     """
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    quiet_logger("ort_format_model.utils")  # "Created config in <scratch path>" per file, at INFO
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     if not onnx_path.is_file():
         raise MissingFileError(f"{onnx_path} does not exist; pass an .onnx file to convert")
