@@ -108,6 +108,55 @@ def test_export_in_a_process_whose_keras_runs_jax_is_refused_in_one_line(monkeyp
         backend.require_tensorflow_backend("export")
 
 
+@pytest.fixture
+def fresh_auto_choice():
+    backend.training_backend.cache_clear()  # it caches the answer for the process's lifetime
+    yield
+    backend.training_backend.cache_clear()
+
+
+@pytest.mark.parametrize("accelerated, chosen", [
+    (set(), backend.Backend.TENSORFLOW),  # a CPU-only machine: TensorFlow, in the same process as export
+    ({backend.Backend.TORCH}, backend.Backend.TORCH),
+    ({backend.Backend.TENSORFLOW, backend.Backend.TORCH}, backend.Backend.TORCH),
+    ({backend.Backend.TENSORFLOW, backend.Backend.JAX, backend.Backend.TORCH}, backend.Backend.JAX),
+])
+def test_auto_trains_on_the_first_backend_that_sees_an_accelerator(accelerated, chosen, monkeypatch, fresh_auto_choice):
+    monkeypatch.setattr(backend, "sees_accelerator", lambda name: name in accelerated)
+    assert backend.training_backend(backend.AUTO) == chosen
+    assert backend.training_backend("torch") == backend.Backend.TORCH  # a named backend is taken as it is
+
+
+def test_asking_for_an_accelerator_skips_missing_packages_and_the_cpu_only_tensorflow(monkeypatch):
+    def no_child(*args, **kwargs):
+        raise AssertionError("no probe process should start")
+
+    monkeypatch.setattr(backend.subprocess, "run", no_child)
+    fake_backend_packages(monkeypatch, {"tensorflow"})
+    assert not backend.sees_accelerator(backend.Backend.JAX) and not backend.sees_accelerator(backend.Backend.TORCH)
+    monkeypatch.setattr(backend, "_installed", lambda distribution: distribution == "tensorflow-cpu")
+    assert not backend.sees_accelerator(backend.Backend.TENSORFLOW)
+
+
+def test_the_accelerator_probe_agrees_with_jax_itself():
+    require("jax")
+    import jax  # JAX in this process leaves Keras (on TensorFlow here) alone
+
+    assert backend.sees_accelerator(backend.Backend.JAX) == (jax.default_backend() != "cpu")
+
+
+def test_a_call_on_another_backend_runs_in_a_child_on_that_backend_and_brings_errors_back():
+    require("jax")
+    from keras.src.backend.config import backend as keras_backend_of
+
+    from vae_edge.model.presets import get_preset
+
+    assert backend.call_in_backend(backend.Backend.JAX, keras_backend_of) == "jax"
+    assert backend.call_in_backend(backend.Backend.JAX, get_preset, "micro")["filters"] == [16, 32]
+    with pytest.raises(BadInputError, match="unknown variant 'huge'"):
+        backend.call_in_backend(backend.Backend.JAX, get_preset, "huge")
+
+
 def test_train_with_a_missing_backend_is_one_line_and_exit_2(monkeypatch, tmp_path):
     fake_backend_packages(monkeypatch, {"tensorflow", "jax"})
     result = CliRunner().invoke(main, ["train", "--backend", "torch", "--out", str(tmp_path / "run")])
@@ -360,3 +409,27 @@ def test_nearest_upsampling_gives_the_same_pixels_on_jax(tmp_path):
     for (i, j), (h, w) in UPSAMPLINGS:
         on_tf = keras.ops.convert_to_numpy(NearestUpsampling(h, w)(x[:, :i, :j]))
         np.testing.assert_array_equal(on_jax[f"{h}x{w}"], on_tf)
+
+
+@pytest.mark.slow
+def test_run_trains_and_evaluates_on_the_chosen_backend_and_exports_with_tensorflow(tmp_path):
+    """`vae-edge run --backend jax`: training and evaluation in a JAX child process, export in this
+    TensorFlow one; the child's scores are the ones TensorFlow computes for the same model."""
+    require("jax")
+    from vae_edge.data import load_dataset
+    from vae_edge.evaluation import evaluate_splits
+    from vae_edge.model.loading import load_vae
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", "--backend", "jax", "--variant", "micro", "--latent-dim", "4", "--max-samples", "160", "--epochs", "1",
+        "--format", "tflite", "--quantize", "float32", "--static-batch", "0", "--importance-samples", "2",
+        "--skip", "bench", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "train/train_config.json").read_text())["backend"] == "jax"
+    assert json.loads((out / "bundle/manifest.json").read_text())["verification"]["passed"]
+    theirs = json.loads((out / "evaluation.json").read_text())
+    ours = evaluate_splits(load_vae(out / "train/model.keras"), load_dataset("mnist-5k", max_samples=160, seed=0),
+                           importance_samples=2, seed=0)
+    for key in ("negative_elbo", "iw_nll", "psnr_db"):
+        assert theirs[key] == pytest.approx(ours[key], rel=1e-4), key

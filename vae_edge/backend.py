@@ -7,9 +7,15 @@ move between them; export, verification and benchmarks convert TensorFlow graphs
 the TensorFlow backend. Importable without Keras or any backend.
 """
 
+import functools
+import importlib.metadata
 import importlib.util
+import multiprocessing
 import os
+import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from enum import StrEnum
 
 from vae_edge.errors import BadInputError
@@ -26,6 +32,19 @@ class Backend(StrEnum):
 
 # The module each backend imports; `registry.install_hint` says how to install it.
 MODULES: dict[Backend, str] = {Backend.TENSORFLOW: "tensorflow", Backend.JAX: "jax", Backend.TORCH: "torch"}
+# `--backend auto`: the first of these that sees a GPU or TPU trains, else TensorFlow. JAX first: it
+# compiles the whole training step, which on an H200 ran `small` 13x faster than PyTorch's eager
+# steps (benchmarks/results/train_throughput-h200.md).
+AUTO = "auto"
+ACCELERATED_ORDER = (Backend.JAX, Backend.TORCH, Backend.TENSORFLOW)
+# Prints "accelerator" when the backend sees a GPU/TPU; run in a child, so no framework stays
+# loaded (or holds GPU memory) in this process.
+_ACCELERATOR_PROBES: dict[Backend, str] = {
+    Backend.JAX: "import jax; print('accelerator' if jax.default_backend() != 'cpu' else 'cpu')",
+    Backend.TORCH: "import torch; print('accelerator' if torch.cuda.is_available() else 'cpu')",
+    Backend.TENSORFLOW: "import tensorflow as tf; print('accelerator' if tf.config.list_physical_devices('GPU') else 'cpu')",
+}
+PROBE_TIMEOUT_S = 120
 
 
 def loaded_backend() -> str | None:
@@ -43,6 +62,13 @@ def requested_backend() -> Backend:
         raise BadInputError(f"{ENV}={name!r} is not a backend; use one of: {', '.join(Backend)}") from None
 
 
+def check_installed(backend: Backend) -> None:
+    """A one-line error naming the install command when `backend`'s package is missing."""
+    module = MODULES[backend]
+    if importlib.util.find_spec(module) is None:
+        raise BadInputError(f"the {backend} backend needs the {module} package: {install_hint(module)}")
+
+
 def select_backend(name: str | None = None) -> Backend:
     """Make Keras load backend `name` (None: keep `KERAS_BACKEND` or the default) and return it.
 
@@ -50,9 +76,7 @@ def select_backend(name: str | None = None) -> Backend:
     Keras is already loaded with another backend, which no setting can change any more.
     """
     backend = Backend(name) if name else requested_backend()
-    module = MODULES[backend]
-    if importlib.util.find_spec(module) is None:
-        raise BadInputError(f"the {backend} backend needs the {module} package: {install_hint(module)}")
+    check_installed(backend)
     loaded = loaded_backend()
     if loaded is not None and loaded != backend:
         raise BadInputError(
@@ -79,3 +103,47 @@ def require_tensorflow_backend(command: str) -> None:
             f"run it in a process started with {ENV}=tensorflow (the vae-edge command does this itself)"
         )
     select_backend(Backend.TENSORFLOW)
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def sees_accelerator(backend: Backend) -> bool:
+    """Whether `backend` is installed and finds a GPU or TPU (asked in a child process)."""
+    if importlib.util.find_spec(MODULES[backend]) is None:
+        return False
+    if backend == Backend.TENSORFLOW and _installed("tensorflow-cpu") and not _installed("tensorflow"):
+        return False  # the CPU-only build: no need to spend seconds importing it to ask
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _ACCELERATOR_PROBES[backend]], env=env, capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0 and done.stdout.strip().endswith("accelerator")
+
+
+@functools.cache  # the machine does not change while a process runs
+def training_backend(name: str = AUTO) -> Backend:
+    """The backend that trains: `name`, or for "auto" the first of ACCELERATED_ORDER that sees a
+    GPU/TPU, else TensorFlow (on a CPU it trains as fast as the others and needs no second process)."""
+    if name != AUTO:
+        return Backend(name)
+    return next((backend for backend in ACCELERATED_ORDER if sees_accelerator(backend)), Backend.TENSORFLOW)
+
+
+def call_in_backend(backend: Backend, function: Callable, *args):
+    """`function(*args)` with Keras on `backend`: here when this process's Keras is (or will be) on it,
+    else in a fresh child process, since Keras cannot switch backends once loaded. The result and
+    any exception (a `BadInputError` too) come back as if the call were local."""
+    if (loaded_backend() or requested_backend()) == backend:
+        return function(*args)
+    check_installed(backend)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=select_backend,
+                             initargs=(backend,)) as child:
+        return child.submit(function, *args).result()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.backend import AUTO, call_in_backend, training_backend
 from vae_edge.bench.machine import usable_cores
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.fsutil import atomic_directory, exclusive_lock, write_json
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, RUNTIME_FORMATS
+from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, RUNTIME_FORMATS
 from vae_edge.run_folder import RunFolder
 from vae_edge.run_report import write_report
 from vae_edge.runtime import default_backend, default_mode
@@ -32,6 +33,7 @@ class RunConfig:
     """A whole recipe; `--config recipe.toml` fills the same fields."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
+    backend: str = AUTO  # the Keras backend that trains and evaluates; auto: a GPU's if one is found
     formats: tuple[str, ...] = (ALL,)
     modes: tuple[str, ...] = ()
     static_batch: int | None = DEFAULT_STATIC_BATCH
@@ -50,8 +52,8 @@ _EXPORT_SETTINGS = ("train", "formats", "modes", "static_batch", "calibration_sa
 # The settings each stage's output depends on, its upstream stages' included: resuming checks only
 # the stages that finished, so a run that failed can be resumed with corrected settings.
 STAGE_SETTINGS = {
-    "train": ("train",),
-    "evaluate": ("train", "importance_samples"),
+    "train": ("train", "backend"),
+    "evaluate": ("train", "backend", "importance_samples"),
     "export": _EXPORT_SETTINGS,
     "bench": (
         *_EXPORT_SETTINGS,
@@ -156,7 +158,7 @@ def run_stages(config: RunConfig, folder: RunFolder, skip: tuple[str, ...], log:
 def _train(config: RunConfig, folder: RunFolder, log) -> None:
     from vae_edge.train import train
 
-    train(config.train, folder.train, force=True)
+    call_in_backend(training_backend(config.backend), train, config.train, folder.train, True)
 
 
 def _load_splits(config: RunConfig):
@@ -166,12 +168,16 @@ def _load_splits(config: RunConfig):
     return load_dataset(t.dataset, seed=t.seed, max_samples=t.max_samples, image_size=t.image_size, channels=t.channels)
 
 
-def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
+def _scores(config: RunConfig, model_path: Path) -> dict:
     from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
 
-    scores = evaluate_splits(load_vae(folder.model), _load_splits(config), importance_samples=config.importance_samples,
-                             seed=config.train.seed)
+    return evaluate_splits(load_vae(model_path), _load_splits(config), importance_samples=config.importance_samples,
+                           seed=config.train.seed)
+
+
+def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
+    scores = call_in_backend(training_backend(config.backend), _scores, config, folder.model)
     write_json(folder.evaluation, scores)
     log(
         f"   test -ELBO {scores['negative_elbo']:.2f} nats/image, IW-NLL {scores.get('iw_nll', float('nan')):.2f}, "
@@ -221,11 +227,12 @@ def _bench(config: RunConfig, folder: RunFolder, log) -> None:
 
 def demo_subjects(bundle_dir: Path) -> tuple[str, ...]:
     """What a user decides with, in about a minute: the runtime's default backend and mode, its
-    dynamic and fixed-shape files, end to end and per graph, against Keras' traced function."""
+    dynamic and fixed-shape files, end to end and per graph, against Keras' traced function end to
+    end (each Keras graph costs a worker that imports TensorFlow: 15 s of the demo per graph)."""
     bundle = Bundle(bundle_dir)
     backend = default_backend(bundle)
     mode = default_mode(bundle, backend)
-    return (f"{backend}/*/{mode}", f"{backend}/*/{mode}@b*", f"{KERAS}/*/{KERAS_MODES[-1]}")
+    return (f"{backend}/*/{mode}", f"{backend}/*/{mode}@b*", f"{KERAS}/{PIPELINE}/{KERAS_MODES[-1]}")
 
 
 def _samples(config: RunConfig, folder: RunFolder, log) -> None:

@@ -33,7 +33,7 @@ from vae_edge.registry import Annealing, Precision, ReconstructionLoss
 # Epochs when `epochs` is left to the machine: what fits the demo's training budget on a
 # 2-core CPU, and a longer run where an accelerator makes it cheap.
 CPU_EPOCHS = 8
-ACCELERATOR_EPOCHS = 30
+ACCELERATOR_EPOCHS = 60
 # Keras' own variables for a multi-host run (keras.distribution.initialize reads the same ones):
 # the defaults of `vae-edge train --coordinator/--num-processes/--process-id`. The first job
 # address is the coordinator's, process 0's.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import require_tensorflow_backend
+from vae_edge.backend import AUTO, Backend, require_tensorflow_backend
 from vae_edge.bench.results import Cell, cells_of
 from vae_edge.cli.common import export_target_options
 from vae_edge.pipeline import STAGES
@@ -48,6 +48,14 @@ TRAIN_DEFAULTS = TrainConfig()
 )
 @click.option("--variant", default="small", show_default=True)
 @click.option("--dataset", default="mnist-5k", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(names([AUTO], Backend)),
+    default=AUTO,
+    show_default=True,
+    help="Keras backend that trains and evaluates (export always uses TensorFlow). auto: JAX, PyTorch or TensorFlow, "
+    "the first that finds a GPU or TPU, else TensorFlow.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU.")
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
@@ -77,6 +85,7 @@ TRAIN_DEFAULTS = TrainConfig()
 def run(
     variant,
     dataset,
+    backend,
     epochs,
     batch_size,
     latent_dim,
@@ -103,7 +112,8 @@ def run(
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
     """
-    require_tensorflow_backend("run")
+    if not {"export", "bench"} <= set(skip):  # only they need TensorFlow here; training may run elsewhere
+        require_tensorflow_backend("run")
     from vae_edge.pipeline import RunConfig, run_pipeline
 
     config = RunConfig(
@@ -118,6 +128,7 @@ def run(
             seed=seed,
             conditional=conditional,
         ),
+        backend=backend,
         formats=tuple(formats),
         modes=tuple(modes),
         static_batch=static_batch or None,
