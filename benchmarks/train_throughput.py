@@ -33,11 +33,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def measure(backend: str, precision: str, jit: bool, variant: str, batch_size: int, steps: int, warmup: int) -> dict:
     """Run in the worker process, whose KERAS_BACKEND is `backend`."""
     import keras
+    import numpy as np
 
     from vae_edge.data import load_dataset
     from vae_edge.train import TrainConfig, build_model, list_devices
 
     images = load_dataset("mnist-5k", seed=0).train
+    needed = (warmup + steps) * batch_size  # large batches cycle through the data set, so every step is a full batch
+    images = np.resize(images, (max(needed, len(images)), *images.shape[1:]))
     config = TrainConfig(variant=variant, precision=precision, batch_size=batch_size)
     keras.utils.set_random_seed(0)
     model = build_model(config, images.shape[1:], total_steps=warmup + steps, jit_compile=jit)
