@@ -26,8 +26,9 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several JAX p
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# name -> TrainConfig fields that differ from the defaults (variant small, batch 32, peak lr 2e-3,
-# warm-up 5 % then cosine decay, clipping at 200).
+# name -> TrainConfig fields that differ from BASE and the defaults (variant small, batch 32, warm-up
+# 5 % then cosine decay, clipping at 200).
+BASE = {"learning_rate": 2e-3}
 RECIPES: dict[str, dict] = {
     # The CPU's budget: a few epochs, and what batch size and peak learning rate make of them.
     "e8": {"epochs": 8},
@@ -67,9 +68,9 @@ def measure(name: str, importance_samples: int) -> dict:
     from vae_edge.data import load_dataset
     from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
-    from vae_edge.train import TrainConfig, list_devices, resolve_epochs, train
+    from vae_edge.train import TrainConfig, list_devices, train
 
-    config = TrainConfig(**RECIPES[name])
+    config = TrainConfig(**{**BASE, **RECIPES[name]})
     with tempfile.TemporaryDirectory(prefix="demo-recipe-") as scratch:
         started = time.perf_counter()
         result = train(config, Path(scratch) / name, verbose=0, log=lambda line: None)
@@ -79,7 +80,7 @@ def measure(name: str, importance_samples: int) -> dict:
     splits = load_dataset(config.dataset, seed=config.seed, max_samples=config.max_samples)
     scores = evaluate_splits(model, splits, importance_samples=importance_samples, seed=config.seed)
     return {
-        "recipe": name, "settings": RECIPES[name], "epochs": resolve_epochs(config), "batch_size": config.batch_size,
+        "recipe": name, "settings": RECIPES[name], "epochs": config.epochs, "batch_size": config.batch_size,
         "learning_rate": config.learning_rate, "backend": history["backend"], "device": list_devices()[0],
         "train_s": train_s, "seconds_per_epoch": result.seconds_per_epoch, "best_epoch": history["best_epoch"],
         "negative_elbo": scores["negative_elbo"], "iw_nll": scores.get("iw_nll"),

@@ -37,12 +37,22 @@ def test_optimizer_clips_the_global_gradient_norm_unless_turned_off():
     assert build_model(TrainConfig(variant="micro", clip_norm=None), (16, 16, 1)).optimizer.global_clipnorm is None
 
 
-def test_epochs_default_to_the_machine(monkeypatch):
-    assert training.resolve_epochs(TrainConfig(epochs=3)) == 3
+def test_epochs_and_peak_learning_rate_default_to_the_machine(monkeypatch):
     monkeypatch.setattr(training, "accelerators", lambda: [])
-    assert training.resolve_epochs(TrainConfig()) == training.CPU_EPOCHS
+    chosen = training.with_machine_budget(TrainConfig(epochs=3))
+    assert (chosen.epochs, chosen.learning_rate) == (3, training.CPU_BUDGET.learning_rate)
+    chosen = training.with_machine_budget(TrainConfig())
+    assert (chosen.epochs, chosen.learning_rate) == (training.CPU_BUDGET.epochs, training.CPU_BUDGET.learning_rate)
     monkeypatch.setattr(training, "accelerators", lambda: ["gpu:0"])
-    assert training.resolve_epochs(TrainConfig()) == training.ACCELERATOR_EPOCHS > training.CPU_EPOCHS
+    chosen = training.with_machine_budget(TrainConfig(learning_rate=1e-4))
+    assert (chosen.epochs, chosen.learning_rate) == (training.ACCELERATOR_BUDGET.epochs, 1e-4)
+    assert training.ACCELERATOR_BUDGET.epochs > training.CPU_BUDGET.epochs
+
+
+def test_a_model_built_without_a_learning_rate_warms_up_to_the_machine_peak(monkeypatch):
+    monkeypatch.setattr(training, "accelerators", lambda: [])
+    schedule = build_model(TrainConfig(variant="micro"), (16, 16, 1), total_steps=100).optimizer._learning_rate
+    assert float(schedule(5)) == pytest.approx(training.CPU_BUDGET.learning_rate)  # the end of the 5 % warm-up
 
 
 def test_logs_are_one_line_per_epoch_when_stdout_is_not_a_terminal(monkeypatch):

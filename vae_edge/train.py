@@ -2,10 +2,9 @@
 
 Runs on any Keras backend (see `vae_edge.backend`); on JAX it can spread each batch over
 several devices, and over several processes or hosts (`join_hosts`, docs/multi-host.md). The
-default recipe (batch 32, warm-up then cosine decay from a peak of 2e-3, global-norm clipping,
-8 epochs on a CPU) reached the best test -ELBO of the recipes measured for `small` on the
-embedded digits, at the CPU cost of the old 8-epoch default; the table is in the README's
-"Training recipe" section.
+default recipe is batch 32, a linear warm-up then cosine decay, and global-norm clipping; its
+length and peak learning rate come from the machine's `Budget` unless given (the README's
+"Training recipe" section has the measurements behind both).
 """
 
 import contextlib
@@ -30,10 +29,22 @@ from vae_edge.errors import BadInputError, TrainingDiverged
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
 from vae_edge.registry import Annealing, Precision, ReconstructionLoss
 
-# Epochs when `epochs` is left to the machine: what fits the demo's training budget on a
-# 2-core CPU, and a longer run where an accelerator makes it cheap.
-CPU_EPOCHS = 8
-ACCELERATOR_EPOCHS = 60
+
+@dataclass(frozen=True)
+class Budget:
+    """How long training runs, and at what peak learning rate, when the run leaves them to the machine."""
+
+    epochs: int
+    learning_rate: float
+
+
+# A 2-core CPU's fits `make demo` in about 8 minutes with `small` under 120 nats: short schedules
+# learn most at a high peak (12 epochs at 6e-3: 119.5 nats, at 2e-3: 121.5). An accelerator trains
+# 5x longer at the peak measured there (60 epochs: 103.8 nats; 30: 107.9). Both from
+# benchmarks/results/demo_recipes-h200-jax*.md; the CPU's seconds from `make demo`.
+CPU_BUDGET = Budget(epochs=12, learning_rate=6e-3)
+ACCELERATOR_BUDGET = Budget(epochs=60, learning_rate=2e-3)
+
 # Keras' own variables for a multi-host run (keras.distribution.initialize reads the same ones):
 # the defaults of `vae-edge train --coordinator/--num-processes/--process-id`. The first job
 # address is the coordinator's, process 0's.
@@ -55,9 +66,9 @@ class TrainConfig:
 
     variant: str = "small"
     dataset: str = EMBEDDED_DATASET
-    epochs: int | None = None  # None: CPU_EPOCHS, or ACCELERATOR_EPOCHS on a GPU/TPU
+    epochs: int | None = None  # None: the machine's budget (CPU_BUDGET, or ACCELERATOR_BUDGET on a GPU/TPU)
     batch_size: int = 32  # global: split evenly over the devices
-    learning_rate: float = 2e-3  # the peak, reached at the end of the warm-up
+    learning_rate: float | None = None  # the peak, reached at the end of the warm-up; None: the machine's budget
     lr_schedule: str = LRSchedule.COSINE
     warmup_fraction: float = 0.05  # of all training steps
     clip_norm: float | None = 200.0  # global gradient norm; None: no clipping
@@ -206,6 +217,7 @@ def build_model(config: TrainConfig, image_shape, total_steps: int = 1000, jit_c
 
     from vae_edge.model import VAE
 
+    config = with_machine_budget(config)
     model = VAE.from_variant(
         config.variant,
         input_shape=image_shape,
@@ -243,11 +255,12 @@ def accelerators() -> list[str]:
     return [device for device in list_devices() if not device.lower().startswith("cpu")]
 
 
-def resolve_epochs(config: TrainConfig) -> int:
-    """`config.epochs`, or the machine's default when it is None."""
-    if config.epochs is not None:
-        return config.epochs
-    return ACCELERATOR_EPOCHS if accelerators() else CPU_EPOCHS
+def with_machine_budget(config: TrainConfig) -> TrainConfig:
+    """`config` with the epochs and peak learning rate it leaves unset taken from this machine's budget."""
+    if config.epochs is not None and config.learning_rate is not None:
+        return config
+    budget = ACCELERATOR_BUDGET if accelerators() else CPU_BUDGET
+    return replace(config, epochs=config.epochs or budget.epochs, learning_rate=config.learning_rate or budget.learning_rate)
 
 
 def data_parallel(devices: int | str, batch_size: int):
@@ -366,7 +379,8 @@ def train(config: TrainConfig, out_dir, force: bool = False, verbose: int | str 
         max_samples=config.max_samples, seed=config.seed,
     )
     check_conditional(config, splits)
-    epochs = resolve_epochs(config)
+    config = with_machine_budget(config)
+    epochs = config.epochs
     distribution, device_count = data_parallel(config.devices, config.batch_size)
     if device_count > 1:
         splits = trim_for_devices(splits, device_count, log)

@@ -39,6 +39,7 @@ class BenchSettings:
     max_seconds: float = 30.0
     seed: int = 0
     only: tuple[str, ...] = ()
+    engine_ceilings: bool = True  # each engine's own matrix-product ceiling: two more workers, 12 s on 2 cores
 
 
 def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...] = ()) -> list[dict]:
@@ -234,8 +235,11 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
     info = machine.describe()
     log(f"{info['cpu']}, {info['usable_cores']} usable cores; measuring the FP32 ceiling")
     peaks = measure_peaks(settings.threads, info["cpu_mhz"], info["fp32_lanes"])
-    log("  and each engine's float32 and int8 ceilings")
-    ceilings = measure_engine_ceilings(settings.threads)
+    if settings.engine_ceilings:
+        log("  and each engine's float32 and int8 ceilings")
+        ceilings = measure_engine_ceilings(settings.threads)
+    else:
+        ceilings = {str(t): {"error": "not asked for in this run; `vae-edge bench` measures them"} for t in settings.threads}
     cells, failures = [], []
     timeout_s = 300 + len(settings.batch_sizes) * (settings.max_seconds * 2 + 60)
     for subject in subjects:
@@ -247,7 +251,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
                 "threads": threads,
                 "bundle": str(bundle.folder),
                 "model": bundle.model,
-                **{k: v for k, v in asdict(settings).items() if k not in ("threads", "only")},
+                **{k: v for k, v in asdict(settings).items() if k not in ("threads", "only", "engine_ceilings")},
             }
             result, error = _run_worker(job, timeout_s)
             if error:

@@ -9,9 +9,9 @@ import click
 from vae_edge.backend import AUTO, Backend, require_tensorflow_backend
 from vae_edge.bench.results import Cell, cells_of
 from vae_edge.cli.common import export_target_options
-from vae_edge.pipeline import STAGES
+from vae_edge.pipeline import STAGES, RunConfig, run_pipeline
 from vae_edge.registry import PIPELINE, Precision, names
-from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, TrainConfig
+from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, TrainConfig
 
 
 def load_recipe(ctx, param, path):
@@ -56,7 +56,12 @@ TRAIN_DEFAULTS = TrainConfig()
     help="Keras backend that trains and evaluates (export always uses TensorFlow). auto: JAX, PyTorch or TensorFlow, "
     "the first that finds a GPU or TPU, else TensorFlow.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help=f"Default: {CPU_BUDGET.epochs} on a CPU, {ACCELERATOR_BUDGET.epochs} with a GPU/TPU, each at its own peak "
+    "learning rate (see `vae-edge train --help`).",
+)
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
 @click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
@@ -65,7 +70,8 @@ TRAIN_DEFAULTS = TrainConfig()
 @click.option("--conditional", is_flag=True, help="Condition on the data set's class labels (see `vae-edge train`).")
 @export_target_options
 @click.option("--calibration-samples", type=int, help="Default: 256, or the whole training split when smaller.")
-@click.option("--importance-samples", default=64, show_default=True, type=click.IntRange(min=0))
+@click.option("--importance-samples", default=RunConfig.importance_samples, show_default=True, type=click.IntRange(min=0),
+              help="Samples per image for the importance-weighted NLL (0 to skip).")
 @click.option(
     "--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True
 )
@@ -114,8 +120,6 @@ def run(
     """
     if not {"export", "bench"} <= set(skip):  # only they need TensorFlow here; training may run elsewhere
         require_tensorflow_backend("run")
-    from vae_edge.pipeline import RunConfig, run_pipeline
-
     config = RunConfig(
         train=TrainConfig(
             variant=variant,

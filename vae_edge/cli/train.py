@@ -6,7 +6,7 @@ import click
 
 from vae_edge.backend import Backend
 from vae_edge.registry import Annealing, Precision, ReconstructionLoss
-from vae_edge.train import ACCELERATOR_EPOCHS, CPU_EPOCHS, LRSchedule, TrainConfig
+from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, LRSchedule, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -54,7 +54,9 @@ def _devices(value: str) -> int | str:
     help="Multi-host JAX: this process, 0 to --num-processes - 1; 0 writes --out. Default: $KERAS_DISTRIBUTION_PROCESS_ID.",
 )
 @click.option(
-    "--epochs", type=click.IntRange(min=1), help=f"Default: {CPU_EPOCHS} on a CPU, {ACCELERATOR_EPOCHS} with a GPU/TPU."
+    "--epochs",
+    type=click.IntRange(min=1),
+    help=f"Default: {CPU_BUDGET.epochs} on a CPU, {ACCELERATOR_BUDGET.epochs} with a GPU/TPU.",
 )
 @click.option(
     "--batch-size",
@@ -65,10 +67,9 @@ def _devices(value: str) -> int | str:
 )
 @click.option(
     "--learning-rate",
-    default=DEFAULTS.learning_rate,
-    show_default=True,
     type=click.FloatRange(min=0, min_open=True),
-    help="Peak learning rate.",
+    help=f"Peak learning rate. Default: {CPU_BUDGET.learning_rate:g} on a CPU, {ACCELERATOR_BUDGET.learning_rate:g} "
+    "with a GPU/TPU.",
 )
 @click.option(
     "--lr-schedule",

@@ -62,7 +62,21 @@ def pipeline_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_c
     def decode(z, labels=None):
         return decoder.run({Z: z, **label_feed(labels, num_classes)})[RECONSTRUCTION]
 
-    return encode, decode
+    return repeat_last(encode), repeat_last(decode)
+
+
+def repeat_last(function):
+    """`function`, answering a call with the very same argument objects as the previous call from
+    memory: a pipeline's ELBO and its end-to-end check both encode the images and decode their
+    posterior mean, and fixed-shape files run those a row at a time."""
+    last: dict = {}
+
+    def call(*args):
+        if not (last and len(args) == len(last["args"]) and all(a is b for a, b in zip(args, last["args"]))):
+            last.update(args=args, result=function(*args))
+        return last["result"]
+
+    return call
 
 
 def verify_bundle(
