@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= train,cpu,jax,dev
+# With an NVIDIA GPU (nvidia-smi on the path), JAX's CUDA build: `vae-edge run --backend auto`
+# (the demo's default) then trains and evaluates on the GPU, for longer (train.ACCELERATOR_BUDGET).
+JAX_EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),jax-cuda,jax)
+EXTRAS ?= train,cpu,$(JAX_EXTRA),dev
+# Extra `vae-edge run` options for `make demo`, e.g. DEMO_FLAGS="--epochs 30 --backend jax".
+DEMO_FLAGS ?=
 # PyTorch's CPU build, for `--backend torch` (PyPI's Linux wheel of the same version needs CUDA's
 # several GB). The `+cpu` pin takes it only from PyTorch's CPU index or a local wheel (pip's
 # --find-links), never the CUDA build; TORCH_INDEX= (empty) skips the index where it is unreachable.
@@ -32,7 +37,7 @@ install-torch: install  ## PyTorch on the CPU (.ci/run installs it, so the torch
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 demo: install  ## train `small` on the embedded digits, export, verify, benchmark, report
-	$(BIN)/vae-edge run --out runs/demo
+	$(BIN)/vae-edge run --out runs/demo $(DEMO_FLAGS)
 
 test: install lint
 	$(BIN)/python -m pytest -q

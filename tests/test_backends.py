@@ -134,14 +134,28 @@ def test_asking_for_an_accelerator_skips_missing_packages_and_the_cpu_only_tenso
     monkeypatch.setattr(backend.subprocess, "run", no_child)
     fake_backend_packages(monkeypatch, {"tensorflow"})
     assert not backend.sees_accelerator(backend.Backend.JAX) and not backend.sees_accelerator(backend.Backend.TORCH)
-    monkeypatch.setattr(backend, "_installed", lambda distribution: distribution == "tensorflow-cpu")
-    assert not backend.sees_accelerator(backend.Backend.TENSORFLOW)
+    fake_backend_packages(monkeypatch, {"tensorflow", "jax", "torch"})
+    versions = {"tensorflow-cpu": "2.21.0", "torch": "2.13.0+cpu"}  # CPU-only builds, and JAX without a GPU plugin
+    monkeypatch.setattr(backend, "_version", versions.get)
+    monkeypatch.setattr(backend.importlib.metadata, "distributions", lambda: [])
+    assert not any(backend.sees_accelerator(name) for name in backend.Backend)
 
 
-def test_the_accelerator_probe_agrees_with_jax_itself():
+def test_builds_that_can_reach_a_gpu_are_asked(monkeypatch):
+    class Dist:
+        def __init__(self, name):
+            self.metadata = {"Name": name}
+
+    monkeypatch.setattr(backend.importlib.metadata, "distributions", lambda: [Dist("jax"), Dist("jax-cuda12-plugin")])
+    monkeypatch.setattr(backend, "_version", {"torch": "2.11.0", "tensorflow": "2.21.0"}.get)
+    assert all(backend.could_see_accelerator(name) for name in backend.Backend)
+
+
+def test_the_accelerator_probe_agrees_with_jax_itself(monkeypatch):
     require("jax")
     import jax  # JAX in this process leaves Keras (on TensorFlow here) alone
 
+    monkeypatch.setattr(backend, "could_see_accelerator", lambda name: True)  # ask JAX even without a GPU plugin
     assert backend.sees_accelerator(backend.Backend.JAX) == (jax.default_backend() != "cpu")
 
 

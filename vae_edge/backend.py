@@ -12,10 +12,10 @@ import importlib.metadata
 import importlib.util
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from enum import StrEnum
 
 from vae_edge.errors import BadInputError
@@ -45,6 +45,10 @@ _ACCELERATOR_PROBES: dict[Backend, str] = {
     Backend.TENSORFLOW: "import tensorflow as tf; print('accelerator' if tf.config.list_physical_devices('GPU') else 'cpu')",
 }
 PROBE_TIMEOUT_S = 120
+# Packages without which a backend cannot see an accelerator: then it is not asked (importing JAX
+# to ask costs 2 s of every `make demo` on a CPU). JAX reaches GPUs and TPUs through plugin
+# packages; PyTorch's and TensorFlow's CPU-only builds say so in their names and versions.
+_JAX_ACCELERATOR_PACKAGES = ("jax-cuda", "jax-rocm", "jax-metal", "libtpu")
 
 
 def loaded_backend() -> str | None:
@@ -105,20 +109,27 @@ def require_tensorflow_backend(command: str) -> None:
     select_backend(Backend.TENSORFLOW)
 
 
-def _installed(distribution: str) -> bool:
+def _version(distribution: str) -> str | None:
     try:
-        importlib.metadata.distribution(distribution)
+        return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+        return None
+
+
+def could_see_accelerator(backend: Backend) -> bool:
+    """False when `backend`'s installed build cannot reach a GPU or TPU (no need to import it and ask)."""
+    if backend == Backend.JAX:
+        names = (dist.metadata["Name"] or "" for dist in importlib.metadata.distributions())
+        return any(name.lower().startswith(_JAX_ACCELERATOR_PACKAGES) for name in names)
+    if backend == Backend.TORCH:
+        return not (_version("torch") or "").endswith("+cpu")
+    return _version("tensorflow") is not None or _version("tensorflow-cpu") is None  # tensorflow-cpu alone: no GPU
 
 
 def sees_accelerator(backend: Backend) -> bool:
     """Whether `backend` is installed and finds a GPU or TPU (asked in a child process)."""
-    if importlib.util.find_spec(MODULES[backend]) is None:
+    if importlib.util.find_spec(MODULES[backend]) is None or not could_see_accelerator(backend):
         return False
-    if backend == Backend.TENSORFLOW and _installed("tensorflow-cpu") and not _installed("tensorflow"):
-        return False  # the CPU-only build: no need to spend seconds importing it to ask
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_CPP_MIN_LOG_LEVEL": "3"}
     try:
         done = subprocess.run([sys.executable, "-c", _ACCELERATOR_PROBES[backend]], env=env, capture_output=True,
@@ -131,7 +142,8 @@ def sees_accelerator(backend: Backend) -> bool:
 @functools.cache  # the machine does not change while a process runs
 def training_backend(name: str = AUTO) -> Backend:
     """The backend that trains: `name`, or for "auto" the first of ACCELERATED_ORDER that sees a
-    GPU/TPU, else TensorFlow (on a CPU it trains as fast as the others and needs no second process)."""
+    GPU/TPU, else TensorFlow (on a CPU the backends trained within noise of each other, and
+    TensorFlow, which export needs anyway, trains in this process)."""
     if name != AUTO:
         return Backend(name)
     return next((backend for backend in ACCELERATED_ORDER if sees_accelerator(backend)), Backend.TENSORFLOW)
@@ -144,6 +156,12 @@ def call_in_backend(backend: Backend, function: Callable, *args):
     if (loaded_backend() or requested_backend()) == backend:
         return function(*args)
     check_installed(backend)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=select_backend,
-                             initargs=(backend,)) as child:
-        return child.submit(function, *args).result()
+    # Leaving the block, by return or by Ctrl-C/SIGTERM here, terminates the child, which unwinds as
+    # from Ctrl-C so its staging folders are removed.
+    with multiprocessing.get_context("spawn").Pool(1, initializer=_start_child, initargs=(backend,)) as child:
+        return child.apply(function, args)
+
+
+def _start_child(backend: Backend) -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM raises KeyboardInterrupt, like Ctrl-C
+    select_backend(backend)

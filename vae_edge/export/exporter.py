@@ -111,8 +111,10 @@ def export_bundle(
     force: bool = False,
     log: Callable[[str], None] = print,
     model_facts: dict | None = None,
+    verify_table: bool = True,
 ) -> Path:
     """Write the bundle to `out_dir` and return its path (see `export/README.md` for the layout).
+    `verify_table=False` logs one verdict line instead of the verification tables (`verify.md` has them).
 
     A conditional model needs the class labels of both image sets: integer modes calibrate on
     real (image, label) pairs and verification runs end to end on each image's own class."""
@@ -199,7 +201,7 @@ def export_bundle(
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
         if verify:
-            verify_staged(staging, out_dir, vae, heldout_images, heldout_labels, tolerances, seed, log)
+            verify_staged(staging, out_dir, vae, heldout_images, heldout_labels, tolerances, seed, log, verify_table)
         for app in apps:
             APP_WRITERS[app](staging, staging / APPS[app].folder)
             log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
@@ -231,9 +233,9 @@ def model_labels(model, calibration_labels, heldout_labels, calibration_count: i
             check_labels(heldout_labels, heldout_count, model.num_classes, "held-out labels"))
 
 
-def verify_staged(staging: Path, out_dir: Path, vae, images, labels, tolerances, seed: int, log) -> None:
+def verify_staged(staging: Path, out_dir: Path, vae, images, labels, tolerances, seed: int, log, table: bool) -> None:
     """Verify before the bundle goes into place; a failing bundle is kept beside it for inspection."""
-    report = verify_bundle(staging, vae, images, labels=labels, tolerances=tolerances, seed=seed, log=log)
+    report = verify_bundle(staging, vae, images, labels=labels, tolerances=tolerances, seed=seed, log=log, table=table)
     if not report.passed:
         rejected = out_dir.with_name(f"{out_dir.name}.rejected")
         shutil.rmtree(rejected, ignore_errors=True)

@@ -63,6 +63,16 @@ def pipeline_rows(report: VerifyReport) -> list[list[str]]:
     return rows
 
 
+def verdict_line(report: VerifyReport) -> str:
+    """The verification in one line: counts, the verdict and the worst ELBO cost; the tables are in verify.md."""
+    worst = max(report.pipelines, key=lambda p: p.elbo_increase_pct, default=None)
+    cost = f"; largest ELBO cost {worst.elbo_increase_pct:+.3f}% ({worst.pipeline})" if worst else ""
+    failed = [o.artifact for o in report.outputs if not o.passed] + [p.pipeline for p in report.pipelines if not p.passed]
+    verdict = "PASS" if report.passed else f"FAIL ({', '.join(dict.fromkeys(failed))})"
+    artifacts = len({o.artifact for o in report.outputs})
+    return f"verified {artifacts} artifacts and {len(report.pipelines)} pipelines against Keras: {verdict}{cost}"
+
+
 def format_table(report: VerifyReport) -> str:
     verdict = "PASS: every artifact is within tolerance" if report.passed else "FAIL: some artifacts are out of tolerance"
     return f"{text_table(table_rows(report))}\n\n{text_table(pipeline_rows(report))}\n\n{verdict}"

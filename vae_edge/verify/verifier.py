@@ -24,7 +24,7 @@ from vae_edge.prior import prior_latents
 from vae_edge.registry import Graph, Target
 from vae_edge.runtime.engines import InferenceEngine, open_artifact
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z, graph_specs
-from vae_edge.verify.report import format_table, save_picture, write_markdown
+from vae_edge.verify.report import format_table, save_picture, verdict_line, write_markdown
 from vae_edge.verify.results import OutputCheck, PipelineCheck, VerifyReport
 from vae_edge.verify.stats import compare
 from vae_edge.verify.tolerances import judge, judge_elbo, resolve
@@ -90,6 +90,7 @@ def verify_bundle(
     num_images: int = 256,
     num_prior: int = 64,
     log: Callable[[str], None] = print,
+    table: bool = True,
 ) -> VerifyReport:
     """Verify every artifact; return the report (also written into the bundle).
 
@@ -150,7 +151,7 @@ def verify_bundle(
     write_markdown(report, bundle.folder / "verify.md")
     save_picture(x, keras.reconstruction, pictures, bundle.folder / "verify.png")
     record_in_manifest(bundle, report)
-    log(format_table(report))
+    log(format_table(report) if table else verdict_line(report))
     return report
 
 
