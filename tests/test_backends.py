@@ -446,3 +446,52 @@ def test_run_trains_and_evaluates_on_the_chosen_backend_and_exports_with_tensorf
                            importance_samples=2, seed=0)
     for key in ("negative_elbo", "iw_nll", "psnr_db"):
         assert theirs[key] == pytest.approx(ours[key], rel=1e-4), key
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (state, parent pid, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _running(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _children(pid: int) -> set[int]:
+    """The running child processes of `pid`, read from /proc."""
+    return {int(p.name) for p in Path("/proc").glob("[0-9]*") if (f := _stat(int(p.name))) and f[1] == str(pid) and f[0] != "Z"}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_stopping_the_parent_stops_the_child_backend_process():
+    """SIGTERM to a `vae-edge run` waiting on its training child ends both, not only the parent."""
+    import signal
+    import time
+
+    script = textwrap.dedent("""
+        import signal, time
+        from vae_edge import backend
+        from vae_edge.cli.app import _stop_on_sigterm
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # as the CLI does
+        backend.call_in_backend(backend.Backend.JAX, time.sleep, 300)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, backend.ENV: "tensorflow"})
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _children(parent.pid)
+        assert workers, "no child process started"
+        time.sleep(2)  # the child is in its task now
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while [pid for pid in workers if _running(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if _running(pid)], "the child backend process outlived its parent"
+    finally:
+        parent.kill()
