@@ -261,7 +261,8 @@ def with_machine_budget(config: TrainConfig) -> TrainConfig:
     if config.epochs is not None and config.learning_rate is not None:
         return config
     budget = ACCELERATOR_BUDGET if accelerators() else CPU_BUDGET
-    return replace(config, epochs=config.epochs or budget.epochs, learning_rate=config.learning_rate or budget.learning_rate)
+    return replace(config, epochs=budget.epochs if config.epochs is None else config.epochs,
+                   learning_rate=budget.learning_rate if config.learning_rate is None else config.learning_rate)
 
 
 def data_parallel(devices: int | str, batch_size: int):

@@ -11,13 +11,14 @@ fine for calls of a millisecond and more.
 
 import argparse
 import functools
+import math
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
+from vae_edge.bench.worker import timed_runs
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
 from vae_edge.labels import one_hot
@@ -65,14 +66,9 @@ def measure_in_browser(bundle_dir: Path, mode: str | None = None, batches=BATCHE
 
 
 def time_calls(call, warmup: int = 10, repeats: int = 50) -> list[float]:
-    """Milliseconds of each of `repeats` calls of `call()`, after `warmup` untimed ones."""
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        call()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return times
+    """Milliseconds of each of `repeats` calls of `call()` after `warmup` untimed ones: the bench
+    workers' timing loop, in the browser's unit."""
+    return [1000 * seconds for seconds in timed_runs(call, warmup, repeats, min_seconds=0.0, max_seconds=math.inf)]
 
 
 def _decoder_for(bundle: Bundle, mode: str, batch: int):
