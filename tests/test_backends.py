@@ -95,6 +95,16 @@ def test_unknown_keras_backend_variable_is_a_clear_error(monkeypatch):
         backend.requested_backend()
 
 
+def test_run_without_tensorflow_stages_still_refuses_a_bad_keras_backend_in_one_line(tmp_path):
+    """`run --skip export --skip bench` does not select TensorFlow, so the variable is checked on its own."""
+    done = subprocess.run([VAE_EDGE, "run", "--skip", "export", "--skip", "bench", "--out", str(tmp_path / "run")],
+                          env={**os.environ, backend.ENV: "numpyy"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    message = "Error: KERAS_BACKEND='numpyy' is not a backend; use one of: tensorflow, jax, torch"
+    assert done.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "run").exists()
+
+
 def test_export_commands_switch_a_jax_shell_to_tensorflow(monkeypatch):
     monkeypatch.setenv(backend.ENV, "jax")
     monkeypatch.setattr(backend, "loaded_backend", lambda: None)  # as in a fresh `vae-edge export`

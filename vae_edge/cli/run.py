@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import AUTO, Backend, require_tensorflow_backend
+from vae_edge.backend import AUTO, Backend, requested_backend, require_tensorflow_backend
 from vae_edge.bench.results import Cell, cells_of
 from vae_edge.cli.common import export_target_options
 from vae_edge.pipeline import STAGES, RunConfig, run_pipeline
@@ -118,7 +118,9 @@ def run(
 
     Stages whose output already exists in --out are reused, so an interrupted run resumes.
     """
-    if not {"export", "bench"} <= set(skip):  # only they need TensorFlow here; training may run elsewhere
+    if {"export", "bench"} <= set(skip):  # only they need TensorFlow here; training may run elsewhere
+        requested_backend()  # still a one-line error for a bad KERAS_BACKEND, before anything imports Keras
+    else:
         require_tensorflow_backend("run")
     config = RunConfig(
         train=TrainConfig(
