@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vae_edge.registry import DecoderLayout
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several JAX processes share one GPU
 
@@ -61,6 +63,16 @@ RECIPES: dict[str, dict] = {
     "e60-b64-lr4e-3": {"epochs": 60, "batch_size": 64, "learning_rate": 4e-3},
     "e90-b64-lr4e-3": {"epochs": 90, "batch_size": 64, "learning_rate": 4e-3},
 }
+# The decoder's layout at the CPU's and an accelerator's budgets, two seeds. Earlier results name the
+# layouts as the sweep did: shifted = full-resolution, mirror0 = mirror (benchmarks/README.md).
+for _layout in DecoderLayout:
+    for _epochs in (10, 13, 14, 15, 16):
+        for _seed in (0, 1):
+            RECIPES[f"{_layout}-e{_epochs}-lr6e-3" + (f"-s{_seed}" if _seed else "")] = {
+                "epochs": _epochs, "learning_rate": 6e-3, "seed": _seed, "decoder_layout": _layout.value}
+    for _seed in (0, 1):
+        RECIPES[f"{_layout}-e60" + (f"-s{_seed}" if _seed else "")] = {
+            "epochs": 60, "seed": _seed, "decoder_layout": _layout.value}
 
 
 def measure(name: str, importance_samples: int) -> dict:

@@ -6,7 +6,7 @@ from vae_edge import elbo
 from vae_edge.errors import BadInputError
 from vae_edge.model import PRESETS, VAE, Sampling
 from vae_edge.model.annealing import kl_weight_at
-from vae_edge.registry import Precision
+from vae_edge.registry import DecoderLayout, Precision
 
 
 @pytest.mark.parametrize("variant", list(PRESETS))
@@ -53,6 +53,48 @@ def test_config_round_trips():
     clone = VAE.from_config(model.get_config())
     assert clone.get_config() == model.get_config()
     assert clone.count_params() == model.count_params()
+
+
+def _full_resolution_convs(decoder) -> int:
+    return sum(isinstance(layer, keras.layers.Conv2D) and layer.output.shape[1] == 16 for layer in decoder.layers)
+
+
+def test_the_mirrored_decoder_keeps_full_resolution_to_the_output_conv():
+    mirror = VAE.from_variant("small", input_shape=(16, 16, 1))
+    old = VAE.from_variant("small", input_shape=(16, 16, 1), decoder_layout=DecoderLayout.FULL_RESOLUTION.value)
+    assert mirror.decoder_layout == DecoderLayout.MIRROR
+    assert _full_resolution_convs(mirror.decoder) == 1  # to_pixels only, as the encoder has only its stem there
+    assert _full_resolution_convs(old.decoder) == 4  # a conv and a two-conv residual block before to_pixels
+    residual = [layer.name for layer in mirror.decoder.layers if isinstance(layer, keras.layers.Add)]
+    assert residual == ["dec1_res0_add", "dec0_res0_add"]  # one block per encoder stage, in reverse
+
+
+def test_a_keras_file_saved_before_the_decoder_layout_loads_in_its_own_layout(tmp_path):
+    """Files without `decoder_layout` in their config were written with blocks up to full resolution."""
+    import json
+    import zipfile
+
+    old = VAE.from_variant("micro", input_shape=(16, 16, 1), decoder_layout=DecoderLayout.FULL_RESOLUTION.value)
+    z = np.random.default_rng(0).normal(size=(2, old.latent_dim)).astype("float32")
+    old.decoder.set_weights([w + 0.01 * i for i, w in enumerate(old.decoder.get_weights())])
+    saved, stripped = tmp_path / "saved.keras", tmp_path / "before.keras"
+    old.save(saved)
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(stripped, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("decoder_layout") == "full-resolution"
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    loaded = keras.models.load_model(stripped)
+    assert loaded.decoder_layout == DecoderLayout.FULL_RESOLUTION
+    np.testing.assert_array_equal(loaded.decode(z), old.decode(z))
+
+
+def test_an_unknown_decoder_layout_lists_the_choices():
+    with pytest.raises(BadInputError, match="mirror, full-resolution"):
+        VAE.from_variant("micro", input_shape=(16, 16, 1), decoder_layout="sideways")
 
 
 @pytest.mark.slow

@@ -56,6 +56,13 @@ class ReconstructionLoss(StrEnum):
     MSE = "mse"
 
 
+class DecoderLayout(StrEnum):
+    """Where the decoder's residual blocks run (`vae_edge.model.networks.build_decoder`)."""
+
+    MIRROR = "mirror"  # at the encoder's scales; full resolution holds only the output conv
+    FULL_RESOLUTION = "full-resolution"  # after every upsampling: the earlier layout, of files saved without the key
+
+
 # The pip extra that brings each optional top-level module, for one-line "install vae-edge[X]" errors.
 EXTRAS_OF_MODULES = {
     "tensorflow": "cpu", "keras": "train", "tf2onnx": "train", "onnx": "train", "mlxtend": "train", "matplotlib": "train",

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from vae_edge.backend import Backend
-from vae_edge.registry import Annealing, Precision, ReconstructionLoss
+from vae_edge.registry import Annealing, DecoderLayout, Precision, ReconstructionLoss, names
 from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, LRSchedule, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -93,6 +93,14 @@ def _devices(value: str) -> int | str:
     help="Clip the global gradient norm to this (0: off).",
 )
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
+@click.option(
+    "--decoder-layout",
+    type=click.Choice(names(DecoderLayout)),
+    default=str(DEFAULTS.decoder_layout),
+    show_default=True,
+    help="Residual blocks at the encoder's scales (mirror), or after every upsampling up to full resolution "
+    "(the earlier layout, which `.keras` files without this setting have: 2.5x the training time on a CPU).",
+)
 @click.option(
     "--beta", "kl_loss_weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the KL term."
 )

@@ -6,6 +6,12 @@ height unknown with a dynamic batch, so TFLite needs Flex ops) nor `Resizing` (w
 op XNNPACK does not delegate): explicit sizes let odd shapes (28 -> 14 -> 7 -> 4) mirror back
 exactly.
 
+The decoder mirrors the encoder (`DecoderLayout.MIRROR`): its residual blocks run at the
+encoder's scales and widths in reverse, and full resolution holds only the output
+convolution, as the encoder's holds only its stem. Blocks at full resolution too
+(`FULL_RESOLUTION`, the layout of files saved before it) cost 2.5x the training time on a
+2-core CPU for 1-2 nats of test -ELBO (benchmarks/README.md, "The decoder's layout").
+
 A conditional network (`num_classes` > 0) takes a one-hot `label` as a second input. The
 decoder concatenates it with z before the projection, so it steers every stage that draws;
 the encoder concatenates it with the pooled features before the latent heads, so z need not
@@ -24,6 +30,7 @@ from keras import layers
 from vae_edge.data import IMAGE_CHANNELS
 from vae_edge.errors import BadInputError
 from vae_edge.model.layers import NearestUpsampling, SoftRange
+from vae_edge.registry import DecoderLayout
 from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 # Faster than Keras' 0.99 so the inference statistics settle within a short CPU training run.
@@ -98,7 +105,7 @@ def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
 
 
 def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype,
-                  num_classes: int = 0) -> keras.Model:
+                  num_classes: int = 0, layout: str = DecoderLayout.MIRROR) -> keras.Model:
     """z (N, latent_dim) [, label (N, K) one-hot] -> reconstruction (N, H, W, C) in [0, 1], float32."""
     height, width, channels = input_shape
     sizes = spatial_sizes(height, width, len(filters))
@@ -112,17 +119,26 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
     x = layers.Reshape((bottom_h, bottom_w, filters[-1]), name="unflatten", dtype=dtype)(x)
     width = filters[-1]
+    mirror = layout == DecoderLayout.MIRROR
+    if mirror:  # the blocks of the encoder's last stage, at the bottom scale
+        x = _residual_blocks(x, width, len(filters) - 1, blocks_per_stage, dtype)
     for stage in reversed(range(len(filters))):
-        out_width = filters[max(stage - 1, 0)]
         x = NearestUpsampling(*sizes[stage], name=f"up{stage}", dtype=dtype)(x)
         if num_classes:  # a learnt per-class bias at every scale keeps samples on the asked class
             bias = layers.Dense(width, use_bias=False, name=f"up{stage}_label", dtype=dtype)(inputs[1])
             bias = layers.Reshape((1, 1, width), name=f"up{stage}_label_map", dtype=dtype)(bias)
             x = layers.Add(name=f"up{stage}_with_label", dtype=dtype)([x, bias])
-        x = _conv_bn_relu(x, out_width, f"up{stage}", dtype)
-        for block in range(blocks_per_stage):
-            x = _residual_block(x, out_width, f"dec{stage}_res{block}", dtype)
-        width = out_width
+        if mirror and stage == 0:
+            break  # full resolution: only the output conv, the stem's mirror
+        width = filters[max(stage - 1, 0)]
+        x = _conv_bn_relu(x, width, f"up{stage}", dtype)
+        x = _residual_blocks(x, width, stage - 1 if mirror else stage, blocks_per_stage, dtype)
     x = layers.Conv2D(channels, 3, padding="same", name="to_pixels", dtype="float32")(x)
     reconstruction = layers.Activation("sigmoid", name=RECONSTRUCTION, dtype="float32")(x)
     return keras.Model(inputs if num_classes else z, reconstruction, name="decoder")
+
+
+def _residual_blocks(x, filters: int, stage: int, count: int, dtype):
+    for block in range(count):
+        x = _residual_block(x, filters, f"dec{stage}_res{block}", dtype)
+    return x

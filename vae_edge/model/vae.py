@@ -14,7 +14,7 @@ from vae_edge.model.layers import Sampling
 from vae_edge.model.networks import build_decoder, build_encoder, check_input_shape
 from vae_edge.model.presets import get_preset
 from vae_edge.prior import prior_latents
-from vae_edge.registry import Precision, ReconstructionLoss
+from vae_edge.registry import DecoderLayout, Precision, ReconstructionLoss
 from vae_edge.signatures import IMAGE, LABEL
 
 KERAS_ARGUMENTS = {"name", "dtype", "trainable"}  # what keras.Model itself takes from a VAE's keywords
@@ -50,6 +50,7 @@ class VAE(keras.Model):
         variant: str | None = None,
         num_classes: int = 0,
         class_names=None,
+        decoder_layout: str = DecoderLayout.MIRROR,
         **kwargs,
     ):
         kwargs.setdefault("name", "vae")
@@ -69,6 +70,8 @@ class VAE(keras.Model):
             raise BadInputError("latent_dim must be >= 1; blocks_per_stage, kl_loss_weight and free_bits >= 0")
         if num_classes == 1 or num_classes < 0:
             raise BadInputError(f"num_classes must be 0 (unconditional) or at least 2, got {num_classes}")
+        if decoder_layout not in set(DecoderLayout):
+            raise BadInputError(f"unknown decoder_layout {decoder_layout!r}; choose one of: {', '.join(DecoderLayout)}")
         class_names = [str(n) for n in class_names] if class_names else [str(k) for k in range(num_classes)]
         if len(class_names) != num_classes or len(set(class_names)) != num_classes:
             raise BadInputError(f"class_names must be {num_classes} distinct names, one per class, got {class_names}")
@@ -82,10 +85,11 @@ class VAE(keras.Model):
         self.variant = variant
         self.num_classes = int(num_classes)
         self.class_names = class_names
+        self.decoder_layout = DecoderLayout(decoder_layout)
 
         arch = (self.image_shape, filters, self.latent_dim, self.blocks_per_stage, self.dtype_policy, self.num_classes)
         self.encoder = build_encoder(*arch)
-        self.decoder = build_decoder(*arch)
+        self.decoder = build_decoder(*arch, layout=self.decoder_layout)
         self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")
         self.kl_weight = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.kl_loss_weight),
@@ -202,8 +206,10 @@ class VAE(keras.Model):
             "variant": self.variant,
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
+            "decoder_layout": self.decoder_layout.value,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "VAE":
-        return cls(**config)
+        # A config without the key was saved before the mirrored decoder, in the old layout.
+        return cls(**{"decoder_layout": DecoderLayout.FULL_RESOLUTION.value, **config})
