@@ -70,9 +70,10 @@ for _layout in DecoderLayout:
         for _seed in (0, 1):
             RECIPES[f"{_layout}-e{_epochs}-lr6e-3" + (f"-s{_seed}" if _seed else "")] = {
                 "epochs": _epochs, "learning_rate": 6e-3, "seed": _seed, "decoder_layout": _layout.value}
-    for _seed in (0, 1):
-        RECIPES[f"{_layout}-e60" + (f"-s{_seed}" if _seed else "")] = {
-            "epochs": 60, "seed": _seed, "decoder_layout": _layout.value}
+    for _epochs in (60, 75, 90):
+        for _seed in (0, 1, 2):
+            RECIPES[f"{_layout}-e{_epochs}" + (f"-s{_seed}" if _seed else "")] = {
+                "epochs": _epochs, "seed": _seed, "decoder_layout": _layout.value}
 
 
 def measure(name: str, importance_samples: int) -> dict:

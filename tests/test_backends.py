@@ -7,6 +7,8 @@ Without jax or torch installed their tests skip, except under CI=true, where .ci
 both and a missing one fails.
 """
 
+import atexit
+import functools
 import importlib.util
 import json
 import os
@@ -180,6 +182,17 @@ def test_a_call_on_another_backend_runs_in_a_child_on_that_backend_and_brings_er
         backend.call_in_backend(backend.Backend.JAX, get_preset, "huge")
 
 
+def test_the_child_backend_process_exits_by_itself_without_tracebacks(capfd):
+    """A child stopped by a signal after its result printed KeyboardInterrupt tracebacks from its
+    exit handlers (matplotlib's and JAX's) under every `run --backend torch`."""
+    require("jax")
+    started = time.monotonic()
+    backend.call_in_backend(backend.Backend.JAX, functools.partial(atexit.register, time.sleep, 2))
+    assert time.monotonic() - started > 2  # the call waited for the child's exit handler to finish
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
 def test_train_with_a_missing_backend_is_one_line_and_exit_2(monkeypatch, tmp_path):
     fake_backend_packages(monkeypatch, {"tensorflow", "jax"})
     result = CliRunner().invoke(main, ["train", "--backend", "torch", "--out", str(tmp_path / "run")])
@@ -229,10 +242,10 @@ def test_training_on_another_backend_writes_a_complete_run_and_logs_one_line_per
     name, run, _, stdout = backend_run
     history = json.loads((run / "history.json").read_text())
     assert history["backend"] == name and history["processes"] == 1
-    assert history["devices"] == 1 and history["per_device_batch"] == 32
+    assert history["devices"] == 1 and history["per_device_batch"] == 32 and history["device_names"] == ["cpu:0"]
     assert len(history["history"]["loss"]) == 2 and history["history"]["loss"][1] < history["history"]["loss"][0]
     assert json.loads((run / "train_config.json").read_text())["backend"] == name
-    assert f"training micro on {name}, 1 device(s)" in stdout
+    assert f"training micro on {name}, 1 device(s) (cpu:0)" in stdout  # the log names the device it trains on
     # one line per epoch in a pipe, no carriage-return progress bars
     assert "\r" not in stdout and sum(line.startswith("Epoch ") for line in stdout.splitlines()) == 2
 
@@ -319,7 +332,7 @@ def test_two_processes_follow_the_one_process_loss_curve_and_only_process_0_writ
                 process.kill()
     for process, (stdout, stderr) in zip(running, outputs):
         assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
-    assert "training micro on jax, 2 device(s) over 2 processes (this is process 1)" in outputs[1][0]
+    assert "training micro on jax, 2 device(s) (cpu:0, cpu:1) over 2 processes (this is process 1)" in outputs[1][0]
     assert outputs[1][0].rstrip().endswith("process 0 writes the run folder")
     assert not (tmp_path / "p1").exists()  # only process 0 writes
     two = json.loads((tmp_path / "p0" / "history.json").read_text())

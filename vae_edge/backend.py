@@ -156,10 +156,15 @@ def call_in_backend(backend: Backend, function: Callable, *args):
     if (loaded_backend() or requested_backend()) == backend:
         return function(*args)
     check_installed(backend)
-    # Leaving the block, by return or by Ctrl-C/SIGTERM here, terminates the child, which unwinds as
-    # from Ctrl-C so its staging folders are removed.
-    with multiprocessing.get_context("spawn").Pool(1, initializer=_start_child, initargs=(backend,)) as child:
+    child = multiprocessing.get_context("spawn").Pool(1, initializer=_start_child, initargs=(backend,))
+    try:
         return child.apply(function, args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM here ends the child too; it unwinds as from Ctrl-C,
+        child.terminate()  # so its staging folders are removed
+        raise
+    finally:  # else it leaves when its task is done: a signal would land in its exit handlers (tracebacks)
+        child.close()
+        child.join()
 
 
 def _start_child(backend: Backend) -> None:
