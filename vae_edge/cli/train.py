@@ -99,7 +99,7 @@ def _devices(value: str) -> int | str:
     default=str(DEFAULTS.decoder_layout),
     show_default=True,
     help="Residual blocks at the encoder's scales (mirror), or after every upsampling up to full resolution "
-    "(the earlier layout, which `.keras` files without this setting have: 2.5x the training time on a CPU).",
+    "(the earlier layout, which `.keras` files without this setting have: 2x to 2.9x the training time on a CPU).",
 )
 @click.option(
     "--beta", "kl_loss_weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the KL term."
