@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -493,7 +494,6 @@ def _children(pid: int) -> set[int]:
 def test_stopping_the_parent_stops_the_child_backend_process():
     """SIGTERM to a `vae-edge run` waiting on its training child ends both, not only the parent."""
     import signal
-    import time
 
     script = textwrap.dedent("""
         import signal, time
