@@ -63,9 +63,8 @@ def measure(backend: str, precision: str, jit: bool, variant: str, batch_size: i
 
 def run_worker(backend: str, precision: str, jit: bool, layout: str, args) -> dict:
     """One combination in a fresh Python with KERAS_BACKEND set; its result comes back as JSON."""
-    command = [sys.executable, __file__, "--worker", backend, precision, str(int(jit)), "--variant", args.variant,
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
-               "--decoder-layouts", layout]
+    command = [sys.executable, __file__, "--worker", backend, precision, str(int(jit)), layout, "--variant", args.variant,
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
     done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True)
     if done.returncode:
         lines = done.stderr.strip().splitlines()
@@ -121,12 +120,12 @@ def main() -> None:
                         f"{', '.join(DecoderLayout)}.")
     parser.add_argument("--rounds", type=int, default=1, help="Times the whole sweep runs, interleaved.")
     parser.add_argument("--tag", default="", help="Suffix of the results files, e.g. the machine.")
-    parser.add_argument("--worker", nargs=3, metavar=("BACKEND", "PRECISION", "JIT"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, metavar=("BACKEND", "PRECISION", "JIT", "LAYOUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        backend, precision, jit = args.worker
+        backend, precision, jit, layout = args.worker
         print(json.dumps(measure(backend, precision, jit == "1", args.variant, args.batch_size, args.steps, args.warmup,
-                                 args.decoder_layouts)))
+                                 layout)))
         return
     from vae_edge.bench import machine
 

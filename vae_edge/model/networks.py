@@ -83,6 +83,13 @@ def _residual_block(x, filters: int, name: str, dtype):
     return layers.ReLU(name=f"{name}_out", dtype=dtype)(y)
 
 
+def _residual_blocks(x, filters: int, prefix: str, count: int, dtype):
+    """`count` residual blocks, named `{prefix}_res0`, `{prefix}_res1`, ..."""
+    for block in range(count):
+        x = _residual_block(x, filters, f"{prefix}_res{block}", dtype)
+    return x
+
+
 def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_stage: int, dtype,
                   num_classes: int = 0) -> keras.Model:
     """image (N, H, W, C) in [0, 1] [, label (N, K) one-hot] -> [z_mean, z_log_var], both (N, latent_dim) float32."""
@@ -90,8 +97,7 @@ def build_encoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
     x = _conv_bn_relu(image, filters[0], "stem", dtype)
     for stage, width in enumerate(filters):
         x = _conv_bn_relu(x, width, f"down{stage}", dtype, strides=2)
-        for block in range(blocks_per_stage):
-            x = _residual_block(x, width, f"enc{stage}_res{block}", dtype)
+        x = _residual_blocks(x, width, f"enc{stage}", blocks_per_stage, dtype)
     x = layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(x)
     inputs = [image]
     if num_classes:
@@ -121,7 +127,7 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
     width = filters[-1]
     mirror = layout == DecoderLayout.MIRROR
     if mirror:  # the blocks of the encoder's last stage, at the bottom scale
-        x = _residual_blocks(x, width, len(filters) - 1, blocks_per_stage, dtype)
+        x = _residual_blocks(x, width, f"dec{len(filters) - 1}", blocks_per_stage, dtype)
     for stage in reversed(range(len(filters))):
         x = NearestUpsampling(*sizes[stage], name=f"up{stage}", dtype=dtype)(x)
         if num_classes:  # a learnt per-class bias at every scale keeps samples on the asked class
@@ -132,13 +138,7 @@ def build_decoder(input_shape, filters: list[int], latent_dim: int, blocks_per_s
             break  # full resolution: only the output conv, the stem's mirror
         width = filters[max(stage - 1, 0)]
         x = _conv_bn_relu(x, width, f"up{stage}", dtype)
-        x = _residual_blocks(x, width, stage - 1 if mirror else stage, blocks_per_stage, dtype)
+        x = _residual_blocks(x, width, f"dec{stage - 1 if mirror else stage}", blocks_per_stage, dtype)
     x = layers.Conv2D(channels, 3, padding="same", name="to_pixels", dtype="float32")(x)
     reconstruction = layers.Activation("sigmoid", name=RECONSTRUCTION, dtype="float32")(x)
     return keras.Model(inputs if num_classes else z, reconstruction, name="decoder")
-
-
-def _residual_blocks(x, filters: int, stage: int, count: int, dtype):
-    for block in range(count):
-        x = _residual_block(x, filters, f"dec{stage}_res{block}", dtype)
-    return x
