@@ -79,9 +79,10 @@ for _layout in DecoderLayout:
 def measure(name: str, importance_samples: int) -> dict:
     """Train and score one recipe (in the worker process)."""
     from vae_edge.data import load_dataset
-    from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
-    from vae_edge.train import TrainConfig, list_devices, train
+    from vae_edge.train import TrainConfig, train
+    from vae_edge.train.devices import list_devices
+    from vae_edge.train.evaluation import evaluate_splits
 
     config = TrainConfig(**{**BASE, **RECIPES[name]})
     with tempfile.TemporaryDirectory(prefix="demo-recipe-") as scratch:

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.data import load_dataset, load_images
-from vae_edge.elbo import prior_latents, reparameterize
-from vae_edge.evaluation import evaluate_pipeline
+from vae_edge.elbo import evaluate_pipeline, prior_latents, reparameterize
 from vae_edge.export.onnx_int8 import CANDIDATES, quantize
 from vae_edge.registry import Graph
 from vae_edge.signatures import IMAGE, Z, graph_specs

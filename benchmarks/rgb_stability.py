@@ -64,7 +64,8 @@ def probe(variant: str, precision: str, steps: int, bounded: bool, batch_size: i
     import keras
 
     from vae_edge.model import networks
-    from vae_edge.train import TrainConfig, build_model
+    from vae_edge.train import TrainConfig
+    from vae_edge.train.loop import build_model
 
     patches = photo_patches(PATCH_SIZE[variant])
     images = patches[np.random.default_rng(seed).permutation(len(patches))].astype("float32") / 255.0

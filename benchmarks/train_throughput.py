@@ -42,7 +42,9 @@ def measure(backend: str, precision: str, jit: bool, variant: str, batch_size: i
     import numpy as np
 
     from vae_edge.data import load_dataset
-    from vae_edge.train import TrainConfig, build_model, list_devices
+    from vae_edge.train import TrainConfig
+    from vae_edge.train.devices import list_devices
+    from vae_edge.train.loop import build_model
 
     images = load_dataset("mnist-5k", seed=0).train
     needed = (warmup + steps) * batch_size  # large batches cycle through the data set, so every step is a full batch

@@ -4,13 +4,13 @@ is any WebAssembly engine within 2x of native onnxruntime? Written to results/we
     .venv/bin/python benchmarks/web_engines.py BUNDLE [--repeats 50]    # needs npm and a Chromium
 
 - onnxruntime-web (MLAS kernels in WASM): the bundle's own web app on its ONNX files
-  (`vae_edge.web.bench.measure_in_browser`).
+  (`vae_edge.bench.browser.measure_in_browser`).
 - LiteRT.js (`@litertjs/core`, XNNPACK kernels in WASM), fetched with npm into a scratch page
   that runs the bundle's fixed-shape `.tflite` files; LiteRT.js compiles static shapes only.
 - Native: onnxruntime on the same ONNX files, LiteRT's interpreter (XNNPACK) on the same
   `.tflite` files, with the same thread counts.
 
-Each page times `run` with its own clock; see `vae_edge.web.bench` for why.
+Each page times `run` with its own clock; see `vae_edge.bench.browser` for why.
 """
 
 import argparse
@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 from vae_edge.bench import machine
+from vae_edge.bench.browser import latency_summary, measure_in_browser, measure_native, time_calls
 from vae_edge.bundle import Bundle
 from vae_edge.prior import prior_latents
 from vae_edge.registry import Format, Graph
-from vae_edge.web.bench import latency_summary, measure_in_browser, measure_native, time_calls
 from vae_edge.web.browser import launch, serving
 from vae_edge.web.vendor import npm_pack
 

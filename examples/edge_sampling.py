@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.plots import save_image_grid
+from vae_edge.image_grid import save_image_grid
 from vae_edge.runtime import EdgeVAE
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vae_edge import backend
+from vae_edge.train import backend
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError
 
@@ -350,7 +350,7 @@ def test_two_processes_follow_the_one_process_loss_curve_and_only_process_0_writ
 
 
 def test_multi_host_settings_come_from_the_options_else_keras_variables():
-    from vae_edge.train import Hosts, hosts_from
+    from vae_edge.train.hosts import Hosts, hosts_from
 
     environ = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "host1:1234,host2:1234", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
                "KERAS_DISTRIBUTION_PROCESS_ID": "1"}
@@ -383,7 +383,7 @@ def test_bad_multi_host_settings_are_one_line_and_exit_2(options, message, monke
 
 def test_a_process_whose_coordinator_never_answers_stops_with_one_line():
     """JAX would abort the process with a native stack trace; the wait before it says what to do."""
-    from vae_edge.train import wait_for_coordinator
+    from vae_edge.train.hosts import wait_for_coordinator
 
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     with pytest.raises(BadInputError, match=rf"^nothing answered at --coordinator {address} within 0.5 s \(Connection refused\); "
@@ -392,18 +392,18 @@ def test_a_process_whose_coordinator_never_answers_stops_with_one_line():
 
 
 def test_a_multi_process_run_must_use_every_process_devices(monkeypatch):
-    from vae_edge import train
+    from vae_edge.train import devices
 
-    monkeypatch.setattr(train, "process_index_and_count", lambda: (0, 2))
-    monkeypatch.setattr(train, "list_devices", lambda: ["cpu:0", "cpu:1"])
+    monkeypatch.setattr(devices, "process_index_and_count", lambda: (0, 2))
+    monkeypatch.setattr(devices, "list_devices", lambda: ["cpu:0", "cpu:1"])
     with pytest.raises(BadInputError, match=r"--devices 1: a 2-process run trains on the devices of every process; "
                                             r"use --devices all \(2 devices\)"):
-        train.data_parallel(1, 32)
+        devices.data_parallel(1, 32)
 
 
 def test_every_split_is_cut_to_whole_shares_of_the_devices():
     from vae_edge.data import Splits
-    from vae_edge.train import trim_for_devices
+    from vae_edge.train.devices import trim_for_devices
 
     images = np.zeros((131, 2, 2, 1), np.float32)
     splits = Splits("digits", images, images[:21], images[:20], train_labels=np.arange(131))
@@ -457,8 +457,8 @@ def test_run_trains_and_evaluates_on_the_chosen_backend_and_exports_with_tensorf
     TensorFlow one; the child's scores are the ones TensorFlow computes for the same model."""
     require("jax")
     from vae_edge.data import load_dataset
-    from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
+    from vae_edge.train.evaluation import evaluate_splits
 
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
@@ -500,7 +500,7 @@ def test_stopping_the_parent_stops_the_child_backend_process():
 
     script = textwrap.dedent("""
         import signal, time
-        from vae_edge import backend
+        from vae_edge.train import backend
         from vae_edge.cli.app import _stop_on_sigterm
         signal.signal(signal.SIGTERM, _stop_on_sigterm)  # as the CLI does
         backend.call_in_backend(backend.Backend.JAX, time.sleep, 300)

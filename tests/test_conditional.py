@@ -28,7 +28,7 @@ def test_a_conditional_run_records_its_classes_and_draws_a_row_per_class(conditi
 
 
 def test_evaluation_scores_each_class_and_the_labels_the_samples_obey(conditional_model, digits):
-    from vae_edge.evaluation import evaluate_splits
+    from vae_edge.train.evaluation import evaluate_splits
 
     scores = evaluate_splits(conditional_model, digits, samples_per_class=20)
     assert set(scores["per_class"]) == set(DIGITS)
@@ -138,10 +138,10 @@ def test_the_bundle_readme_and_a_lone_file_are_enough_to_draw_a_class(conditiona
 
 
 def test_the_run_report_shows_each_class_and_the_label_accuracy(conditional_model, digits, tmp_path):
-    from vae_edge.evaluation import evaluate_splits
     from vae_edge.fsutil import write_json
     from vae_edge.run_folder import RunFolder
     from vae_edge.run_report import write_report
+    from vae_edge.train.evaluation import evaluate_splits
 
     folder = RunFolder(tmp_path / "run")
     folder.root.mkdir()

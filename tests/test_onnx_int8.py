@@ -5,21 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from vae_edge.cpu import CpuClass, cpu_class, cpu_features, features_of
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.export.onnx_int8 import (
-    CANDIDATES,
-    CHOICES,
-    CpuClass,
-    IntType,
-    QuantFormat,
-    Settings,
-    choose_settings,
-    cpu_class,
-    cpu_features,
-    features_of,
-    head_nodes,
-    quantize,
-)
+from vae_edge.export.onnx_int8 import CANDIDATES, head_nodes, quantize
+from vae_edge.quantization import CHOICES, IntType, QuantFormat, Settings, choose_settings
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -30,7 +19,8 @@ ort = pytest.importorskip("onnxruntime")
     ({"avx2", "avx_vnni"}, CpuClass.VNNI),
     ({"avx2", "fma", "avx512f"}, CpuClass.AVX512),
     ({"avx", "avx2", "fma"}, CpuClass.AVX2),
-    ({"fp", "asimd", "asimddp"}, CpuClass.OTHER),
+    ({"fp", "asimd", "asimddp"}, CpuClass.ARM64_DOTPROD),
+    ({"fp", "asimd"}, CpuClass.ARM64),
     (set(), CpuClass.OTHER),
 ])
 def test_cpu_class_from_flags(flags, expected):
@@ -43,7 +33,7 @@ def test_cpu_features_reads_x86_and_arm_cpuinfo(tmp_path):
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
     assert cpu_features(x86) == {"avx2", "avx512f", "vnni"}
-    assert cpu_features(arm) == set()
+    assert cpu_features(arm) == {"asimd", "asimddp"}
     assert cpu_features(tmp_path / "absent") == set()
 
 
@@ -58,7 +48,7 @@ def test_choices_follow_onnxruntime_kernels():
 
 
 def test_unknown_target_is_one_line_error():
-    with pytest.raises(BadInputError, match=r"unknown CPU target 'sse2'.*vnni, avx512, avx2, other"):
+    with pytest.raises(BadInputError, match=r"unknown CPU target 'sse2'.*vnni, avx512, avx2, arm64-dotprod, arm64, other"):
         choose_settings("sse2")
 
 

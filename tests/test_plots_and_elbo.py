@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_edge import elbo, plots, prior
-from vae_edge.evaluation import evaluate_pipeline
+from vae_edge import elbo, image_grid, prior
+from vae_edge.train import pictures
+from vae_edge.elbo import evaluate_pipeline
 
 
 def test_image_grid_tiles_with_padding():
     images = np.zeros((5, 4, 3, 1), np.float32)
-    grid = plots.image_grid(images, columns=3, pad=1)
+    grid = image_grid.image_grid(images, columns=3, pad=1)
     assert grid.shape == (2 * 5 + 1, 3 * 4 + 1, 1) and grid.dtype == np.uint8
     assert grid[0, 0, 0] == 255 and grid[1, 1, 0] == 0  # white border, black image
 
@@ -22,7 +23,7 @@ def test_latent_manifold_decodes_a_regular_grid(tmp_path):
         seen.append(z)
         return np.full((len(z), 6, 6, 1), 0.5, np.float32)
 
-    plots.save_latent_manifold(decode, tmp_path / "m.png", steps=5)
+    pictures.save_latent_manifold(decode, tmp_path / "m.png", steps=5)
     assert seen[0].shape == (25, 2) and seen[0].min() == -2.5 and seen[0].max() == 2.5
     with Image.open(tmp_path / "m.png") as picture:
         assert picture.size == ((5 * 7 + 1) * 2, (5 * 7 + 1) * 2)
@@ -30,7 +31,7 @@ def test_latent_manifold_decodes_a_regular_grid(tmp_path):
 
 def test_training_curves_png(tmp_path):
     history = {"loss": [3.0, 2.0], "val_loss": [3.5, 2.5], "kl_loss": [1.0, 1.2], "kl_weight": [0.5, 1.0]}
-    plots.save_training_curves(history, tmp_path / "c.png")
+    pictures.save_training_curves(history, tmp_path / "c.png")
     with Image.open(tmp_path / "c.png") as picture:
         assert picture.width > 600
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vae_edge import train as training
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError, TrainingDiverged
-from vae_edge.train import TrainConfig, build_model, learning_rate_schedule
+from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, TrainConfig
+from vae_edge.train import loop as training
+from vae_edge.train.loop import build_model, learning_rate_schedule
 
 TINY = dict(variant="micro", latent_dim=4, batch_size=32, max_samples=160, seed=0)
 
@@ -40,19 +41,19 @@ def test_optimizer_clips_the_global_gradient_norm_unless_turned_off():
 def test_epochs_and_peak_learning_rate_default_to_the_machine(monkeypatch):
     monkeypatch.setattr(training, "accelerators", lambda: [])
     chosen = training.with_machine_budget(TrainConfig(epochs=3))
-    assert (chosen.epochs, chosen.learning_rate) == (3, training.CPU_BUDGET.learning_rate)
+    assert (chosen.epochs, chosen.learning_rate) == (3, CPU_BUDGET.learning_rate)
     chosen = training.with_machine_budget(TrainConfig())
-    assert (chosen.epochs, chosen.learning_rate) == (training.CPU_BUDGET.epochs, training.CPU_BUDGET.learning_rate)
+    assert (chosen.epochs, chosen.learning_rate) == (CPU_BUDGET.epochs, CPU_BUDGET.learning_rate)
     monkeypatch.setattr(training, "accelerators", lambda: ["gpu:0"])
     chosen = training.with_machine_budget(TrainConfig(learning_rate=1e-4))
-    assert (chosen.epochs, chosen.learning_rate) == (training.ACCELERATOR_BUDGET.epochs, 1e-4)
-    assert training.ACCELERATOR_BUDGET.epochs > training.CPU_BUDGET.epochs
+    assert (chosen.epochs, chosen.learning_rate) == (ACCELERATOR_BUDGET.epochs, 1e-4)
+    assert ACCELERATOR_BUDGET.epochs > CPU_BUDGET.epochs
 
 
 def test_a_model_built_without_a_learning_rate_warms_up_to_the_machine_peak(monkeypatch):
     monkeypatch.setattr(training, "accelerators", lambda: [])
     schedule = build_model(TrainConfig(variant="micro"), (16, 16, 1), total_steps=100).optimizer._learning_rate
-    assert float(schedule(5)) == pytest.approx(training.CPU_BUDGET.learning_rate)  # the end of the 5 % warm-up
+    assert float(schedule(5)) == pytest.approx(CPU_BUDGET.learning_rate)  # the end of the 5 % warm-up
 
 
 def test_logs_are_one_line_per_epoch_when_stdout_is_not_a_terminal(monkeypatch):

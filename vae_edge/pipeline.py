@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.backend import AUTO, call_in_backend, training_backend
 from vae_edge.bench.machine import usable_cores
 from vae_edge.bundle import Bundle
 from vae_edge.errors import BadInputError
@@ -25,6 +24,7 @@ from vae_edge.run_folder import RunFolder
 from vae_edge.run_report import write_report
 from vae_edge.runtime import default_backend, default_mode
 from vae_edge.train import TrainConfig
+from vae_edge.train.backend import AUTO, call_in_backend, training_backend
 
 STAGES = ("train", "evaluate", "export", "bench", "samples", "report")
 
@@ -170,8 +170,8 @@ def _load_splits(config: RunConfig):
 
 
 def _scores(config: RunConfig, model_path: Path) -> dict:
-    from vae_edge.evaluation import evaluate_splits
     from vae_edge.model.loading import load_vae
+    from vae_edge.train.evaluation import evaluate_splits
 
     return evaluate_splits(load_vae(model_path), _load_splits(config), importance_samples=config.importance_samples,
                            seed=config.train.seed)
@@ -240,7 +240,7 @@ def demo_subjects(bundle_dir: Path) -> tuple[str, ...]:
 
 
 def _samples(config: RunConfig, folder: RunFolder, log) -> None:
-    from vae_edge.plots import save_image_grid
+    from vae_edge.image_grid import save_image_grid
     from vae_edge.runtime import EdgeVAE
 
     with atomic_directory(folder.samples, force=True) as staging:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
-from vae_edge.bench.results import Cell
-from vae_edge.bundle import Bundle
+from vae_edge.bundle import Bundle, Cell
 from vae_edge.errors import BadInputError
 from vae_edge.provenance import git_commit
 from vae_edge.registry import APPS, FORMATS, KERAS, KERAS_MODES, MODES, PIPELINE, App, Engine, Format, Graph, Mode, Target
@@ -184,7 +183,7 @@ def measure_browser(bundle: Bundle, settings: "BenchSettings", notes: list[str],
     if find_browser() is None or importlib.util.find_spec("playwright") is None:
         notes.append("no in-browser latency: needs chromium-headless-shell and the playwright package")
         return []
-    from vae_edge.web.bench import browser_vs_native
+    from vae_edge.bench.browser import browser_vs_native
 
     log("  web app in headless Chromium vs native onnxruntime")
     return browser_vs_native(bundle.folder, tuple(settings.batch_sizes), settings.threads, max(settings.runs, 10))

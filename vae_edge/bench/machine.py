@@ -3,7 +3,7 @@
 import os
 import platform
 
-from vae_edge.cpu import cpuinfo, flags, model_name
+from vae_edge.cpu import VECTOR_EXTENSIONS, cpuinfo, flags, model_name
 from vae_edge.provenance import package_versions
 
 PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
@@ -27,15 +27,6 @@ def fp32_lanes(flags: set[str]) -> int:
 def theoretical_gflops(mhz: float, lanes: int, threads: int) -> float:
     """FMA units x lanes x 2 flops per FMA x clock, per core, times cores used."""
     return FMA_UNITS * lanes * 2 * mhz / 1e3 * threads
-
-
-VECTOR_EXTENSIONS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"}
-
-
-def cpu_class() -> dict:
-    """The CPU model and the vector extensions that decide which kernels run: results measured on
-    another CPU class say nothing about this one."""
-    return {"cpu": model_name(), "vector_extensions": sorted(flags() & VECTOR_EXTENSIONS)}
 
 
 def describe() -> dict:

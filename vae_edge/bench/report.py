@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from vae_edge.bench.results import cells_of
+from vae_edge.bundle import cells_of
 from vae_edge.document import Heading, Paragraph, Picture, Table, to_markdown
 from vae_edge.fsutil import atomic_file, write_json, write_text
 from vae_edge.registry import BENCH_JSON, FORMATS, KERAS, KERAS_COLOR, PIPELINE

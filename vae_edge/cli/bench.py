@@ -4,8 +4,8 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import require_tensorflow_backend
 from vae_edge.cli.common import model_option
+from vae_edge.train.backend import require_tensorflow_backend
 
 
 @click.command()

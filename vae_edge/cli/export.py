@@ -4,11 +4,12 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import require_tensorflow_backend
 from vae_edge.cli.common import export_target_options, model_option
+from vae_edge.cpu import CpuClass
 from vae_edge.errors import BadInputError
-from vae_edge.export.onnx_int8 import AUTO, CpuClass
+from vae_edge.quantization import AUTO
 from vae_edge.registry import names
+from vae_edge.train.backend import require_tensorflow_backend
 
 
 def parse_tolerances(pairs: tuple[str, ...]) -> dict:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import AUTO, Backend, requested_backend, require_tensorflow_backend
-from vae_edge.bench.results import Cell, cells_of
+from vae_edge.bundle import Cell, cells_of
 from vae_edge.cli.common import export_target_options
 from vae_edge.pipeline import STAGES, RunConfig, run_pipeline
 from vae_edge.registry import PIPELINE, Precision, names
 from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, TrainConfig
+from vae_edge.train.backend import AUTO, Backend, requested_backend, require_tensorflow_backend
 
 
 def load_recipe(ctx, param, path):

@@ -83,7 +83,7 @@ def _check_output(out: Path) -> Path:
 
 
 def _write(images: np.ndarray, out: Path, columns: int | None = None) -> None:
-    from vae_edge.plots import save_image_grid
+    from vae_edge.image_grid import save_image_grid
 
     if out.suffix.lower() == ".npy":
         with atomic_file(out) as partial, open(partial, "wb") as stream:

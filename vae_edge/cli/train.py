@@ -4,9 +4,9 @@ from pathlib import Path
 
 import click
 
-from vae_edge.backend import Backend
 from vae_edge.registry import Annealing, DecoderLayout, Precision, ReconstructionLoss, names
 from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, LRSchedule, TrainConfig
+from vae_edge.train.backend import Backend
 
 DEFAULTS = TrainConfig()
 
@@ -140,8 +140,8 @@ def train(out, force, channels, backend, devices, coordinator, num_processes, pr
     Several processes or hosts (JAX): start the same command on each with --coordinator,
     --num-processes and its own --process-id and --devices all (docs/multi-host.md).
     """
-    from vae_edge.backend import select_backend
-    from vae_edge.train import hosts_from, join_hosts
+    from vae_edge.train.backend import select_backend
+    from vae_edge.train.hosts import hosts_from, join_hosts
 
     select_backend(backend)  # before anything imports Keras
     hosts = hosts_from(coordinator, num_processes, process_id)
@@ -177,9 +177,9 @@ def train(out, force, channels, backend, devices, coordinator, num_processes, pr
 def evaluate(model_path, dataset, seed, importance_samples, max_samples, json_out):
     """Test ELBO, importance-weighted NLL, PSNR and active units of a trained model."""
     from vae_edge.cli.common import run_splits
-    from vae_edge.evaluation import evaluate_splits
     from vae_edge.fsutil import write_json
     from vae_edge.model.loading import load_vae
+    from vae_edge.train.evaluation import evaluate_splits
 
     model = load_vae(model_path)
     warn_if_split_differs(model_path, dataset, seed, max_samples)

@@ -21,11 +21,11 @@ from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, Verificati
 from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.job import ExportJob
 from vae_edge.export.metadata import embed_file, metadata_fields
-from vae_edge.export.onnx_int8 import AUTO, choose_settings, target_class
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
 from vae_edge.labels import check_labels, label_feed
 from vae_edge.provenance import package_versions
+from vae_edge.quantization import AUTO, choose_settings, target_class
 from vae_edge.registry import (
     ALL,
     APP_WRITERS,

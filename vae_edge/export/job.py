@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_edge.export.onnx_int8 import Settings
+from vae_edge.quantization import Settings
 from vae_edge.registry import Target
 from vae_edge.signatures import GraphSpec
 

@@ -14,14 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vae_edge.bench.machine import cpu_class
-from vae_edge.bench.results import cells_of
-from vae_edge.bundle import Bundle
+from vae_edge.bundle import Bundle, cells_of
+from vae_edge.cpu import cpu_class, cpu_identity
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
-from vae_edge.export.onnx_int8 import saturates_here
 from vae_edge.labels import Label, label_feed, labels_for
 from vae_edge.prior import SEED_LIMIT, prior_latents
+from vae_edge.quantization import saturates
 from vae_edge.registry import BENCH_JSON, FORMATS, MODES, PIPELINE, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact, require
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
@@ -50,7 +49,7 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
     """
     modes = FORMATS[backend].modes
     verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)
-                and not saturates(bundle, t)]
+                and not quantized_for_another_cpu(bundle, t)]
     if not verified:  # an export with --no-verify: float32 if it has it, else its first mode in registry order
         exported = {t.mode for t in bundle.targets() if t.format == backend}
         return next((m for m in (Mode.FLOAT32, *modes) if m in exported), Mode.FLOAT32)
@@ -62,12 +61,12 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
     return min(sizes, key=lambda m: (sizes[m], modes.index(m)))
 
 
-def saturates(bundle: Bundle, target: Target) -> bool:
+def quantized_for_another_cpu(bundle: Bundle, target: Target) -> bool:
     """Whether the target's integer files were quantized for a CPU class whose kernels this CPU lacks
     (ONNX int8 for VNNI, run on AVX2): they run, less accurately than verified, so they are not a default."""
     recorded = bundle.manifest.get("quantization", {}).get("onnx_int8")
     onnx_family = target.format == Format.ONNX or FORMATS[target.format].requires == Format.ONNX
-    return bool(recorded) and onnx_family and MODES[target.mode].calibrated and saturates_here(recorded["settings"])
+    return bool(recorded) and onnx_family and MODES[target.mode].calibrated and saturates(recorded["settings"], cpu_class())
 
 
 def measured_latency(bundle: Bundle) -> dict[str, float]:
@@ -77,7 +76,7 @@ def measured_latency(bundle: Bundle) -> dict[str, float]:
     try:
         report = json.loads(path.read_text())
         machine = report["machine"]
-        if {key: machine[key] for key in ("cpu", "vector_extensions")} != cpu_class():
+        if {key: machine[key] for key in ("cpu", "vector_extensions")} != cpu_identity():
             return {}
         cells = [c for c in cells_of(report) if c.graph == PIPELINE and c.batch == 1]
     except (OSError, ValueError, KeyError, TypeError):

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from vae_edge.elbo import psnr
-from vae_edge.evaluation import MAX_PSNR_DB
+from vae_edge.elbo import MAX_PSNR_DB, psnr
 from vae_edge.verify.results import ErrorStats
 
 

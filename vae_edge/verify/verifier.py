@@ -15,9 +15,8 @@ import numpy as np
 
 from vae_edge.bundle import MANIFEST, Bundle, sha256_of
 from vae_edge.data import images_for_model
-from vae_edge.elbo import anomaly_scores, anomaly_threshold
+from vae_edge.elbo import anomaly_scores, anomaly_threshold, conditioned, evaluate_pipeline
 from vae_edge.errors import BadInputError
-from vae_edge.evaluation import conditioned, evaluate_pipeline
 from vae_edge.fsutil import write_json
 from vae_edge.labels import check_labels, cycled, label_feed
 from vae_edge.prior import prior_latents

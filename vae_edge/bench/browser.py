@@ -6,7 +6,7 @@ onnxruntime-web fixes its thread pool when it starts, so each count gets a fresh
 Chromium coarsens `performance.now()` to 0.1 ms even when cross-origin isolated, which is
 fine for calls of a millisecond and more.
 
-    python -m vae_edge.web.bench BUNDLE [--mode int8]    # a table of in-browser vs native p50
+    python -m vae_edge.bench.browser BUNDLE [--mode int8]    # a table of in-browser vs native p50
 """
 
 import argparse
