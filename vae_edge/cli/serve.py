@@ -20,15 +20,14 @@ from vae_edge.registry import APPS, App
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def serve(bundle: Path, port: int, host: str, verbose: bool) -> None:
     """Serve BUNDLE/web/ (written by the export's web target) until Ctrl-C."""
-    from vae_edge.web.server import make_server
+    from vae_edge.web.server import INDEX, make_server
 
     web_dir = bundle / APPS[App.WEB].folder
-    if not (web_dir / "index.html").is_file():
+    if not bundle.is_dir():
+        raise MissingFileError(f"{bundle}: not a folder; pass the bundle folder that `vae-edge export` wrote")
+    if not (web_dir / INDEX).is_file():
         raise MissingFileError(f"{web_dir}: no web app in this bundle; write it with `vae-edge export MODEL --format web`")
-    try:
-        server = make_server(web_dir, host, port, verbose)
-    except OSError as error:
-        raise click.ClickException(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port") from None
+    server = make_server(web_dir, host, port, verbose)  # a bind that fails names the fix
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving {web_dir} at http://{shown}:{server.server_port}/  (Ctrl-C stops)")
     try:
