@@ -20,27 +20,60 @@ def check_writable(target: Path, force: bool) -> None:
         raise BadInputError(f"{target} already exists and is not empty; pass --force to replace it")
 
 
+def as_users(error: OSError, path) -> OSError:
+    """`error` naming `path`, the user's, instead of the internal file (`.NAME.lock`, `.NAME.x.partial`)
+    it happened to: the same type and errno, so the command line still maps it to its exit status."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
+def _lock_file(lock_path: Path) -> int:
+    """An open descriptor of `lock_path` that this process holds an exclusive flock on, or BlockingIOError.
+
+    The holder removes the file when it is done (`exclusive_lock`), so a descriptor locked after the
+    name went away, or came to name a newer file, locks nothing anyone else sees: check that the name
+    still names the inode that is locked (fstat against stat), and try again if not."""
+    while True:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.fstat(descriptor)
+            try:
+                named = os.stat(lock_path)
+            except FileNotFoundError:
+                named = None
+            if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)  # a released and removed lock file: lock the one its name holds now
+
+
 @contextlib.contextmanager
 def exclusive_lock(target: Path):
     """Hold `.NAME.lock` beside `target` while writing it, so two processes never write one folder;
-    the second is refused at once with a message naming the holder."""
+    the second is refused at once with a message naming the holder. The lock file is removed when
+    the block ends, whether it succeeded or not (one a killed process left is taken over and removed)."""
+    target = Path(target)
     lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "a+") as handle:
+    try:
+        descriptor = _lock_file(lock_path)
+    except BlockingIOError:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise BadInputError(f"{target} is being written by another vae-edge process (pid {holder}); "
-                                "wait for it to finish or choose another output folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            holder = lock_path.read_text().strip() or "?"
+        except OSError:  # released and removed meanwhile
+            holder = "?"
+        raise BadInputError(f"{target} is being written by another vae-edge process (pid {holder}); "
+                            "wait for it to finish or choose another output folder") from None
+    except OSError as error:
+        raise as_users(error, target) from None
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while still locked: a waiter then finds the name gone and retries
+        os.close(descriptor)
 
 
 def sweep_stale(target: Path) -> None:
@@ -63,7 +96,10 @@ def atomic_directory(target, force: bool = False):
     with exclusive_lock(target):
         check_writable(target, force)
         sweep_stale(target)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        except OSError as error:
+            raise as_users(error, target) from None
         staging.chmod(0o755)  # mkdtemp makes it private; the result should be an ordinary folder
         try:
             yield staging
@@ -90,13 +126,21 @@ def atomic_file(path):
     """Yield a temporary path beside `path` to write; it replaces `path` only if the block succeeds,
     so readers see the old file or the new one, never half of one (a full disk keeps the old file)."""
     path = Path(path)
-    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as error:
+        raise as_users(error, path) from None
     os.close(descriptor)
     partial = Path(name)
     try:
         yield partial
         os.chmod(partial, 0o644)
         os.replace(partial, path)
+    except OSError as error:  # a full disk, a folder where the file goes: name the user's path
+        partial.unlink(missing_ok=True)
+        if error.filename in (None, str(partial), partial):
+            raise as_users(error, path) from None
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
