@@ -1,0 +1,254 @@
+"""What the integer modes cost in ELBO, overall and per class, before and after the float head (issue #25).
+
+    vae-edge train --variant small --out RUNS/demo                                   # and the other MODELS
+    vae-edge export RUNS/demo/model.keras --format tflite --format onnx --static-batch 0 --out RUNS/demo-bundle
+    python benchmarks/int8_elbo.py RUNS --out benchmarks/results/int8_elbo [--models demo conditional-8ep tiny-1ep]
+
+For each model RUNS/<name>/model.keras (`MODELS` says how each was trained), the TFLite encoder and
+decoder are converted here from one SavedModel (`encode`, `decode` and `decode_logits`: the
+decoder without its sigmoid), calibrated as export does (256 training images, batch 1):
+
+- `tflite/int8 before`, `tflite/int8-io before`: the converter's defaults, every op quantized, the
+  decoder's sigmoid and the encoder's SoftRange included (what export wrote before #25);
+- `tflite/int8 after`: `to_tflite` (the float head);
+- `tflite/int8-io after`: `to_tflite` of `encode` and `decode_logits`, the sigmoid applied here (as the
+  runtime does for a `reconstruction_logits` output).
+
+Every integer pipeline of RUNS/<name>-bundle (or its `.rejected` twin, when verification failed) is
+scored too, as exported (`onnx/int8` is the reference: its head is float). Each pipeline's test
+-ELBO (one posterior draw per image, seed 0, the same draws for every pipeline) is compared with the
+Keras model's on held-out images: the model's test split, and for a run trained on a
+--max-samples subset also the data set's images outside it (up to `MAX_HELDOUT`); classes are the
+data set's labels, for unconditional models too. Writes <out>.json and <out>.md.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from vae_edge.cli.common import read_run_config, run_splits
+from vae_edge.cpu import cpu_class, cpu_identity
+from vae_edge.data import load_labelled
+from vae_edge.elbo import conditioned, evaluate_pipeline, reparameterize
+from vae_edge.export.tflite import new_converter, quiet, to_tflite
+from vae_edge.fsutil import write_json, write_text
+from vae_edge.labels import label_feed
+from vae_edge.model.loading import float32_vae, load_vae
+from vae_edge.registry import Mode
+from vae_edge.runtime.engines import open_engine
+from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
+
+MODELS = {  # name: the `vae-edge train` flags it was trained with (issue #25's three models)
+    "demo": "--variant small",
+    "conditional-8ep": "--variant small --conditional --epochs 8",
+    "tiny-1ep": "--variant small --epochs 1 --max-samples 1000",
+}
+LOGITS, DECODE_LOGITS = "reconstruction_logits", "decode_logits"
+CALIBRATION_IMAGES = 256
+MAX_HELDOUT = 1000
+INTEGER_MODES = (Mode.DYNAMIC, Mode.INT8, Mode.INT8_IO)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float64)))).astype(np.float32)
+
+
+def fingerprints(images: np.ndarray) -> list[str]:
+    return [hashlib.sha1(image.tobytes()).hexdigest() for image in images]
+
+
+def heldout(model_path: Path, splits) -> tuple[np.ndarray, np.ndarray]:
+    """The test split, and for a --max-samples run the data set's images it never saw (up to MAX_HELDOUT in all)."""
+    images, labels = splits.test, splits.test_labels
+    run = read_run_config(model_path)
+    if run.get("max_samples"):
+        everything = load_labelled(run.get("dataset", "mnist-5k"))
+        seen = set(fingerprints(np.concatenate([splits.train, splits.val, splits.test])))
+        unseen = [i for i, key in enumerate(fingerprints(everything.images)) if key not in seen]
+        images = np.concatenate([images, everything.images[unseen]])
+        labels = np.concatenate([labels, everything.labels[unseen]])
+    return images[:MAX_HELDOUT], labels[:MAX_HELDOUT]
+
+
+def write_signatures(vae, path: Path) -> Path:
+    """A SavedModel with `encode`, `decode` and `decode_logits` (dynamic batch), named as export names them."""
+    import keras
+    import tensorflow as tf
+
+    label = [tf.TensorSpec((None, vae.num_classes), tf.float32, name="label")] if vae.conditional else []
+    image = tf.TensorSpec((None, *vae.image_shape), tf.float32, name=IMAGE)
+    z = tf.TensorSpec((None, vae.latent_dim), tf.float32, name=Z)
+    logits = keras.Model(vae.decoder.inputs, vae.decoder.get_layer("to_pixels").output)
+    archive = keras.export.ExportArchive()
+    for name, network, inputs, outputs in [("encode", vae.encoder, [image, *label], [Z_MEAN, Z_LOG_VAR]),
+                                           ("decode", vae.decoder, [z, *label], [RECONSTRUCTION]),
+                                           (DECODE_LOGITS, logits, [z, *label], [LOGITS])]:
+        archive.track(network)
+        archive.add_endpoint(name, endpoint(network, inputs, outputs, tf))
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def endpoint(network, inputs, outputs, tf):
+    @tf.function(input_signature=inputs)
+    def call(*tensors):
+        result = network(tensors[0] if len(tensors) == 1 else list(tensors), training=False)
+        return dict(zip(outputs, result if isinstance(result, (list, tuple)) else [result]))
+
+    return call
+
+
+def calibration(vae, splits) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Batch-1 calibration rows per signature, as export makes them (the decoder: posterior draws, seed 0)."""
+    x = splits.train[:CALIBRATION_IMAGES]
+    y = splits.train_labels[:CALIBRATION_IMAGES] if vae.conditional else None
+    z_mean, z_log_var = vae.encode(x, y)
+    label = label_feed(y, vae.num_classes)
+    feeds = {"encode": {IMAGE: x, **label},
+             "decode": {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(0)), **label}}
+    feeds[DECODE_LOGITS] = feeds["decode"]
+    return {name: [{key: value[i:i + 1] for key, value in feed.items()} for i in range(len(x))]
+            for name, feed in feeds.items()}
+
+
+def made_here(vae, splits, folder: Path) -> dict[str, dict[str, Path]]:
+    """The TFLite candidates: {pipeline: {"encode": file, "decode"/"decode_logits": file}}."""
+    savedmodel = write_signatures(vae, folder / "savedmodel")
+    rows = calibration(vae, splits)
+    plan = {
+        "tflite/int8 before": [("encode", Mode.INT8, False), ("decode", Mode.INT8, False)],
+        "tflite/int8-io before": [("encode", Mode.INT8_IO, False), ("decode", Mode.INT8_IO, False)],
+        "tflite/int8 after": [("encode", Mode.INT8, True), ("decode", Mode.INT8, True)],
+        "tflite/int8-io after": [("encode", Mode.INT8_IO, True), (DECODE_LOGITS, Mode.INT8_IO, True)],
+    }
+    pipelines = {}
+    for pipeline, members in plan.items():
+        pipelines[pipeline] = {}
+        for signature, mode, after in members:
+            path = folder / f"{pipeline.replace('/', '-').replace(' ', '-')}.{signature}.tflite"
+            feeds = rows[signature]
+            if after:
+                content = to_tflite(savedmodel, signature, mode, lambda f=feeds: f)
+            else:
+                with quiet():
+                    content = new_converter(savedmodel, signature, mode, lambda f=feeds: f).convert()
+            path.write_bytes(content)
+            pipelines[pipeline][signature] = path
+    return pipelines
+
+
+def exported(bundle: Path) -> dict[str, dict[str, Path]]:
+    """The bundle's integer pipelines (dynamic batch): {"onnx/int8 export": {"encode": file, "decode": file}}."""
+    for folder in (bundle, bundle.with_name(bundle.name + ".rejected")):
+        if (folder / "manifest.json").is_file():
+            artifacts = json.loads((folder / "manifest.json").read_text())["artifacts"]
+            pipelines: dict[str, dict[str, Path]] = {}
+            for a in artifacts:
+                if a["mode"] in INTEGER_MODES and a.get("batch") is None:
+                    pipelines.setdefault(f"{a['format']}/{a['mode']} export", {})[a["signature"]] = folder / a["path"]
+            return pipelines
+    return {}
+
+
+def pipeline_functions(vae, files: dict[str, Path]):
+    """numpy encode/decode over a pipeline's files; a decoder that returns logits gets the sigmoid here."""
+    (encoder_signature,) = [s for s in files if s == "encode"]
+    (decoder_signature,) = [s for s in files if s != "encode"]
+    encoder = open_engine(files[encoder_signature], encoder_signature)
+    decoder = open_engine(files[decoder_signature], decoder_signature)
+
+    def encode(x, labels=None):
+        out = encoder.run({IMAGE: x, **label_feed(labels, vae.num_classes)})
+        return out[Z_MEAN], out[Z_LOG_VAR]
+
+    def decode(z, labels=None):
+        out = decoder.run({Z: z, **label_feed(labels, vae.num_classes)})
+        return out[RECONSTRUCTION] if RECONSTRUCTION in out else sigmoid(out[LOGITS])
+
+    return encode, decode
+
+
+def costs(vae, images, labels, class_names, encode, decode) -> dict:
+    """-ELBO against Keras', in %, overall and per class (the same seed, so the same posterior draws)."""
+    model_labels = labels if vae.conditional else None
+    scores = {}
+    for name, (enc, dec) in {"keras": (vae.encode, vae.decode), "pipeline": (encode, decode)}.items():
+        scores[name] = evaluate_pipeline(*conditioned(enc, dec, model_labels), images,
+                                         reconstruction_loss=vae.reconstruction_loss, seed=0, classes=labels,
+                                         class_names=class_names)
+    keras, pipeline = scores["keras"], scores["pipeline"]
+    per_class = {c: 100 * (pipeline["per_class"][c]["negative_elbo"] / keras["per_class"][c]["negative_elbo"] - 1)
+                 for c in keras["per_class"]}
+    return {
+        "negative_elbo": pipeline["negative_elbo"],
+        "keras_negative_elbo": keras["negative_elbo"],
+        "elbo_increase_pct": 100 * (pipeline["negative_elbo"] / keras["negative_elbo"] - 1),
+        "worst_class": max(per_class, key=per_class.get),
+        "worst_class_pct": max(per_class.values()),
+        "per_class_pct": per_class,
+        "psnr_db": pipeline["psnr_db"],
+    }
+
+
+def measure(runs: Path, name: str, scratch: Path) -> dict:
+    model_path = runs / name / "model.keras"
+    vae = float32_vae(load_vae(model_path))
+    splits = run_splits(model_path)
+    images, labels = heldout(model_path, splits)
+    class_names = splits.class_names or tuple(str(k) for k in range(int(labels.max()) + 1))
+    pipelines = {**made_here(vae, splits, scratch / name), **exported(runs / f"{name}-bundle")}
+    results = {}
+    for pipeline, files in pipelines.items():
+        results[pipeline] = costs(vae, images, labels, class_names, *pipeline_functions(vae, files))
+        print(f"{name:16s} {pipeline:24s} {results[pipeline]['elbo_increase_pct']:+8.3f} %   worst class "
+              f"{results[pipeline]['worst_class']} {results[pipeline]['worst_class_pct']:+8.3f} %", flush=True)
+    return {"model": str(model_path), "trained_with": MODELS.get(name), "heldout_images": int(len(images)),
+            "keras_negative_elbo": next(iter(results.values()))["keras_negative_elbo"], "pipelines": results}
+
+
+def render(results: dict) -> str:
+    lines = ["# ELBO cost of the integer modes, overall and per class (issue #25)", "",
+             f"CPU: {results['cpu']} ({results['cpu_class']}: {', '.join(results['vector_extensions'])}); "
+             f"`{results['command']}`", "",
+             "Pipelines: see benchmarks/int8_elbo.py. `before`: the converter's defaults (every op quantized); "
+             "`after`: `to_tflite` (int8: float head; int8-io: integer logits out, sigmoid in the runtime); "
+             "`export`: the bundle's files as `vae-edge export` wrote them.", ""]
+    for name, model in results["models"].items():
+        classes = list(next(iter(model["pipelines"].values()))["per_class_pct"])
+        lines += [f"## {name} (`{model['trained_with']}`): Keras -ELBO {model['keras_negative_elbo']:.2f} nats "
+                  f"on {model['heldout_images']} held-out images", "",
+                  "| pipeline | ELBO cost | worst class | PSNR | " + " | ".join(f"class {c}" for c in classes) + " |",
+                  "|---|---|---|---|" + "---|" * len(classes)]
+        for pipeline, row in model["pipelines"].items():
+            cells = " | ".join(f"{row['per_class_pct'][c]:+.2f}%" for c in classes)
+            lines.append(f"| {pipeline} | {row['elbo_increase_pct']:+.3f}% | {row['worst_class']}: "
+                         f"{row['worst_class_pct']:+.2f}% | {row['psnr_db']:.2f} dB | {cells} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="folder holding <model>/model.keras and <model>-bundle/")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_elbo"))
+    args = parser.parse_args()
+    results = {**cpu_identity(), "cpu_class": str(cpu_class()),
+               "command": "python benchmarks/int8_elbo.py " + " ".join([str(args.runs), "--models", *args.models]),
+               "models": {}}
+    with tempfile.TemporaryDirectory(prefix="int8-elbo-") as scratch:
+        for name in args.models:
+            results["models"][name] = measure(args.runs, name, Path(scratch))
+    write_json(args.out.with_suffix(".json"), results)
+    write_text(args.out.with_suffix(".md"), render(results))
+
+
+if __name__ == "__main__":
+    main()
