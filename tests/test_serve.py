@@ -147,8 +147,12 @@ def test_a_port_in_use_names_the_fix(web):
 
 @pytest.mark.parametrize("host, message", [
     ("nosuch.invalid", "is not a known host name or address"),
+    ("", "is not a known host name or address"),
+    ("a..b", "is not a known host name or address"),  # idna refuses an empty label: a UnicodeError, not an OSError
+    ("a" * 300, "is not a known host name or address"),
+    ("127.0.0.1\x00", "is not a known host name or address"),  # a TypeError
     ("192.0.2.1", "is not an address of this machine"),  # TEST-NET-1: never local
-])
+], ids=["unknown", "empty", "idna", "long", "nul", "not-local"])
 def test_a_bad_host_names_the_fix(web, host, message):
     result = CliRunner().invoke(main, ["serve", str(web.parent), "--host", host, "--port", "0"])
     assert result.exit_code == 2, result.output

@@ -123,12 +123,13 @@ class IsolatedServer(ThreadingHTTPServer):
             sys.stderr.write(f"{client_address[0]} - {type(error).__name__}: {printable(first_line(error))}\n")
 
 
-def bind_problem(error: OSError, host: str, port: int) -> str:
+def bind_problem(error: Exception, host: str, port: int) -> str:
     """What went wrong binding `host:port` and the option that fixes it."""
     where = f"{host}:{port}"
-    if isinstance(error, socket.gaierror):
-        return (f"--host {host!r} is not a known host name or address ({error.strerror}); "
-                "pass an address of this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    if not isinstance(error, OSError) or isinstance(error, socket.gaierror):  # idna and NUL errors are not OSErrors
+        reason = error.strerror if isinstance(error, OSError) else first_line(error)
+        return (f"--host {host!r} is not a known host name or address ({reason}); pass an address of "
+                "this machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
     if error.errno == errno.EADDRINUSE:
         return f"cannot listen on {where}: the port is in use; choose another --port, or --port 0 for a free one"
     if error.errno in (errno.EACCES, errno.EPERM):
@@ -145,12 +146,11 @@ def make_server(web_dir: Path, host: str = "127.0.0.1", port: int = 0, verbose: 
 
     `host` may be a name, an IPv4 or an IPv6 address. A bind that fails raises `BadInputError`
     naming the fix (an unknown host, a port in use, a port that needs privileges)."""
+    root = Path(web_dir).resolve()
+    handler = type("Handler", (IsolatedHandler,), {"verbose": verbose, "root": root})
+    handler = functools.partial(handler, directory=str(root))  # else the handler asks for the working folder
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        server_class = type("Server", (IsolatedServer,), {"address_family": family})
-        root = Path(web_dir).resolve()
-        handler = type("Handler", (IsolatedHandler,), {"verbose": verbose, "root": root})
-        handler = functools.partial(handler, directory=str(root))  # else the handler asks for the working folder
-        return server_class((host, port), handler)
-    except OSError as error:
+        return type("Server", (IsolatedServer,), {"address_family": family})((host, port), handler)
+    except (OSError, UnicodeError, ValueError, TypeError) as error:  # a name too long for idna, a NUL in it
         raise BadInputError(bind_problem(error, host, port)) from None
