@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from click.testing import CliRunner
 from vae_edge.bundle import Bundle
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError
-from vae_edge.fsutil import atomic_directory, exclusive_lock
+from vae_edge.export.metadata import KEY, embed_tflite, metadata_fields, read_metadata
+from vae_edge.fsutil import atomic_directory, atomic_file, exclusive_lock
 from vae_edge.pipeline import RunConfig, check_resumable
 from vae_edge.run_folder import RunFolder
 from vae_edge.runtime import EdgeVAE
@@ -37,11 +39,20 @@ def invoke(args: list[str]):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+INTERNAL_NAMES = re.compile(r"\.(lock|partial|tmp)\b")  # files the user never named: errors name their path instead
+
+
+def litter(folder: Path) -> list[str]:
+    """Lock, partial and staging files left anywhere under `folder`."""
+    return sorted(str(p) for p in folder.rglob(".*") if INTERNAL_NAMES.search(p.name))
+
+
 def assert_one_line_error(result, status: int):
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == status, (result.exit_code, result.stderr, result.output)
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.stderr + result.output
+    assert not INTERNAL_NAMES.search(result.stderr), result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +80,7 @@ BAD_COMMANDS = [  # (args with {root} for the workspace, exit status)
     (["sample", "{root}/bundle", "-n", "100000000", "-o", "{root}/big.png"], 2),
     (["sample", "{root}/bundle", "-n", "0", "-o", "{root}/zero.png"], 2),
     (["sample", "{root}/bundle", "-o", "/proc/x/y.png"], 2),
+    (["sample", "{root}/bundle", "-o", "/proc/y.png"], 2),  # named the internal .y.png.*.partial
     (["sample", "{root}/bundle", "-o", "{root}/folder.png"], 2),
     (["sample", "{root}/bundle", "-o", "{root}/out.txt"], 2),
     (["sample", "{root}/bundle", "--seed", "4294967296", "-o", "{root}/s.png"], 2),
@@ -84,6 +96,7 @@ BAD_COMMANDS = [  # (args with {root} for the workspace, exit status)
     (["sample", "{root}/manifest-rank-2"], 2),
     (["verify", "{root}/manifest-rank-2"], 2),
     (["export", "{root}/run/model.keras", "--out", "{root}/bundle"], 2),
+    (["export", "{root}/run/model.keras", "--format", "onnx", "--out", "/proc/x"], 2),  # named the internal .x.lock
     (["export", "{root}/run/model.keras", "--format", "bogus", "--out", "{root}/new"], 2),
     (["export", "{root}/run/model.keras", "--calibration-samples", "5", "--out", "{root}/new"], 2),
     (["export", "{root}/good.npy", "--out", "{root}/new"], 2),
@@ -101,7 +114,7 @@ def test_bad_command_is_one_line_and_changes_nothing(workspace, args, status):
     before = snapshot(workspace)
     result = invoke([a.format(root=workspace) for a in args])
     assert_one_line_error(result, status)
-    assert snapshot(workspace) == before
+    assert snapshot(workspace) == before and litter(workspace) == []
     assert not (workspace / "run2").exists() and not (workspace / "new").exists()
 
 
@@ -239,3 +252,180 @@ def test_model_sample_and_predict_check_their_input():
         model.sample(-1)
     with pytest.raises(BadInputError, match=r"do not fit a model of input shape \(28, 28, 1\)"):
         model.predict(np.zeros((2, 20, 20, 1), np.float32), verbose=0)
+
+
+# --- without training: crafted model files, folders and installs ------------------------------------------------
+
+def _tiny_onnx(path: Path, metadata: str | None = None, input_name: str = "image") -> Path:
+    """A one-node ONNX graph (image -> z_mean), with `metadata` as its raw vae_edge entry."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", [input_name], ["z_mean"])], "tiny",
+                              [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("z_mean", TensorProto.FLOAT, [None, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if metadata is not None:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = KEY, metadata
+    onnx.save(model, str(path))
+    return path
+
+
+def _tflite_pointing_at(data: bytes, buffer: int) -> bytes:
+    """The .tflite with its vae_edge metadata entry pointing at buffer `buffer`."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    next(entry for entry in model.metadata if entry.name.decode() == KEY).buffer = buffer
+    builder = flatbuffers.Builder(len(data))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+GOOD_FIELDS = metadata_fields({"variant": "micro", "input_shape": [2, 2, 1], "latent_dim": 4}, "encoder", "float32",
+                              [{"name": "image", "shape": [-1, 4], "dtype": "float32", "quantization": None}],
+                              [{"name": "z_mean", "shape": [-1, 4], "dtype": "float32", "quantization": None}])
+HOSTILE = "\x1b[2J\x1b[31m\nError: FAKE\r"  # clears the screen, recolours, and fakes a line of output
+BROKEN_ONNX_METADATA = {  # file name: raw vae_edge metadata text
+    "not-json.onnx": "{not json",
+    "a-list.onnx": "[]",
+    "empty-object.onnx": "{}",
+    "inputs-null.onnx": json.dumps({**GOOD_FIELDS, "inputs": None}),
+    "tensor-not-object.onnx": json.dumps({**GOOD_FIELDS, "outputs": [1]}),
+    "tensor-without-name.onnx": json.dumps({**GOOD_FIELDS, "outputs": [{"shape": [-1, 4], "dtype": "float32"}]}),
+    "shape-text.onnx": json.dumps({**GOOD_FIELDS, "image_shape": "28x28"}),
+    "unknown-mode.onnx": json.dumps({**GOOD_FIELDS, "mode": "int4"}),
+    "prior-null.onnx": json.dumps({**GOOD_FIELDS, "prior": None}),
+    "nested-past-the-parser.onnx": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory):
+    """Small model files with broken or hostile embedded metadata, a SavedModel, a fake bundle: no training."""
+    import tensorflow as tf
+
+    root = tmp_path_factory.mktemp("crafted")
+    for name, text in BROKEN_ONNX_METADATA.items():
+        _tiny_onnx(root / name, text)
+    hostile = {**GOOD_FIELDS, "signature": f"encode{HOSTILE}", "class_names": [HOSTILE],
+               "inputs": [{**GOOD_FIELDS["inputs"][0], "meaning": HOSTILE}]}
+    _tiny_onnx(root / "hostile-metadata.onnx", json.dumps(hostile))
+    _tiny_onnx(root / "hostile-tensor-name.onnx", json.dumps(GOOD_FIELDS), input_name=f"image{HOSTILE}")
+    (root / "garbage.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    (root / "empty.tflite").write_bytes(b"")
+    (root / f"name{HOSTILE[:9]}.onnx").write_bytes(b"junk")
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="image")])
+        def encode(self, image):
+            return {"z_mean": tf.nn.relu(image)}
+
+    tiny = Tiny()
+    tf.saved_model.save(tiny, str(root / "savedmodel"), signatures={"encode": tiny.encode})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(root / "savedmodel"), signature_keys=["encode"])
+    plain = converter.convert()
+    (root / "no-graph.tflite").write_bytes(embed_tflite(plain, {k: v for k, v in GOOD_FIELDS.items() if k != "graph"}))
+    (root / "a-list.tflite").write_bytes(embed_tflite(plain, []))
+    (root / "hostile.tflite").write_bytes(embed_tflite(plain, hostile))
+    (root / "missing-buffer.tflite").write_bytes(_tflite_pointing_at(embed_tflite(plain, GOOD_FIELDS), 10**6))
+    (root / "truncated.tflite").write_bytes(embed_tflite(plain, GOOD_FIELDS)[:400])
+    (root / "model.keras").write_bytes(b"not a model")  # for the install hints: refused before it is read
+    bundle = root / "bundle"
+    bundle.mkdir()
+    model = {"variant": f"micro{HOSTILE}", "input_shape": [2, 2, 1], "latent_dim": 4, "reconstruction_loss": "bce"}
+    (bundle / "manifest.json").write_text(json.dumps({
+        "schema_version": 1, "model": model, "anomaly": {"threshold": 1.0}, "tools": {f"vae-edge{HOSTILE}": "1"},
+        "artifacts": []}))
+    return root
+
+
+CRAFTED_INFO = [  # info on a crafted file or folder: one line naming the problem, exit 2
+    *[(name, "metadata is not valid JSON" if name.startswith(("not-json", "nested")) else "metadata is malformed")
+      for name in BROKEN_ONNX_METADATA],
+    ("no-graph.tflite", "missing fields ['graph']"),
+    ("a-list.tflite", "expected a JSON object"),
+    ("missing-buffer.tflite", ""),  # LiteRT refuses it, or the metadata reader does: either way one line
+    ("truncated.tflite", "LiteRT cannot load this file"),
+    ("empty.tflite", "LiteRT cannot load this file"),
+    ("garbage.onnx", "onnxruntime cannot load this file"),
+    (f"name{HOSTILE[:9]}.onnx", "name\\x1b[2J\\x1b[31m.onnx"),
+    ("model.keras", "expected a .tflite or .onnx or .ort file"),
+    ("", "no manifest.json and no saved_model.pb"),  # a folder that is neither
+    ("nowhere", "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name, message", CRAFTED_INFO, ids=[name or "folder" for name, _ in CRAFTED_INFO])
+def test_info_on_a_crafted_file_is_one_line(crafted, name, message):
+    before = snapshot(crafted)
+    result = invoke(["info", crafted / name])
+    assert_one_line_error(result, 2)
+    assert message in result.stderr and "\x1b" not in result.stderr
+    assert snapshot(crafted) == before and litter(crafted) == []
+
+
+def test_read_metadata_refuses_a_metadata_entry_pointing_nowhere(crafted):
+    with pytest.raises(BadInputError, match="points at buffer 1000000, which does not exist"):
+        read_metadata(crafted / "missing-buffer.tflite")
+
+
+@pytest.mark.parametrize("name", ["hostile-metadata.onnx", "hostile-tensor-name.onnx", "hostile.tflite", "bundle"])
+def test_info_escapes_control_characters_from_files(crafted, name):
+    result = invoke(["info", crafted / name])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert not set("\x1b\r") & set(result.output)
+    assert "\\x1b[2J\\x1b[31m\\nError: FAKE\\r" in result.output  # shown, escaped, on the line it belongs to
+    assert not any(line.startswith("Error: FAKE") for line in result.output.splitlines())
+
+
+def test_info_describes_a_savedmodel_folder(crafted):
+    result = invoke(["info", crafted / "savedmodel"])
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert "signature: encode" in lines
+    assert "input   image: float32[Nx4]" in lines and "output  z_mean: float32[Nx4]" in lines
+
+
+BLOCKED_FOR_TRAINING = ("keras", "tensorflow", "tf2onnx", "onnx", "sympy", "mlxtend", "matplotlib")  # a runtime-only install
+
+
+@pytest.mark.parametrize("args, blocked, hint", [
+    (["train", "--out", "{root}/new"], BLOCKED_FOR_TRAINING, "pip install 'vae-edge[train,cpu]'"),
+    (["train", "--backend", "jax", "--out", "{root}/new"], (*BLOCKED_FOR_TRAINING, "jax"), "pip install 'vae-edge[train,jax]'"),
+    (["run", "--out", "{root}/new"], BLOCKED_FOR_TRAINING, "pip install 'vae-edge[train,cpu]'"),
+    (["export", "{root}/model.keras", "--out", "{root}/new"], BLOCKED_FOR_TRAINING, "pip install 'vae-edge[train,cpu]'"),
+    (["evaluate", "{root}/model.keras"], BLOCKED_FOR_TRAINING, "pip install 'vae-edge[train,cpu]'"),
+    (["train", "--out", "{root}/new"], ("tensorflow",), "pip install 'vae-edge[cpu]'"),  # [train] is there: not named
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_one_install_hint_names_every_extra_the_command_needs(crafted, monkeypatch, args, blocked, hint):
+    for module in blocked:
+        monkeypatch.setitem(sys.modules, module, None)
+    before = snapshot(crafted)
+    result = invoke([a.format(root=crafted) for a in args])
+    assert_one_line_error(result, 2)
+    assert hint in result.stderr
+    assert snapshot(crafted) == before and not (crafted / "new").exists() and litter(crafted) == []
+
+
+@pytest.mark.parametrize("args", [["train", "--out", "/proc/x"], ["run", "--out", "/proc/x"],
+                                  ["train", "--out", "/proc/x/y"]])
+def test_errors_name_the_users_path_not_internal_files(args):
+    result = invoke(args)
+    assert_one_line_error(result, 2)
+    assert "/proc/x" in result.stderr and not INTERNAL_NAMES.search(result.stderr), result.stderr
+
+
+def test_write_errors_carry_the_users_path(tmp_path):
+    with pytest.raises(FileNotFoundError) as caught, atomic_file(Path("/proc/y.png")):
+        pass
+    assert caught.value.filename == "/proc/y.png"
+    with pytest.raises(OSError) as caught, exclusive_lock(Path("/proc/x")):
+        pass
+    assert caught.value.filename == "/proc/x"
+    (tmp_path / "taken").mkdir()  # a folder where the file goes: the rename fails, the partial file goes
+    with pytest.raises(IsADirectoryError) as caught, atomic_file(tmp_path / "taken") as partial:
+        partial.write_text("x")
+    assert caught.value.filename == str(tmp_path / "taken") and litter(tmp_path) == []

@@ -63,23 +63,45 @@ class DecoderLayout(StrEnum):
     FULL_RESOLUTION = "full-resolution"  # after every upsampling: the earlier layout, of files saved without the key
 
 
-# The pip extra that brings each optional top-level module, for one-line "install vae-edge[X]" errors.
+# The pip extra that brings each optional top-level module, for one-line "install vae-edge[X]" errors;
+# a hint names extras in this order.
 EXTRAS_OF_MODULES = {
-    "tensorflow": "cpu", "keras": "train", "tf2onnx": "train", "onnx": "train", "mlxtend": "train", "matplotlib": "train",
-    "ai_edge_litert": "litert", "onnxruntime": "onnx", "jax": "jax", "torch": "torch",
+    "keras": "train", "tf2onnx": "train", "onnx": "train", "sympy": "train", "mlxtend": "train", "matplotlib": "train",
+    "tensorflow": "cpu", "ai_edge_litert": "litert", "flatbuffers": "litert", "onnxruntime": "onnx", "jax": "jax",
+    "torch": "torch",
 }
+# The extra a module is of no use without: Keras needs a backend (TensorFlow's by default) and so
+# does the TensorFlow-to-ONNX converter; a backend serves through Keras and the converters. A hint
+# also names that extra if a module of it is missing, so one install gets the command going, not
+# one install per retry (`vae-edge[train,cpu]`).
+COMPANION_EXTRAS = {"keras": "cpu", "tf2onnx": "cpu", "tensorflow": "train", "jax": "train", "torch": "train"}
 # PyPI's Linux torch wheel needs CUDA's several GB, so the hint also names PyTorch's CPU build.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
+def _installed(module: str) -> bool:
+    """Whether a top-level module can be imported, without importing it or asking import hooks."""
+    import importlib.machinery
+    import sys
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.machinery.PathFinder.find_spec(module) is not None
+
+
 def install_hint(module: str) -> str | None:
-    """The command that installs `module` (None for a module no extra provides)."""
+    """The command that installs `module` and the companion it needs (None for a module no extra provides)."""
     extra = EXTRAS_OF_MODULES.get(module)
     if extra is None:
         return None
-    hint = f"pip install 'vae-edge[{extra}]'"
+    companion = COMPANION_EXTRAS.get(module)
+    missing = companion and not all(_installed(name) for name, of in EXTRAS_OF_MODULES.items() if of == companion)
+    order = list(dict.fromkeys(EXTRAS_OF_MODULES.values()))
+    extras = sorted({extra, companion} if missing else {extra}, key=order.index)
+    hint = f"pip install 'vae-edge[{','.join(extras)}]'"
     if module == "torch":
-        hint += f" (with CUDA), or for the CPU build: pip install torch --index-url {TORCH_CPU_INDEX}"
+        first = f"pip install 'vae-edge[{companion}]' && " if missing else ""
+        hint += f" (with CUDA), or for the CPU build: {first}pip install torch --index-url {TORCH_CPU_INDEX}"
     return hint
 
 

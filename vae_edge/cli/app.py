@@ -40,18 +40,26 @@ class VaeEdgeGroup(click.Group):
             self.fail(ctx, str(error), 2 if isinstance(error, (BadInputError, MissingFileError)) else 1)
         except ModuleNotFoundError as error:
             module = (error.name or "").partition(".")[0]
+            if module in ("", "vae_edge"):
+                raise  # a bug in this package, not the install
             hint = install_hint(module)
-            if hint is None:
-                raise
-            self.fail(ctx, f"this command needs {module}, which is not installed; install it with {hint}", 2)
+            fix = f"install it with {hint}" if hint else "the install is incomplete; reinstall vae-edge with the extras you use"
+            self.fail(ctx, f"this command needs {module}, which is not installed; {fix}", 2)
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             self.fail(ctx, f"cannot use{where}: {error.strerror or error}", 2 if error.errno in BAD_PATH_ERRORS else 1)
 
-    @staticmethod
-    def fail(ctx, message: str, status: int):
-        click.secho(f"Error: {message}", fg="red", err=True)
+    @classmethod
+    def fail(cls, ctx, message: str, status: int):
+        cls.fail_line(message)
         ctx.exit(status)
+
+    @staticmethod
+    def fail_line(message: str) -> None:
+        """One red line: control characters (from a file name, a file's content) escaped, never raw."""
+        from vae_edge.printable import printable
+
+        click.secho(f"Error: {printable(message)}", fg="red", err=True)
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
         """Click's usage errors as one line too (the problem and where the help is), exit status 2."""
@@ -60,10 +68,10 @@ class VaeEdgeGroup(click.Group):
             code = result if isinstance(result, int) else 0  # ctx.exit(N) comes back as N
         except click.UsageError as error:
             command = error.ctx.command_path if error.ctx else "vae-edge"
-            click.secho(f"Error: {error.format_message()} (see `{command} --help`)", fg="red", err=True)
+            self.fail_line(f"{error.format_message()} (see `{command} --help`)")
             code = error.exit_code
         except click.ClickException as error:
-            click.secho(f"Error: {error.format_message()}", fg="red", err=True)
+            self.fail_line(error.format_message())
             code = error.exit_code
         except click.Abort:
             click.secho("Aborted.", fg="red", err=True)
