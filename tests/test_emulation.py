@@ -26,6 +26,9 @@ K = 64  # the MatMulInteger probe's depth: K/2 pairs of 255 x 127, each over int
 EXACT, SATURATED = 255 * 127 * K, 32767 * (K // 2)  # int32 accumulation; VPMADDUBSW's saturated pair sums
 SATURATING = {CpuClass.AVX2, CpuClass.AVX512}  # U8S8 through VPMADDUBSW (vae_edge.quantization)
 FLOAT_TOLERANCE = 1e-5
+# An int8 output that differs by more than this took another integer path (one step of a [0, 1] output is 1/255); within
+# FLOAT_TOLERANCE, only its float operations (dequantization, a float head) rounded differently.
+INTEGER_GAP = 1e-3
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -257,6 +260,10 @@ def host_outputs(tiny_models):
                                   capture_output=True, text=True), out)
 
 
+def gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b).max())
+
+
 def differences(emulated: dict, host: dict) -> str:
     """Per output: the largest difference from the host and the share of values that differ."""
     lines = []
@@ -286,14 +293,15 @@ def test_tiny_models_give_the_hosts_float32_and_where_nothing_saturates_its_int8
     for model in ("float32.onnx", "float32.tflite"):
         np.testing.assert_allclose(emulated[model], host_outputs[model], rtol=0, atol=FLOAT_TOLERANCE, err_msg=model)
     # XNNPACK's int8 kernels accumulate exactly in int32 on every one of these CPUs.
-    np.testing.assert_array_equal(emulated["int8.tflite"], host_outputs["int8.tflite"])
+    assert gap(emulated["int8.tflite"], host_outputs["int8.tflite"]) <= FLOAT_TOLERANCE
     # MLAS' U8S8 kernels on AVX2 (VPMADDUBSW) saturate int16 pair sums; with VNNI and on ARM they do not.
     saturating = target.cpu_class in SATURATING
     assert (emulated["matmulinteger.onnx"] == (SATURATED if saturating else EXACT)).all(), emulated["matmulinteger.onnx"]
-    # Full-range QDQ int8 (S8S8 too, shifted to U8S8 on x86) gives the host's bits exactly when both saturate or neither does.
+    # Full-range QDQ int8 (S8S8 too, shifted to U8S8 on x86) gives the host's integers when both saturate or neither does.
     for model in ("u8s8.onnx", "s8s8.onnx"):
-        same = np.array_equal(emulated[model], host_outputs[model])
-        assert same == (saturating == (cpu_class() in SATURATING)), f"{model}: {differences(emulated, host_outputs)}"
+        same = saturating == (cpu_class() in SATURATING)
+        difference = gap(emulated[model], host_outputs[model])
+        assert (difference <= FLOAT_TOLERANCE) if same else (difference > INTEGER_GAP), f"{model}: {difference:.3g}"
 
 
 # What each target's int8 runs must (> 0) and must not (== 0) execute, by `emulation.instruction_name`.
@@ -344,11 +352,15 @@ def test_edge_vae_samples_like_the_host(name, environments, bundle_dir, tmp_path
     print(f"{name} against this {cpu_class()} host: {differences(emulated, host)}")
     for key in ("tflite_float32", "onnx_float32"):
         np.testing.assert_allclose(emulated[key], host[key], rtol=0, atol=FLOAT_TOLERANCE, err_msg=key)
-    for key in ("tflite_int8", "tflite_int8-io"):
-        np.testing.assert_array_equal(emulated[key], host[key], err_msg=key)
+    np.testing.assert_array_equal(emulated["tflite_int8-io"], host["tflite_int8-io"])  # integers all the way
+    assert gap(emulated["tflite_int8"], host["tflite_int8"]) <= FLOAT_TOLERANCE  # the same integers, a float head
+    # `vae_edge.quantization.saturates` says which CPU classes lose accuracy with the file's settings; emulation checks it.
     settings = Bundle(bundle_dir).manifest["quantization"]["onnx_int8"]["settings"]
-    same = saturates(settings, target.cpu_class) == saturates(settings, cpu_class())
-    assert np.array_equal(emulated["onnx_int8"], host["onnx_int8"]) == same, (settings, differences(emulated, host))
+    difference = gap(emulated["onnx_int8"], host["onnx_int8"])
+    if saturates(settings, target.cpu_class) == saturates(settings, cpu_class()):
+        assert difference <= FLOAT_TOLERANCE, settings
+    else:
+        assert difference > INTEGER_GAP, settings
 
 
 @pytest.mark.slow
