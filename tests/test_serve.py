@@ -228,3 +228,11 @@ def test_serve_refuses_a_missing_bundle_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["serve", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "not a folder" in result.stderr
+
+
+def test_serve_refuses_a_web_folder_that_links_out_of_the_bundle(web, tmp_path):
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "web").symlink_to(web)  # a bundle unpacked from elsewhere: web/ is a link to any folder
+    result = CliRunner().invoke(main, ["serve", str(hostile), "--port", "0"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "outside the bundle" in result.stderr

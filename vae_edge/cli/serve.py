@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from vae_edge.errors import MissingFileError
+from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.registry import APPS, App
 
 
@@ -27,6 +27,9 @@ def serve(bundle: Path, port: int, host: str, verbose: bool) -> None:
         raise MissingFileError(f"{bundle}: not a folder; pass the bundle folder that `vae-edge export` wrote")
     if not (web_dir / INDEX).is_file():
         raise MissingFileError(f"{web_dir}: no web app in this bundle; write it with `vae-edge export MODEL --format web`")
+    if not web_dir.resolve().is_relative_to(bundle.resolve()):  # a bundle from elsewhere may link web/ to any folder
+        raise BadInputError(f"{web_dir} links to {web_dir.resolve()}, outside the bundle; serve only a web app "
+                            "the export wrote (`vae-edge export MODEL --format web`)")
     server = make_server(web_dir, host, port, verbose)  # a bind that fails names the fix
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Serving {web_dir} at http://{shown}:{server.server_port}/  (Ctrl-C stops)")
