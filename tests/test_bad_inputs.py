@@ -416,6 +416,7 @@ def test_errors_name_the_users_path_not_internal_files(args):
     result = invoke(args)
     assert_one_line_error(result, 2)
     assert "/proc/x" in result.stderr and not INTERNAL_NAMES.search(result.stderr), result.stderr
+    assert "; check the path" in result.stderr  # what it is, then what to do
 
 
 def test_write_errors_carry_the_users_path(tmp_path):

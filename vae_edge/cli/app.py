@@ -32,6 +32,19 @@ class VaeEdgeGroup(click.Group):
     """Turns package errors, missing extras and file-system errors into one-line messages with
     meaningful exit codes: 2 for bad input (a path, a value, a missing extra), 1 for a failure."""
 
+    # What to do about a file-system error, after what it is.
+    FIXES = {
+        errno.ENOENT: "check the path (an output's folder is made only below one that exists)",
+        errno.EACCES: "choose a path you may use, or change its permissions",
+        errno.EPERM: "choose a path you may use, or change its permissions",
+        errno.EROFS: "choose a path on a writable disk",
+        errno.EISDIR: "name a file, not a folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.ENAMETOOLONG: "choose a shorter name",
+        errno.ENOSPC: "free some space or choose another disk",
+        errno.EDQUOT: "free some space or choose another disk",
+    }
+
     def invoke(self, ctx):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         try:
@@ -47,7 +60,8 @@ class VaeEdgeGroup(click.Group):
             self.fail(ctx, f"this command needs {module}, which is not installed; {fix}", 2)
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
-            self.fail(ctx, f"cannot use{where}: {error.strerror or error}", 2 if error.errno in BAD_PATH_ERRORS else 1)
+            fix = f"; {self.FIXES[error.errno]}" if error.errno in self.FIXES else ""
+            self.fail(ctx, f"cannot use{where}: {error.strerror or error}{fix}", 2 if error.errno in BAD_PATH_ERRORS else 1)
 
     @classmethod
     def fail(cls, ctx, message: str, status: int):
