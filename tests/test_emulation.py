@@ -92,7 +92,7 @@ def test_without_apt_the_arm64_python_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_EDGE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(BadInputError) as error:
         emulation.prepare("cortex-a76")
-    assert "needs apt-get and dpkg-deb" in one_line(error) and "Debian or Ubuntu" in one_line(error)
+    assert "needs apt-get and dpkg-deb" in one_line(error) and "run it on Debian" in one_line(error)
 
 
 def test_a_failed_download_is_one_line_and_leaves_no_half_made_cache(tmp_path, monkeypatch):
@@ -384,3 +384,13 @@ def test_prepare_sets_up_once_in_a_fresh_cache_and_then_reuses_it(tmp_path, monk
     result = emulation.run_python("cortex-a53", ["-c", "import platform, vae_edge.cpu; print(platform.machine(), "
                                                         "vae_edge.cpu.cpu_class())"])
     assert result.stdout.split() == ["aarch64", "arm64"], result.stderr
+
+
+def test_an_emulator_that_does_not_give_the_targets_features_is_refused():
+    """What an older qemu does: its TCG emulated no AVX2 before 7.2, so the libraries would fall back to SSE kernels."""
+    versions = {"numpy": "2", "ai-edge-litert": "2", "onnxruntime": "1"}
+    probe = {"cpu_class": "avx2", "numpy_features": ["SSE", "SSE2", "SSE42"], "versions": versions}
+    with pytest.raises(BadInputError) as error:
+        emulation._check_probe(TARGETS["haswell"], probe, versions, "qemu-x86_64 version 6.2.0")
+    assert "numpy detects []" in one_line(error) and "a newer qemu-user-static" in one_line(error)
+    emulation._check_probe(TARGETS["haswell"], {**probe, "numpy_features": ["AVX2", "FMA3", "SSE42"]}, versions, "qemu")

@@ -58,7 +58,7 @@ RUNTIME_DISTRIBUTIONS = ("numpy", "ai-edge-litert", "onnxruntime")
 DEBIAN_PACKAGES = ("python3", "libstdc++6", "libgomp1")
 UNNEEDED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian")
 MANIFEST = "manifest.json"
-DEFAULT_TIMEOUT = 1800.0  # seconds; emulation runs the runtime 10 to 100x slower than the host
+DEFAULT_TIMEOUT = 1800.0  # seconds; emulated code runs many times slower than on this machine
 
 
 @dataclass(frozen=True)
@@ -230,17 +230,18 @@ def _arm64_sysroot(log: Callable[[str], None]) -> Path:
     missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
     if missing:
         raise BadInputError(f"ARM64 emulation takes its Python from Debian's arm64 packages and needs {' and '.join(missing)}: "
-                            f"run it on Debian or Ubuntu, or copy {folder} from a machine that made it")
+                            f"run it on Debian, or copy {folder} from a machine that made it")
     log("ARM64 emulation: fetching Debian's arm64 python3 (once)")
     start = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    fix = "ARM64 emulation fetches Debian's arm64 python3 with apt-get from this machine's apt sources; check the network"
+    fix = ("ARM64 emulation fetches Debian's arm64 python3 with apt-get from this machine's apt sources; check the network "
+           "and that they serve arm64 (Debian's do, Ubuntu's are on ports.ubuntu.com)")
     with atomic_directory(folder, force=True) as staging:
         work = staging / ".apt"  # inside the staging folder, so an interrupted run leaves nothing behind
         apt = ["apt-get", "-q", *_apt_options(work)]
         _tool([*apt, "update"], "apt-get update (arm64)", fix)
         _tool([*apt, "install", "-y", "--download-only", "--no-install-recommends", *DEBIAN_PACKAGES],
-              "apt-get download of arm64 python3", fix + " and that the sources serve arm64 (Debian's do)")
+              "apt-get download of arm64 python3", fix)
         debs = sorted((work / "archives").glob("*.deb"))
         for deb in debs:
             _tool(["dpkg-deb", "-x", deb, staging], f"unpacking {deb.name}", "delete the cache folder and run again")
@@ -294,7 +295,7 @@ class Environment:
     pythonpath: tuple[Path, ...]
     probe: dict  # what the emulated process and its libraries reported (`PROBE`)
     folders: tuple[Path, ...]  # what it uses in the cache
-    setup_seconds: float  # what `prepare` took this time (about 0.1 s when everything was cached)
+    setup_seconds: float  # what `prepare` took this time (milliseconds when everything was cached)
 
     @property
     def size_bytes(self) -> int:
@@ -322,7 +323,7 @@ class Environment:
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise VaeEdgeError(f"python {' '.join(map(str, args))[:100]} under {self.target.name} emulation took over "
-                               f"{timeout:.0f} s (emulation is 10 to 100x slower than this machine); give it a longer "
+                               f"{timeout:.0f} s (emulated code runs many times slower than on this machine); give it a longer "
                                "timeout") from None
 
 
