@@ -131,3 +131,262 @@ def reference_evaluator(model: onnx.ModelProto):
         pass
 
     return ReferenceEvaluator(model, new_ops=[DequantizeLinear])
+
+
+# --- int8 graphs that onnxruntime runs transpose-free --------------------------------------------
+#
+# onnxruntime runs int8 convolutions channels-last (its NHWC transformer) and moves the layout
+# Transposes that this brings through the ops it knows how to (elementwise ops, Concat, Resize,
+# Reshape-free chains) until they cancel. tf2onnx writes our nearest-neighbour upsampling
+# (`NearestUpsampling`: four channel copies, then depth-to-space) as Concat + DepthToSpace, and
+# DepthToSpace is layout-bound: each one kept two uint8 Transposes and a 6-D DepthToSpace in the
+# graph, 55 % of the int8 decoder's time at batch 64 (onnxruntime 1.32, AVX-512 VNNI). The
+# rewrites below are exact in real arithmetic and are applied to the float graph before it is
+# quantized (`vae_edge.export.onnx_int8`).
+
+UPSAMPLE_BLOCK = 2  # the upsampling factor NearestUpsampling repeats by
+NCHW_TO_NHWC, NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+HOISTED_ACTIVATIONS = frozenset({"Relu"})  # elementwise, so it commutes with the pixel shuffle
+
+
+def subpixel_convolutions(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, each 2x nearest-neighbour upsampling followed by a stride-1 "same" Conv with an
+    odd square kernel into a Conv on the small image with four times the output channels (one per
+    position in each 2x2 block, its taps summed where the block repeats a pixel) and a pixel shuffle;
+    returns how many were rewritten.
+
+    The same multiply-adds on a quarter of the pixels (no upsampled copy in memory), and the shuffle
+    is written channels-last (Transpose to NHWC, Reshape, a 2-axis Transpose of 2*C-byte blocks,
+    Reshape, Transpose back): onnxruntime cancels the outer Transposes against its own. A Relu that
+    follows the Conv moves before the shuffle, so it stays fused into the integer convolution.
+    """
+    graph = model.graph
+    constants = _constants(graph)
+    shapes = _static_shapes(model)
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers = _consumers(graph)
+    rewritten = 0
+    for conv in [node for node in graph.node if node.op_type == "Conv"]:
+        upsample = producers.get(conv.input[0])
+        source = _upsampled(upsample, producers, constants) if upsample is not None else None
+        shape = shapes.get(source[0]) if source else None
+        weights = _same_padding_weights(conv, constants)
+        if source is None or weights is None or shape is None or None in shape[2:]:
+            continue
+        image, repeated = source
+        if any(len(consumers[node.output[0]]) != 1 for node in [upsample, *repeated]):
+            continue
+        low_weights, pads = _subpixel_weights(weights)
+        name = conv.name or conv.output[0]
+        inputs = [image, _add_initializer(graph, f"{name}_subpixel_weights", low_weights)]
+        if len(conv.input) > 2 and conv.input[2]:
+            bias = np.tile(constants[conv.input[2]], UPSAMPLE_BLOCK**2)  # one copy per block position, as the weights
+            inputs.append(_add_initializer(graph, f"{name}_subpixel_bias", bias.astype(np.float32)))
+        low = f"{name}_subpixel"
+        nodes = [helper.make_node("Conv", inputs, [low], name=low, kernel_shape=list(low_weights.shape[2:]), pads=pads)]
+        outputs = list(conv.output)
+        followers = consumers.get(conv.output[0], [])
+        if len(followers) == 1 and followers[0].op_type in HOISTED_ACTIVATIONS and conv.output[0] not in _graph_outputs(graph):
+            activation = followers[0]
+            nodes.append(helper.make_node(activation.op_type, [low], [f"{low}_act"], name=f"{activation.name}_subpixel"))
+            low, outputs = f"{low}_act", list(activation.output)
+            graph.node.remove(activation)
+        nodes += _pixel_shuffle(graph, name, low, outputs, shape[2], shape[3], weights.shape[0])
+        index = list(graph.node).index(conv)
+        for node in reversed(nodes):
+            graph.node.insert(index, node)
+        for node in [conv, upsample, *repeated]:
+            graph.node.remove(node)
+        rewritten += 1
+    _drop_unused_initializers(graph)
+    return rewritten
+
+
+def projections_as_convolutions(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, each MatMul of a (batch, K) tensor by constant weights (then an optional bias
+    Add and Relu) whose result a Reshape turns into an image, as a 1x1 Conv on a one-pixel image;
+    returns how many were rewritten.
+
+    Exact, and faster once quantized: onnxruntime fuses a quantized MatMul + Add into QGemm, which
+    takes a slow path for per-column weight zero points (the decoder's 64 x 3136 projection: about
+    23 us at batch 1, 10 with per-tensor weights), while QLinearConv takes per-channel weight scales
+    at full speed. The pixel is written channels-last, (batch, 1, 1, K) with Transposes to and from
+    NCHW around the Conv, which cancel against onnxruntime's own, so the Reshape into the image reads
+    the Conv's output as it read the MatMul's.
+    """
+    graph = model.graph
+    constants = _constants(graph)
+    shapes = _static_shapes(model)
+    consumers = _consumers(graph)
+    outputs = _graph_outputs(graph)
+    rewritten = 0
+    for matmul in [node for node in graph.node if node.op_type == "MatMul"]:
+        weights = constants.get(matmul.input[1])
+        if weights is None or weights.ndim != 2 or len(shapes.get(matmul.input[0]) or ()) != 2:
+            continue
+        chain, bias = _projection_chain(matmul, consumers, constants, outputs, weights.shape[1])
+        followers = consumers.get(chain[-1].output[0], [])
+        reshape = followers[0] if len(followers) == 1 and chain[-1].output[0] not in outputs else None
+        if reshape is None or reshape.op_type != "Reshape" or len(shapes.get(reshape.output[0]) or ()) != 4:
+            continue
+        name = matmul.name or matmul.output[0]
+        pixel = _add_initializer(graph, f"{name}_as_pixel_shape", np.array([-1, 1, 1, weights.shape[0]], np.int64))
+        kernel = _add_initializer(graph, f"{name}_conv_weights", np.ascontiguousarray(weights.T)[:, :, None, None])
+        steps = [f"{name}_{step}" for step in ("as_pixel", "as_pixel_nchw", "conv", "conv_nhwc")]
+        nodes = [helper.make_node("Reshape", [matmul.input[0], pixel], [steps[0]], name=steps[0]),
+                 helper.make_node("Transpose", [steps[0]], [steps[1]], name=steps[1], perm=NHWC_TO_NCHW),
+                 helper.make_node("Conv", [steps[1], kernel, *bias], [steps[2]], name=steps[2])]
+        last = steps[2]
+        if chain[-1].op_type in HOISTED_ACTIVATIONS:
+            nodes.append(helper.make_node(chain[-1].op_type, [last], [f"{last}_act"], name=f"{chain[-1].name}_conv"))
+            last = f"{last}_act"
+        nodes.append(helper.make_node("Transpose", [last], [steps[3]], name=steps[3], perm=NCHW_TO_NHWC))
+        reshape.input[0] = steps[3]
+        index = list(graph.node).index(matmul)
+        for node in reversed(nodes):
+            graph.node.insert(index, node)
+        for node in chain:
+            graph.node.remove(node)
+        rewritten += 1
+    _drop_unused_initializers(graph)
+    return rewritten
+
+
+def _projection_chain(matmul: onnx.NodeProto, consumers: dict, constants: dict, outputs: set[str],
+                      columns: int) -> tuple[list[onnx.NodeProto], list[str]]:
+    """The MatMul, then its bias Add and Relu where each alone follows the one before (none a graph output),
+    and the bias's name (a list of at most one)."""
+    chain, bias = [matmul], []
+    while True:
+        followers = consumers.get(chain[-1].output[0], [])
+        if len(followers) != 1 or chain[-1].output[0] in outputs:
+            return chain, bias
+        node = followers[0]
+        other = [name for name in node.input if name != chain[-1].output[0]]
+        if node.op_type == "Add" and not bias and chain[-1] is matmul and len(other) == 1 \
+                and getattr(constants.get(other[0]), "shape", None) == (columns,):
+            bias = other
+        elif node.op_type not in HOISTED_ACTIVATIONS or chain[-1].op_type in HOISTED_ACTIVATIONS:
+            return chain, bias
+        chain.append(node)
+
+
+def repeats_as_resize(model: onnx.ModelProto) -> int:
+    """Rewrite, in place, each remaining Concat-of-four-copies + DepthToSpace (a 2x nearest upsampling
+    that no Conv follows directly, e.g. before the slices of an odd size) as the equivalent Resize,
+    which onnxruntime moves its layout Transposes through; returns how many were rewritten."""
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    consumers = _consumers(graph)
+    rewritten = 0
+    for node in [n for n in graph.node if n.op_type == "DepthToSpace"]:
+        repeat = _repeated(node, producers)
+        if repeat is None or len(consumers[repeat.output[0]]) != 1:
+            continue
+        name = node.name or node.output[0]
+        scales = _add_initializer(graph, f"{name}_scales", np.array([1, 1, UPSAMPLE_BLOCK, UPSAMPLE_BLOCK], np.float32))
+        resize = helper.make_node("Resize", [repeat.input[0], "", scales], list(node.output), name=f"{name}_resize",
+                                  mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        graph.node.insert(list(graph.node).index(node), resize)
+        graph.node.remove(node)
+        graph.node.remove(repeat)
+        rewritten += 1
+    return rewritten
+
+
+def _repeated(node: onnx.NodeProto, producers: dict) -> onnx.NodeProto | None:
+    """The Concat if `node` is DepthToSpace(DCR, 2) of a Concat of four copies of one tensor along channels."""
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attributes.get("blocksize") != UPSAMPLE_BLOCK or attributes.get("mode", b"DCR") != b"DCR":
+        return None
+    concat = producers.get(node.input[0])
+    if concat is None or concat.op_type != "Concat" or len(concat.input) != UPSAMPLE_BLOCK**2 or len(set(concat.input)) != 1:
+        return None
+    axis = next((helper.get_attribute_value(a) for a in concat.attribute if a.name == "axis"), None)
+    return concat if axis == 1 else None
+
+
+def _upsampled(node: onnx.NodeProto, producers: dict, constants: dict) -> tuple[str, list[onnx.NodeProto]] | None:
+    """(the small image, the other nodes of the upsampling) if `node` ends a 2x nearest upsampling:
+    tf2onnx's Concat + DepthToSpace, or a standard Resize(nearest, asymmetric, floor) by 2."""
+    if node.op_type == "DepthToSpace":
+        repeat = _repeated(node, producers)
+        return (repeat.input[0], [repeat]) if repeat is not None else None
+    if node.op_type != "Resize" or len(node.input) != SCALES_INPUT + 1:
+        return None
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    scales = constants.get(node.input[SCALES_INPUT])
+    nearest = attributes.get("mode") == b"nearest" and attributes.get("coordinate_transformation_mode") == b"asymmetric"
+    floor = attributes.get("nearest_mode") == b"floor"
+    doubled = scales is not None and scales.tolist() == [1, 1, UPSAMPLE_BLOCK, UPSAMPLE_BLOCK]
+    return (node.input[0], []) if nearest and floor and doubled else None
+
+
+def _same_padding_weights(conv: onnx.NodeProto, constants: dict) -> np.ndarray | None:
+    """The Conv's constant weights if it is a plain stride-1 Conv with an odd square kernel and "same" padding."""
+    weights = constants.get(conv.input[1])
+    if weights is None or weights.ndim != 4 or weights.shape[2] != weights.shape[3] or weights.shape[2] % 2 == 0:
+        return None
+    if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in constants:
+        return None
+    attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    half = weights.shape[2] // 2
+    plain = (attributes.get("group", 1) == 1 and list(attributes.get("strides", [1, 1])) == [1, 1]
+             and list(attributes.get("dilations", [1, 1])) == [1, 1] and attributes.get("auto_pad", b"NOTSET") == b"NOTSET")
+    return weights if plain and list(attributes.get("pads", [0] * 4)) == [half] * 4 else None
+
+
+def _subpixel_weights(weights: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The small-image Conv's weights (output channels ordered block row, block column, channel: what
+    DepthToSpace calls DCR) and its pads.
+
+    Output pixel (2i + a, 2j + b) reads upsampled row 2i + a + k - h for tap k of a kernel of half
+    width h, which is small-image row i + floor((a + k - h) / 2): taps that land on the same row add up.
+    """
+    out_channels, in_channels, size, _ = weights.shape
+    half = size // 2
+    first, last = -((half + 1) // 2), (1 + half) // 2  # floor(-h/2) and floor((1+h)/2): the small-image offsets
+    low = np.zeros((UPSAMPLE_BLOCK, UPSAMPLE_BLOCK, out_channels, in_channels, last - first + 1, last - first + 1))
+    for a in range(UPSAMPLE_BLOCK):
+        for b in range(UPSAMPLE_BLOCK):
+            for ki in range(size):
+                for kj in range(size):
+                    row, column = (a + ki - half) // 2 - first, (b + kj - half) // 2 - first
+                    low[a, b, :, :, row, column] += weights[:, :, ki, kj]
+    shape = (UPSAMPLE_BLOCK**2 * out_channels, in_channels, *low.shape[4:])
+    return low.reshape(shape).astype(np.float32), [-first, -first, last, last]
+
+
+def _pixel_shuffle(graph: onnx.GraphProto, name: str, source: str, outputs: list[str], height: int, width: int,
+                   channels: int) -> list[onnx.NodeProto]:
+    """NCHW (N, 4C, H, W) in DCR channel order -> (N, C, 2H, 2W), written channels-last."""
+    block = UPSAMPLE_BLOCK
+    split = _add_initializer(graph, f"{name}_shuffle_split_shape",
+                             np.array([-1, height, width, block, block * channels], np.int64))
+    merged = _add_initializer(graph, f"{name}_shuffle_merged_shape",
+                              np.array([-1, block * height, block * width, channels], np.int64))
+    steps = [f"{name}_shuffle_{step}" for step in ("nhwc", "split", "moved", "merged")]
+    return [
+        helper.make_node("Transpose", [source], [steps[0]], name=steps[0], perm=NCHW_TO_NHWC),
+        helper.make_node("Reshape", [steps[0], split], [steps[1]], name=steps[1]),  # (N, H, W, block row, block column * C)
+        helper.make_node("Transpose", [steps[1]], [steps[2]], name=steps[2], perm=[0, 1, 3, 2, 4]),  # (N, H, row, W, ...)
+        helper.make_node("Reshape", [steps[2], merged], [steps[3]], name=steps[3]),
+        helper.make_node("Transpose", [steps[3]], outputs, name=f"{name}_shuffle_nchw", perm=NHWC_TO_NCHW),
+    ]
+
+
+def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _graph_outputs(graph: onnx.GraphProto) -> set[str]:
+    return {output.name for output in graph.output}

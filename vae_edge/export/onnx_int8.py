@@ -1,6 +1,15 @@
 """The ONNX int8 quantizer: onnxruntime's static quantization of a float32 graph with the settings
 chosen for the CPU the bundle is for (`vae_edge.quantization`), keeping the head in float.
 
+Before quantizing, the float graph is rewritten (exactly) so that onnxruntime runs it on its fast
+integer kernels without layout Transposes (`vae_edge.export.onnx_graph`: the decoder's projection
+as a 1x1 Conv, sub-pixel convolutions instead of upsampling + Conv, remaining upsamplings as
+Resize), and the stem (each Conv that reads the image, with at most `FLOAT_STEM_CHANNELS` channels)
+stays in float: with K = 3 x 3 x 1 its integer convolution took a third of the encoder's time at
+batch 1 (about 32 of 93 us) and was slower than the float one, which onnxruntime runs with a
+kernel made for few input channels. Measured by `benchmarks/onnx_int8_vnni.py` (AVX-512 VNNI,
+onnxruntime 1.32); the results are in benchmarks/results/onnx_int8_vnni.md.
+
 `CANDIDATES` holds every combination of settings measured by `benchmarks/onnx_int8_settings.py`.
 """
 
@@ -14,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
+from vae_edge.export.onnx_graph import projections_as_convolutions, repeats_as_resize, subpixel_convolutions
 from vae_edge.logs import python_stdout_silenced
 from vae_edge.quantization import Calibration, IntType, QuantFormat, Settings, choose_settings
 
@@ -21,6 +31,8 @@ if TYPE_CHECKING:
     import onnx
 
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+FLOAT_STEM_CHANNELS = 3  # grey or RGB images: too few input channels for the integer kernels to pay
 Feed = Mapping[str, np.ndarray]  # one calibration batch: graph input name -> array
 Feeds = Callable[[], Iterable[Feed]] | Iterable[Feed]
 
@@ -52,6 +64,27 @@ def head_nodes(model: "onnx.ModelProto") -> list[str]:
             continue
         names.append(node.name)
         pending.extend(node.input)
+    return names
+
+
+def stem_nodes(model: "onnx.ModelProto") -> list[str]:
+    """Names of each Conv that reads a graph input (through layout ops only) with at most `FLOAT_STEM_CHANNELS`
+    input channels, and of a Relu that alone follows it: the part that stays in float."""
+    weights = {tensor.name: tensor.dims for tensor in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    names: list[str] = []
+    pending = [tensor.name for tensor in model.graph.input if tensor.name not in weights]
+    while pending:
+        for node in consumers.get(pending.pop(), []):
+            if node.op_type in LAYOUT_OPS:
+                pending.extend(node.output)
+            elif node.op_type == "Conv" and len(shape := weights.get(node.input[1], ())) == 4 and shape[1] <= FLOAT_STEM_CHANNELS:
+                followers = consumers.get(node.output[0], [])
+                activation = [f.name for f in followers if len(followers) == 1 and f.op_type == "Relu"]
+                names += [name for name in [node.name, *activation] if name not in names]
     return names
 
 
@@ -112,9 +145,14 @@ def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, setting
     out_path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".onnx-int8-", dir=out_path.parent))
     try:
-        prepared = scratch / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared))
-        excluded = head_nodes(onnx.load(str(prepared))) if settings.float_head else []
+        rewritten, prepared = scratch / "rewritten.onnx", scratch / "prepared.onnx"
+        model = onnx.load(str(float_path))
+        for rewrite in (projections_as_convolutions, subpixel_convolutions, repeats_as_resize):
+            rewrite(model)
+        onnx.save(model, str(rewritten))
+        quant_pre_process(str(rewritten), str(prepared))
+        model = onnx.load(str(prepared))
+        excluded = stem_nodes(model) + (head_nodes(model) if settings.float_head else [])
         with python_stdout_silenced():
             q.quantize_static(str(prepared), str(scratch / "quantized.onnx"), Reader(), quant_format=formats[settings.format],
                               per_channel=settings.per_channel, reduce_range=settings.reduce_range,
