@@ -30,13 +30,13 @@ def exported_bundle(model_path: Path, variant: str, reexport: bool) -> Path:
     """export/reference-<variant>/ with every format and mode, verified, unless it exists."""
     from vae_edge.cli.common import run_splits
     from vae_edge.export import export_bundle
-    from vae_edge.model.loading import load_vae
+    from vae_edge.model.source import load_graphs
 
     bundle_dir = Path("export") / f"reference-{variant}"
     if reexport or not (bundle_dir / "manifest.json").is_file():
         splits = run_splits(model_path)
-        export_bundle(load_vae(model_path), bundle_dir, calibration_images=splits.train, heldout_images=splits.test,
-                      force=True, model_facts={"source_model": str(model_path), "dataset": splits.name})
+        export_bundle(load_graphs(model_path), bundle_dir, calibration_images=splits.train, heldout_images=splits.test,
+                      dataset=splits.name, force=True)
     return bundle_dir
 
 

@@ -40,7 +40,7 @@ def with_resizing(decoder: keras.Model) -> keras.Model:
 def interpreter(decoder: keras.Model, specs, folder: Path):
     from ai_edge_litert.interpreter import Interpreter
 
-    data = to_tflite(write_savedmodel({Graph.DECODER: decoder}, specs, folder, 1), DECODE, Mode.FLOAT32, None)
+    data = to_tflite(write_savedmodel([(decoder, specs[Graph.DECODER])], folder, 1), DECODE, Mode.FLOAT32, None)
     runner = Interpreter(model_content=data, num_threads=1)
     runner.allocate_tensors()
     return runner, len(data)

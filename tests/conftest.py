@@ -14,7 +14,8 @@ import pytest
 TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max_samples=400, seed=0)
 # Fixtures that train or export; any test depending on one of them, even indirectly, is slow.
 SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy", "run_dir",  # run_dir: test_pipeline
-                           "conditional_run", "conditional_model", "conditional_bundle"})
+                           "conditional_run", "conditional_model", "conditional_bundle",
+                           "exported"})  # exported: test_byo
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,13 +58,13 @@ def rng():
 @pytest.fixture(scope="session")
 def bundle_dir(trained_run, trained_model, digits, tmp_path_factory):
     """Every target of the registry (dynamic and fixed-shape) of the tiny model, exported and verified once per session."""
-    from vae_edge.export import export_bundle, source_facts
+    from vae_edge.export import ExportOptions, export_bundle
+    from vae_edge.model.source import load_graphs
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     return export_bundle(
-        trained_model, out, calibration_images=digits.train, heldout_images=digits.test,
-        calibration_samples=32, log=lambda message: None,
-        model_facts=source_facts(trained_run / "model.keras", "mnist-5k"),
+        load_graphs(trained_run / "model.keras"), out, calibration_images=digits.train, heldout_images=digits.test,
+        options=ExportOptions(calibration_samples=32), dataset="mnist-5k", log=lambda message: None,
     )
 
 
@@ -95,15 +96,26 @@ def conditional_model(conditional_run):
 def conditional_bundle(conditional_run, conditional_model, digits, tmp_path_factory):
     """Every target of the tiny conditional model, calibrated on real (image, label) pairs, then verified
     per class; returns the bundle folder and the verification report (kept even if some artifact fails)."""
-    from vae_edge.export import export_bundle, source_facts
+    from vae_edge.export import ExportOptions, export_bundle
+    from vae_edge.model.source import load_graphs
     from vae_edge.verify import verify_bundle
 
     out = tmp_path_factory.mktemp("export") / "conditional"
     export_bundle(
-        conditional_model, out, calibration_images=digits.train, heldout_images=digits.test,
-        calibration_labels=digits.train_labels, heldout_labels=digits.test_labels, calibration_samples=32,
-        verify=False, log=lambda message: None,
-        model_facts=source_facts(conditional_run / "model.keras", "mnist-5k"),
+        load_graphs(conditional_run / "model.keras"), out, calibration_images=digits.train, heldout_images=digits.test,
+        calibration_labels=digits.train_labels, heldout_labels=digits.test_labels,
+        options=ExportOptions(calibration_samples=32, verify=False), dataset="mnist-5k", log=lambda message: None,
     )
     report = verify_bundle(out, conditional_model, digits.test, labels=digits.test_labels, log=lambda message: None)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for every browser test (tests/browser_page.py)."""
+    from browser_page import require_browser
+
+    from vae_edge.web.browser import launch
+
+    with launch(require_browser()) as browser:
+        yield browser

@@ -22,6 +22,7 @@ from vae_edge.bundle import Bundle
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError
 from vae_edge.export.metadata import KEY, embed_tflite, metadata_fields, read_metadata
+from vae_edge.export.options import ExportOptions
 from vae_edge.fsutil import atomic_directory, atomic_file, exclusive_lock
 from vae_edge.pipeline import RunConfig, check_resumable
 from vae_edge.run_folder import RunFolder
@@ -124,7 +125,7 @@ def test_verify_refuses_another_model_and_leaves_the_bundle_alone(workspace, tra
     before = snapshot(workspace / "bundle")
     result = invoke(["verify", workspace / "bundle", "--model", retrained])
     assert_one_line_error(result, 2)
-    assert "source_sha256" in result.stderr
+    assert "sha256 differs" in result.stderr
     assert snapshot(workspace / "bundle") == before
 
 
@@ -200,9 +201,10 @@ def test_resume_checks_only_the_stages_that_finished(tmp_path):
     folder = RunFolder(tmp_path / "run")
     folder.train.mkdir(parents=True)
     folder.model.write_bytes(b"trained")  # train finished; export failed on its settings
-    failed = RunConfig(train=TrainConfig(epochs=1), calibration_samples=100000)
+    failed = RunConfig(train=TrainConfig(epochs=1), export=ExportOptions(calibration_samples=100000))
     folder.config.write_text(json.dumps(asdict(failed)))
-    check_resumable(folder, RunConfig(train=TrainConfig(epochs=1), calibration_samples=64), restart=False)  # accepted
+    check_resumable(folder, RunConfig(train=TrainConfig(epochs=1), export=ExportOptions(calibration_samples=64)),
+                    restart=False)  # accepted
     with pytest.raises(BadInputError, match="finished train stage"):
         check_resumable(folder, RunConfig(train=TrainConfig(epochs=2)), restart=False)
 

@@ -11,7 +11,8 @@ from vae_edge.bench.stats import summarize
 from vae_edge.bench.worker import timed_runs
 from vae_edge.bundle import Bundle, Cell
 from vae_edge.errors import BadInputError
-from vae_edge.registry import DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, Format, Graph, Mode, Target
+from vae_edge.model.source import ModelSource
+from vae_edge.registry import DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, Format, Graph, Mode, SourceKind, Target
 
 
 def test_summarize_exact_on_a_synthetic_series(rng):
@@ -84,8 +85,8 @@ def test_count_flops_of_the_bundle_graphs(bundle_dir):
 
 def test_plan_subjects_covers_artifacts_pipelines_and_keras(bundle_dir):
     bundle = Bundle(bundle_dir)
-    model_path = next(bundle_dir.rglob("*.tflite"))  # any existing file stands in for the model
-    keys = [s["key"] for s in plan_subjects(bundle, model_path)]
+    stand_in = next(bundle_dir.rglob("*.tflite"))  # any existing file stands in for the model
+    keys = [s["key"] for s in plan_subjects(bundle, ModelSource(SourceKind.VAE_EDGE, (str(stand_in),)))]
     pipelines = {t.artifact_key(PIPELINE) for t in bundle.targets()}
     keras = {f"{KERAS}/{graph}/{mode}" for graph in (*Graph, PIPELINE) for mode in KERAS_MODES}
     assert len(keys) == len(set(keys)) and set(keys) == {a.key for a in bundle.artifacts} | pipelines | keras

@@ -14,9 +14,20 @@ from click.testing import CliRunner
 
 from vae_edge.bundle import Bundle, sha256_of
 from vae_edge.errors import BadInputError, VerificationFailed
+from vae_edge.export.options import ExportOptions
 from vae_edge.prior import prior_latents
 from vae_edge.registry import DEFAULT_STATIC_BATCH, FORMATS, MODES, Engine, Format, Graph, Mode, Target, targets
-from vae_edge.signatures import IMAGE, RECONSTRUCTION, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z, graph_specs
+from vae_edge.signatures import (
+    IMAGE,
+    RECONSTRUCTION,
+    RECONSTRUCTION_LOGITS,
+    SIGNATURES,
+    Z_LOG_VAR,
+    Z_MEAN,
+    Z,
+    graph_specs,
+    logits_spec,
+)
 
 # Integer modes cannot match element-wise; these bounds are the measured errors of the tiny
 # test model (about 0.01-0.015 on latents and reconstructions) with a 10x margin.
@@ -77,7 +88,10 @@ def run_in_own_engine(bundle, artifact, feed, savedmodel):
     rows = len(next(iter(feed.values())))
     step = artifact.batch or rows
     parts = [run({k: v[start : start + step] for k, v in feed.items()}) for start in range(0, rows, step)]
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    outputs = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    if RECONSTRUCTION_LOGITS in outputs:  # an integer-output decoder: the app applies the sigmoid
+        outputs[RECONSTRUCTION] = 1.0 / (1.0 + np.exp(-outputs[RECONSTRUCTION_LOGITS]))
+    return outputs
 
 
 def test_every_artifact_matches_keras_in_its_own_engine(bundle_dir, inputs):
@@ -102,6 +116,8 @@ def test_fixed_shape_files_have_every_dimension_fixed_and_keep_the_signatures(bu
     specs = graph_specs(bundle.model["input_shape"], bundle.model["latent_dim"])
     for graph, artifact in bundle.pipeline(target).items():
         path, spec = bundle.path_of(artifact), specs[graph]
+        if graph == Graph.DECODER and MODES[target.mode].logits_out:  # integer output: the decoder's logits
+            spec = logits_spec(spec)
         assert artifact.batch == target.batch == DEFAULT_STATIC_BATCH
         if FORMATS[target.format].engine == Engine.LITERT:
             interpreter = Interpreter(model_path=str(path))
@@ -142,7 +158,7 @@ def test_manifest_describes_every_artifact(bundle_dir, trained_run):
     specs = graph_specs(manifest["model"]["input_shape"], manifest["model"]["latent_dim"])
     assert manifest["schema_version"] == 1
     assert manifest["model"]["preprocessing"]["pixel_range"] == [0.0, 1.0]
-    assert manifest["model"]["source_sha256"] == sha256_of(trained_run / "model.keras")
+    assert manifest["model"]["source"]["sha256"] == [sha256_of(trained_run / "model.keras")]
     assert {"tensorflow-cpu", "keras", "tf2onnx", "onnxruntime", "ai-edge-litert"} <= set(manifest["tools"])
     assert manifest["anomaly"]["threshold"] > 0
     for entry in manifest["artifacts"]:
@@ -192,8 +208,8 @@ def test_mixed_precision_model_is_rebuilt_in_float32_with_equal_weights(digits, 
     for a, b in zip(mixed.weights, twin.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     bundle = export_bundle(
-        mixed, tmp_path / "b", calibration_images=digits.train, heldout_images=digits.test,
-        formats=[Format.TFLITE], modes=[Mode.FLOAT32], static_batch=None, calibration_samples=16, log=lambda m: None,
+        mixed, tmp_path / "b", calibration_images=digits.train, heldout_images=digits.test, log=lambda m: None,
+        options=ExportOptions(formats=(Format.TFLITE,), modes=(Mode.FLOAT32,), static_batch=None, calibration_samples=16),
     )
     assert Bundle(bundle).manifest["model"]["trained_precision"] == "mixed_bfloat16"
     assert Bundle(bundle).manifest["verification"]["passed"]
@@ -206,8 +222,9 @@ def test_a_static_batch_above_one_is_written_fixed_and_padded_at_run_time(traine
 
     target = Target(Format.ONNX, Mode.FLOAT32, 2)
     bundle = Bundle(export_bundle(
-        trained_model, tmp_path / "b2", calibration_images=digits.train, heldout_images=digits.test,
-        formats=[target.format], modes=[target.mode], static_batch=target.batch, calibration_samples=16, log=lambda m: None,
+        trained_model, tmp_path / "b2", calibration_images=digits.train, heldout_images=digits.test, log=lambda m: None,
+        options=ExportOptions(formats=(target.format,), modes=(target.mode,), static_batch=target.batch,
+                              calibration_samples=16),
     ))
     assert bundle.targets() == [Target(target.format, target.mode), target]
     assert bundle.verified(target)
@@ -239,7 +256,7 @@ def test_interrupted_export_leaves_the_previous_bundle_untouched(bundle_copy, tr
     with pytest.raises(KeyboardInterrupt):
         export_bundle(
             trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test,
-            formats=[Format.TFLITE], calibration_samples=16, force=True, log=lambda m: None,
+            options=ExportOptions(formats=(Format.TFLITE,), calibration_samples=16), force=True, log=lambda m: None,
         )
     assert len(calls) == 2
     assert {p: p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()} == before
@@ -290,7 +307,7 @@ def test_plan_selects_modes_and_fixed_shape_variants():
     (lambda plan: plan(["coreml"], None), "unknown format 'coreml'"),
     (lambda plan: plan([Format.TFLITE], ["int4"]), "unknown mode 'int4'"),
     (lambda plan: plan([Format.ONNX], [next(m for m in MODES if m not in FORMATS[Format.ONNX].modes)]), "apply to none"),
-    (lambda plan: plan(None, None, static_batch=0), "--static-batch must be a positive integer"),
+    (lambda plan: plan(None, None, static_batch=0), "--static-batch must be between 1 and"),
 ], ids=["format", "mode", "mode-of-another-format", "static-batch"])
 def test_plan_rejects_unknown_names(call, message):
     from vae_edge.export import plan
@@ -317,7 +334,7 @@ def _export_cli(model, tmp_path, args):
     [
         ("missing", [], "no such model file"),
         ("corrupt", [], "not a .keras model file"),
-        ("not_vae", [], "not a VAE from vae_edge"),
+        ("not_vae", [], "without `encoder` and `decoder`"),
         ("missing", ["--format", "coreml"], "'coreml' is not one of"),
         ("missing", ["--quantize", "int3"], "'int3' is not one of"),
         ("missing", ["--static-batch", "-1"], "--static-batch"),
@@ -350,10 +367,41 @@ def test_an_export_that_fails_verification_keeps_the_old_bundle_and_the_rejected
     before = (bundle_copy / "manifest.json").read_bytes()
     with pytest.raises(VerificationFailed, match="left as it was"):
         export_bundle(
-            trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test,
-            formats=[Format.ONNX], modes=[Mode.FLOAT32], static_batch=None, calibration_samples=16, force=True,
-            log=lambda m: None, tolerances={f"{Mode.FLOAT32}.max_abs": 1e-12},
+            trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test, force=True,
+            log=lambda m: None, options=ExportOptions(formats=(Format.ONNX,), modes=(Mode.FLOAT32,), static_batch=None,
+                                                      calibration_samples=16, tolerances={f"{Mode.FLOAT32}.max_abs": 1e-12}),
         )
     assert (bundle_copy / "manifest.json").read_bytes() == before
     rejected = bundle_copy.with_name("bundle.rejected")
     assert "FAIL" in (rejected / "verify.md").read_text()
+
+
+def test_a_failing_mode_leaves_a_usable_bundle_of_the_rest_and_says_how_to_go_on(bundle_copy, trained_model, digits):
+    """int8 forced to fail (a PSNR no integer file reaches): the float32 files are written and run, the int8 ones
+    wait in rejected/ with the reason, the previous bundle is kept whole, and the error says what to do."""
+    from vae_edge.errors import PartialExport
+    from vae_edge.export import export_bundle
+    from vae_edge.runtime import EdgeVAE
+
+    before = {p.relative_to(bundle_copy): p.read_bytes() for p in bundle_copy.rglob("*") if p.is_file()}
+    options = ExportOptions(formats=(Format.TFLITE, Format.ONNX, "web"), modes=(Mode.FLOAT32, Mode.INT8), static_batch=None,
+                            calibration_samples=16, tolerances={f"{Mode.INT8}.min_psnr_db": 200.0})
+    with pytest.raises(PartialExport) as failed:
+        export_bundle(trained_model, bundle_copy, calibration_images=digits.train, heldout_images=digits.test,
+                      options=options, force=True, log=lambda m: None)
+    message = str(failed.value)
+    assert "2 of 4 targets" in message and "tflite/int8" in message and "onnx/int8" in message
+    assert "--tolerance int8." in message and "--quantize" in message and "rejected" in message
+    bundle = Bundle(bundle_copy)
+    bundle.check_all()
+    assert {t.key for t in bundle.targets()} == {"tflite/float32", "onnx/float32"}
+    rejected = {entry["target"]: entry for entry in bundle.manifest["rejected"]}
+    assert set(rejected) == {"tflite/int8", "onnx/int8"} and "PSNR" in rejected["tflite/int8"]["reason"]
+    for entry in rejected.values():
+        assert all((bundle_copy / "rejected" / path).is_file() for path in entry["artifacts"])
+    assert not any(a.mode == Mode.INT8 for a in bundle.artifacts)
+    vae = EdgeVAE.load(bundle_copy, backend=Format.TFLITE)
+    assert vae.mode == Mode.FLOAT32 and vae.sample(2, seed=0).shape == (2, *trained_model.image_shape)
+    assert (bundle_copy / "web" / "index.html").is_file()
+    previous = bundle_copy.with_name(f"{bundle_copy.name}.previous")
+    assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from vae_edge import elbo, image_grid, prior
-from vae_edge.train import pictures
 from vae_edge.elbo import evaluate_pipeline
+from vae_edge.train import pictures
 
 
 def test_image_grid_tiles_with_padding():

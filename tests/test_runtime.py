@@ -17,7 +17,7 @@ from vae_edge.cli.runtime import interpolate, reconstruct, sample, score
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
 from vae_edge.registry import DEFAULT_STATIC_BATCH, FORMATS, MODES, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime import EdgeVAE, default_mode
-from vae_edge.runtime.edge import saturates
+from vae_edge.runtime.edge import quantized_for_another_cpu
 from vae_edge.runtime.engines import open_artifact
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
@@ -184,7 +184,7 @@ def test_bad_interpolation_arguments_are_refused(vae, kwargs, expected):
 def _pipeline_sizes(bundle, backend):
     """Bytes of every graph of each dynamic-batch pipeline of `backend` that may be a default, by mode."""
     return {t.mode: sum(a.size_bytes for a in bundle.pipeline(t).values())
-            for t in bundle.targets() if t.format == backend and t.batch is None and not saturates(bundle, t)}
+            for t in bundle.targets() if t.format == backend and t.batch is None and not quantized_for_another_cpu(bundle, t)}
 
 
 def test_defaults_pick_litert_and_the_most_compact_verified_mode(bundle_dir):

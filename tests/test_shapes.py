@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vae_edge.bundle import Bundle
-from vae_edge.export import export_bundle
+from vae_edge.export import ExportOptions, export_bundle
 from vae_edge.model import VAE
 from vae_edge.registry import FORMATS, RUNTIME_FORMATS, Mode
 from vae_edge.runtime import EdgeVAE
@@ -30,7 +30,7 @@ def test_odd_shapes_export_verify_and_run(variant, shape, modes, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (80, *shape)).astype(np.float32)
     bundle_dir = export_bundle(model, tmp_path / "bundle", calibration_images=images[:64], heldout_images=images[64:],
-                               modes=modes, log=lambda message: None)
+                               options=ExportOptions(modes=modes or ()), log=lambda message: None)
     bundle = Bundle(bundle_dir)
     expected = {(fmt, mode) for fmt, info in FORMATS.items() for mode in info.modes
                 if modes is None or mode in modes or len(info.modes) == 1}

@@ -188,7 +188,7 @@ def test_a_report_survives_its_json(bundle_dir):
 
 
 def test_a_pipeline_call_repeated_with_the_same_arrays_runs_the_engine_once():
-    from vae_edge.verify.verifier import repeat_last
+    from vae_edge.verify.runner import repeat_last
 
     calls = []
     twice = repeat_last(lambda x, labels=None: calls.append(x) or x * 2)

@@ -6,7 +6,6 @@ browser tests skip outside CI; under CI=true a missing browser or Playwright is 
 
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,80 +15,31 @@ import urllib.request
 
 import numpy as np
 import pytest
+from browser_page import Page
 
 from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.prior import prior_latents, reference_vectors
 from vae_edge.web.app import write_web_app
 from vae_edge.web.vendor import FILES, ORT_WEB_VERSION, VENDOR_DIR, read_record, runtime_files
 
-IN_CI = os.environ.get("CI") == "true"
 # int8: onnxruntime-web's WASM kernels and native x86 kernels may round a requantized value
 # one step apart, which moves a pixel by about one output quantization step (1/255 of the range).
 TOLERANCE = {"float32": 1e-4, "int8": 2e-2}
 
 
-def _require_browser() -> str:
-    from vae_edge.web.browser import INSTALL_HINT, find_browser
-
-    problem = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        problem = "Playwright is not installed (pip install playwright; no browser download needed)"
-    executable = find_browser()
-    if problem is None and executable is None:
-        problem = f"no Chromium found ({INSTALL_HINT})"
-    if problem:
-        if IN_CI:
-            pytest.fail(f"browser tests cannot run under CI: {problem}")
-        pytest.skip(problem)
-    return executable
-
-
 @pytest.fixture(scope="module")
 def web_bundle(trained_model, trained_run, digits, tmp_path_factory):
     """The tiny model exported to ONNX (float32 and int8) with the web app in `web/`."""
-    from vae_edge.export import export_bundle
+    from vae_edge.export import ExportOptions, export_bundle
+    from vae_edge.model.source import load_graphs
 
     out = tmp_path_factory.mktemp("web") / "bundle"
     bundle = export_bundle(
-        trained_model, out, calibration_images=digits.train, heldout_images=digits.test, formats=["onnx"],
-        calibration_samples=32, log=lambda message: None,
-        model_facts={"source_model": str(trained_run / "model.keras"), "dataset": "mnist-5k"},
+        load_graphs(trained_run / "model.keras"), out, calibration_images=digits.train, heldout_images=digits.test,
+        options=ExportOptions(formats=("onnx",), calibration_samples=32), dataset="mnist-5k", log=lambda message: None,
     )
     write_web_app(bundle, bundle / "web")
     return bundle
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from vae_edge.web.browser import launch
-
-    with launch(_require_browser()) as browser:
-        yield browser
-
-
-class Page:
-    """A loaded app page that records console errors and failed requests."""
-
-    def __init__(self, browser, url: str):
-        self.page = browser.new_page(viewport={"width": 1100, "height": 900})
-        self.errors = []
-        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("response", lambda response: self.errors.append(f"HTTP {response.status} {response.url}")
-                     if response.status >= 400 else None)
-        self.page.goto(url)
-
-    def ready(self):
-        from vae_edge.web.browser import READY
-
-        return self.page.evaluate(READY)
-
-    def run(self, script: str, arg=None):
-        """`script` is the body of an async function of `vae` (the loaded EdgeVAE), `arg` and `VaeEdge` (the module)."""
-        return self.page.evaluate(
-            f"async (arg) => {{ const vae = await window.vaeEdgeReady; const VaeEdge = window.VaeEdge; {script} }}", arg)
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,7 @@ MANIFEST_KEYS = {
     "tools",
     "artifacts",
     "verification",
+    "rejected",
 }
 ARTIFACT_FIELDS = {f.name: f for f in fields(Artifact)}
 REQUIRED_ARTIFACT_FIELDS = {name for name, f in ARTIFACT_FIELDS.items() if f.default is MISSING}

@@ -35,6 +35,10 @@ class VerificationFailed(VaeEdgeError):
     """An exported artifact is numerically out of tolerance against the Keras model."""
 
 
+class PartialExport(VerificationFailed):
+    """Some targets failed verification; the bundle was written with the others (the message says which)."""
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name if it has none), for one-line errors."""
     lines = str(error).strip().splitlines()

@@ -17,9 +17,10 @@ import numpy as np
 
 from vae_edge.bench.machine import usable_cores
 from vae_edge.bundle import Bundle
-from vae_edge.errors import BadInputError
+from vae_edge.errors import BadInputError, PartialExport
+from vae_edge.export.options import ExportOptions
 from vae_edge.fsutil import atomic_directory, exclusive_lock, write_json
-from vae_edge.registry import ALL, DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, RUNTIME_FORMATS
+from vae_edge.registry import KERAS, KERAS_MODES, PIPELINE, RUNTIME_FORMATS
 from vae_edge.run_folder import RunFolder
 from vae_edge.run_report import write_report
 from vae_edge.runtime import default_backend, default_mode
@@ -35,10 +36,7 @@ class RunConfig:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     backend: str = AUTO  # the Keras backend that trains and evaluates; auto: a GPU's if one is found
-    formats: tuple[str, ...] = (ALL,)
-    modes: tuple[str, ...] = ()
-    static_batch: int | None = DEFAULT_STATIC_BATCH
-    calibration_samples: int | None = None  # None: up to 256 of the training split
+    export: ExportOptions = field(default_factory=ExportOptions)
     importance_samples: int = 16  # k=64 costs the demo 30 s more on 2 cores for a bound 1.8 nats tighter (107.9 vs 109.7)
     bench_batch_sizes: tuple[int, ...] = (1, 64)
     bench_runs: int = 30  # lighter than `vae-edge bench`'s defaults: the demo should take minutes
@@ -49,7 +47,9 @@ class RunConfig:
     sample_count: int = 64
 
 
-_EXPORT_SETTINGS = ("train", "formats", "modes", "static_batch", "calibration_samples")
+_EXPORT_SETTINGS = ("train", "export")
+# Run folders written before the export options were one object kept them at the top level.
+_FORMER_KEYS = {name: f"export.{name}" for name in ("formats", "modes", "static_batch", "calibration_samples")}
 # The settings each stage's output depends on, its upstream stages' included: resuming checks only
 # the stages that finished, so a run that failed can be resumed with corrected settings.
 STAGE_SETTINGS = {
@@ -84,7 +84,7 @@ def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None
     if restart or not folder.config.exists():
         return
     wanted = _flatten(json.loads(json.dumps(asdict(config))))
-    saved = _flatten(json.loads(folder.config.read_text()))
+    saved = {_FORMER_KEYS.get(key, key): value for key, value in _flatten(json.loads(folder.config.read_text())).items()}
     for stage in STAGES:
         if not folder.done(stage):
             continue
@@ -103,13 +103,16 @@ def check_settings(config: RunConfig) -> None:
     from vae_edge.bench.harness import check_patterns, planned_keys
     from vae_edge.export import MIN_CALIBRATION_SAMPLES, plan
     from vae_edge.model.presets import get_preset
+    from vae_edge.verify.tolerances import resolve
 
     get_preset(config.train.variant)
-    chosen = plan(config.formats, config.modes, config.static_batch)  # bad formats or modes fail now, not after training
+    export = config.export
+    chosen = plan(export.formats, export.modes, export.static_batch)  # bad formats or modes fail now, not after training
+    resolve(config.export.tolerances)
     check_patterns(config.bench_only, planned_keys(chosen), "--bench-only")
     splits = _load_splits(config)
     available = len(splits.train)
-    wanted = config.calibration_samples
+    wanted = config.export.calibration_samples
     if wanted is not None and not MIN_CALIBRATION_SAMPLES <= wanted <= available:
         raise BadInputError(
             f"--calibration-samples must be between {MIN_CALIBRATION_SAMPLES} and the {available} training "
@@ -143,6 +146,9 @@ def run_pipeline(
 
 
 def run_stages(config: RunConfig, folder: RunFolder, skip: tuple[str, ...], log: Callable[[str], None]) -> None:
+    """Each stage in turn; an export that left failing targets out lets the later stages run on the rest of the
+    bundle, and its error ends the run (exit status 1), so a resumed run exports again."""
+    partial = None
     for index, stage in enumerate(STAGES, start=1):
         if stage in skip:
             log(f"== [{index}/{len(STAGES)}] {stage}: skipped")
@@ -152,8 +158,14 @@ def run_stages(config: RunConfig, folder: RunFolder, skip: tuple[str, ...], log:
             continue
         log(f"== [{index}/{len(STAGES)}] {stage}")
         started = time.perf_counter()
-        STAGE_FUNCTIONS[stage](config, folder, log)
+        try:
+            STAGE_FUNCTIONS[stage](config, folder, log)
+        except PartialExport as error:
+            partial = error
+            log(f"   {stage}: {error}")
         log(f"   {stage} took {time.perf_counter() - started:.1f} s")
+    if partial is not None:
+        raise partial
 
 
 def _train(config: RunConfig, folder: RunFolder, log) -> None:
@@ -189,25 +201,21 @@ def _evaluate(config: RunConfig, folder: RunFolder, log) -> None:
 
 
 def _export(config: RunConfig, folder: RunFolder, log) -> None:
-    from vae_edge.export import export_bundle, source_facts
-    from vae_edge.model.loading import load_vae
+    from vae_edge.export import export_bundle
+    from vae_edge.model.source import load_graphs
 
     splits = _load_splits(config)
     export_bundle(
-        load_vae(folder.model),
+        load_graphs(folder.model),
         folder.bundle,
         calibration_images=splits.train,
         heldout_images=splits.test,
         calibration_labels=splits.train_labels,
         heldout_labels=splits.test_labels,
-        formats=config.formats,
-        modes=config.modes or None,
-        static_batch=config.static_batch,
-        calibration_samples=config.calibration_samples,
-        seed=config.train.seed,
+        options=config.export,
+        dataset=splits.name,
         force=True,
         log=log,
-        model_facts=source_facts(folder.model, splits.name),
         verify_table=False,  # the report and bundle/verify.md have the tables; the terminal gets the verdict
     )
 

@@ -133,7 +133,8 @@ def target_class(target: str = AUTO) -> CpuClass:
 
 def saturates(settings: Mapping, here: CpuClass) -> bool:
     """Whether a file quantized with these settings (a manifest's `as_dict()`) saturates on a CPU of class
-    `here`: full-range int8 weights are for VNNI, and AVX2/AVX-512 without VNNI lose accuracy running them."""
+    `here`: full-range int8 weights are for VNNI or ARM, and AVX2/AVX-512 without VNNI lose accuracy running
+    them, with uint8 activations (U8S8) or int8 ones (S8S8, which the session runs as U8S8 on x86)."""
     recorded = Settings.from_dict(settings)
-    wide = recorded.weights == IntType.INT8 and not recorded.reduce_range and recorded.activations == IntType.UINT8
+    wide = recorded.weights == IntType.INT8 and not recorded.reduce_range
     return wide and here in (CpuClass.AVX2, CpuClass.AVX512)

@@ -52,8 +52,43 @@ class Annealing(StrEnum):
 
 
 class ReconstructionLoss(StrEnum):
-    BCE = "bce"
-    MSE = "mse"
+    BCE = "bce"  # Bernoulli likelihood of [0, 1] pixels: the decoder outputs probabilities
+    MSE = "mse"  # Gaussian likelihood of fixed variance: the decoder outputs the mean
+
+
+class Likelihood(StrEnum):
+    """A model's likelihood as a user names it (`vae-edge export --likelihood`); the manifest and the
+    scoring code use the `ReconstructionLoss` it maps to."""
+
+    BERNOULLI = "bernoulli"
+    GAUSSIAN = "gaussian"
+
+
+LIKELIHOOD_LOSSES = {Likelihood.BERNOULLI: ReconstructionLoss.BCE, Likelihood.GAUSSIAN: ReconstructionLoss.MSE}
+
+
+class DecoderOutput(StrEnum):
+    """What a decoder's output is: probabilities (it ends in a sigmoid) or logits (the export adds the sigmoid)."""
+
+    PROBABILITIES = "probabilities"
+    LOGITS = "logits"
+
+
+class LatentRole(StrEnum):
+    """What each output of an encoder is; an encoder returns the first two, and optionally a sampled z."""
+
+    MEAN = "mean"
+    LOG_VAR = "log_var"
+    SAMPLE = "sample"
+
+
+class SourceKind(StrEnum):
+    """Where the Keras graphs of a bundle came from, so verification and benchmarks can load them again."""
+
+    VAE_EDGE = "vae-edge"  # a .keras written by `vae-edge train`
+    SUBMODELS = "submodels"  # one .keras whose model exposes `encoder` and `decoder` sub-models
+    ENCODER_DECODER = "encoder-decoder"  # two .keras files
+    IN_MEMORY = "in-memory"  # Keras models handed over in Python: nothing to load again
 
 
 class DecoderLayout(StrEnum):
@@ -125,9 +160,10 @@ ENGINES: dict[Engine, EngineInfo] = {
 
 @dataclass(frozen=True)
 class ModeInfo:
-    integer: bool  # judged in the model's own terms (PSNR, cosine, ELBO cost), not element by element
+    integer: bool  # judged in the model's own terms (PSNR, posterior, ELBO cost), not element by element
     calibrated: bool  # full-integer: activation ranges come from real calibration inputs
     tolerance: dict[str, float]  # default verification tolerance
+    logits_out: bool = False  # integer output: a decoder that ends in a sigmoid returns its logits instead
 
 
 _INTEGER_TOLERANCE = {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0}
@@ -136,7 +172,7 @@ MODES: dict[Mode, ModeInfo] = {
     Mode.FLOAT16: ModeInfo(False, False, {"max_abs": 1e-2}),
     Mode.DYNAMIC: ModeInfo(True, False, _INTEGER_TOLERANCE),
     Mode.INT8: ModeInfo(True, True, _INTEGER_TOLERANCE),
-    Mode.INT8_IO: ModeInfo(True, True, _INTEGER_TOLERANCE),
+    Mode.INT8_IO: ModeInfo(True, True, _INTEGER_TOLERANCE, logits_out=True),
 }
 
 
@@ -218,6 +254,7 @@ class Target:
 
 
 DEFAULT_STATIC_BATCH = 1  # the fixed-shape variants' batch unless `--static-batch` says otherwise
+MAX_STATIC_BATCH = 256  # phones run batch 1 to a few dozen; larger fixed batches only cost memory at export
 
 
 def targets(static_batch: int | None = DEFAULT_STATIC_BATCH) -> tuple[Target, ...]:

@@ -1,7 +1,9 @@
 """Where each stage of `vae-edge run` keeps its output inside a run folder."""
 
+import json
 from pathlib import Path
 
+from vae_edge.bundle import MANIFEST
 from vae_edge.registry import BENCH_JSON
 
 
@@ -20,8 +22,12 @@ class RunFolder:
         self.report = self.root / "report.md"
 
     def done(self, stage: str) -> bool:
+        """Whether the stage's output is there; an export counts only when every target was written and verified."""
+        if stage == "export":
+            verified, manifest = self.bundle / "verify.json", self.bundle / MANIFEST
+            return (verified.is_file() and json.loads(verified.read_text()).get("passed") is True
+                    and "rejected" not in json.loads(manifest.read_text()))
         marker = {
-            "train": self.model, "evaluate": self.evaluation, "export": self.bundle / "verify.json",
-            "bench": self.bench, "samples": self.samples, "report": None,
+            "train": self.model, "evaluate": self.evaluation, "bench": self.bench, "samples": self.samples, "report": None,
         }[stage]
         return marker is not None and marker.exists()

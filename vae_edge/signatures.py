@@ -13,6 +13,9 @@ from vae_edge.registry import Graph
 # Tensor names.
 IMAGE, Z, LABEL = "image", "z", "label"  # label: one-hot (N, K) float32, in conditional graphs only
 Z_MEAN, Z_LOG_VAR, RECONSTRUCTION = "z_mean", "z_log_var", "reconstruction"
+# The decoder's pre-sigmoid output, which integer-I/O files return so that 256 levels hold the small
+# probabilities a Bernoulli likelihood needs; the runtime applies the sigmoid.
+RECONSTRUCTION_LOGITS = "reconstruction_logits"
 # Signature names (SavedModel and TFLite).
 ENCODE, DECODE = "encode", "decode"
 
@@ -57,6 +60,13 @@ def graph_specs(image_shape, latent_dim: int, num_classes: int = 0) -> dict[Grap
         Graph.DECODER: GraphSpec(Graph.DECODER, DECODE, (TensorSpec(Z, latent), *label),
                                  (TensorSpec(RECONSTRUCTION, image),)),
     }
+
+
+def logits_spec(decoder: GraphSpec) -> GraphSpec:
+    """The decoder without its final sigmoid: the same signature and inputs, `reconstruction_logits` out."""
+    (reconstruction,) = decoder.outputs
+    return GraphSpec(decoder.graph, decoder.signature, decoder.inputs,
+                     (TensorSpec(RECONSTRUCTION_LOGITS, reconstruction.shape, reconstruction.dtype),))
 
 
 SIGNATURES = {Graph.ENCODER: ENCODE, Graph.DECODER: DECODE}

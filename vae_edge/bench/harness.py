@@ -17,8 +17,23 @@ from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
 from vae_edge.bundle import Bundle, Cell
 from vae_edge.errors import BadInputError
+from vae_edge.model.source import ModelSource
 from vae_edge.provenance import git_commit
-from vae_edge.registry import APPS, FORMATS, KERAS, KERAS_MODES, MODES, PIPELINE, App, Engine, Format, Graph, Mode, Target
+from vae_edge.registry import (
+    APPS,
+    FORMATS,
+    KERAS,
+    KERAS_MODES,
+    MODES,
+    PIPELINE,
+    App,
+    Engine,
+    Format,
+    Graph,
+    Mode,
+    SourceKind,
+    Target,
+)
 from vae_edge.runtime.engines import installed
 
 GRAPH_ORDER = (*Graph, PIPELINE)
@@ -41,15 +56,17 @@ class BenchSettings:
     engine_ceilings: bool = True  # each engine's own matrix-product ceiling: two more workers, 12 s on 2 cores
 
 
-def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...] = ()) -> list[dict]:
-    """Every artifact, every pipeline (all graphs of one target, graph `e2e`) and the Keras
-    baselines, as `format/graph/mode` keys, filtered by `only` glob patterns, in registry order."""
+def plan_subjects(bundle: Bundle, source: ModelSource | None, only: tuple[str, ...] = (),
+                  custom_objects: tuple[str, ...] = ()) -> list[dict]:
+    """Every artifact, every pipeline (all graphs of one target, graph `e2e`) and the Keras baselines (when
+    `source` names the model's files), as `format/graph/mode` keys, filtered by `only` glob patterns, in
+    registry order."""
     subjects = [_subject(a.target, a.graph, [a.key], a.size_bytes) for a in bundle.artifacts]
     for target in bundle.targets():
         members = list(bundle.pipeline(target).values())
         size = sum({a.path: a.size_bytes for a in members}.values())  # a folder format holds every graph once
         subjects.append(_subject(target, PIPELINE, [a.key for a in members], size))
-    if model_path:
+    if source:
         for graph in GRAPH_ORDER:
             for mode in KERAS_MODES:
                 subjects.append(
@@ -60,8 +77,9 @@ def plan_subjects(bundle: Bundle, model_path: Path | None, only: tuple[str, ...]
                         "mode": mode,
                         "static_batch": None,
                         "artifacts": [],
-                        "size_bytes": model_path.stat().st_size,
-                        "model_path": str(model_path),
+                        "size_bytes": sum(Path(path).stat().st_size for path in source.paths),
+                        "source": source.as_dict(),
+                        "custom_objects": list(custom_objects),
                     }
                 )
     if only:
@@ -207,20 +225,35 @@ def derive(cells: list[Cell], flops: dict, peaks: dict, ceilings: dict | None = 
         cell.fraction_of_own_ceiling = cell.gflops_per_s / own if cell.gflops_per_s and own else None
 
 
-def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None, log: Callable[[str], None] = print) -> dict:
-    """Benchmark every planned subject at every thread count; the report as a dict."""
+def baseline_source(bundle: Bundle, model_path: Path | None, custom_objects: tuple[str, ...],
+                    notes: list[str]) -> ModelSource | None:
+    """The Keras model to time as the baseline: `model_path`, else the files the manifest names; None (with a
+    note saying why) when there is none to load."""
+    if model_path is not None:
+        if not Path(model_path).is_file():
+            raise BadInputError(f"{model_path}: no such Keras model file")
+        return ModelSource(SourceKind.VAE_EDGE, (str(Path(model_path).resolve()),))
+    source = ModelSource.from_manifest(bundle.model)
+    if source.kind == SourceKind.IN_MEMORY or not all(Path(path).is_file() for path in source.paths):
+        notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
+        return None
+    missing = [module for module in source.custom_objects if module not in custom_objects]
+    if missing:
+        notes.append(f"no Keras baseline: the model's layers need --custom-objects {' '.join(missing)}")
+        return None
+    return source
+
+
+def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None, log: Callable[[str], None] = print,
+              custom_objects: tuple[str, ...] = ()) -> dict:
+    """Benchmark every planned subject at every thread count; the report as a dict. The Keras baseline is
+    `model_path`, else the model the bundle was exported from (its layers imported from `custom_objects`)."""
     if not settings.batch_sizes or min(settings.batch_sizes) < 1 or not settings.threads or min(settings.threads) < 1:
         raise BadInputError("batch sizes and thread counts must be positive integers")
     bundle = Bundle(bundle_dir)
     notes = []
-    explicit_model = model_path is not None
-    model_path = Path(model_path or bundle.model.get("source_model") or "")
-    if not model_path.name or not model_path.is_file():
-        if explicit_model:
-            raise BadInputError(f"{model_path}: no such Keras model file")
-        notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
-        model_path = None
-    subjects = plan_subjects(bundle, model_path, settings.only)
+    source = baseline_source(bundle, model_path, custom_objects, notes)
+    subjects = plan_subjects(bundle, source, settings.only, custom_objects)
     for fmt, info in FORMATS.items():
         if not installed(info.engine) and any(s["format"] == fmt for s in subjects):
             notes.append(f"{info.engine} is not installed: {fmt} subjects skipped")
@@ -272,7 +305,7 @@ def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = Non
         "git_commit": git_commit(),
         "bundle": str(bundle.folder),
         "model": bundle.model,
-        "keras_model": str(model_path) if model_path else None,
+        "keras_model": list(source.paths) if source else None,
         "machine": {
             **info,
             "fp32_peak": peaks,

@@ -22,6 +22,7 @@ from vae_edge.bench.ceilings import measure_ceilings
 from vae_edge.bench.stats import summarize
 from vae_edge.bundle import Bundle
 from vae_edge.labels import one_hot
+from vae_edge.logs import quiet_libraries
 from vae_edge.registry import ENGINES, FORMATS, Engine, Graph
 from vae_edge.runtime.engines import open_artifact
 from vae_edge.signatures import LABEL, Z_MEAN, Z, graph_specs
@@ -118,9 +119,9 @@ def _open_keras_subject(subject: dict, model_info: dict):
     """The Keras model called eagerly, or through one `tf.function` with a dynamic batch."""
     import tensorflow as tf
 
-    from vae_edge.model.loading import load_vae
+    from vae_edge.model.source import ModelSource, reload_graphs
 
-    model = load_vae(subject["model_path"])
+    model = reload_graphs(ModelSource.from_dict(subject["source"]), subject["custom_objects"], log=lambda message: None)
     graph = subject["graph"]
 
     def forward(*inputs):  # (x) or, conditional, (x, label)
@@ -201,5 +202,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_libraries()  # before any engine loads TensorFlow
     main(sys.argv[1:])

@@ -47,7 +47,9 @@ from vae_edge.train.backend import require_tensorflow_backend
     "'keras/decoder/*', '*/e2e/*' (repeatable).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-def bench(bundle_dir, model_path, batch_sizes, threads, warmup, runs, min_seconds, max_seconds, only, seed):
+@click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE",
+              help="Import this module for the Keras baseline's own layer classes (repeatable).")
+def bench(bundle_dir, model_path, batch_sizes, threads, warmup, runs, min_seconds, max_seconds, only, seed, custom_objects):
     """Latency, throughput, memory and FLOP/s of every artifact of a bundle against the Keras model.
 
     Writes bench.json, bench.md and bench.png into the bundle; exits 1 if a subject failed.
@@ -67,7 +69,7 @@ def bench(bundle_dir, model_path, batch_sizes, threads, warmup, runs, min_second
     )
     if threads:
         settings.threads = tuple(sorted(set(threads)))
-    report = run_bench(bundle_dir, settings, model_path, log=click.echo)
+    report = run_bench(bundle_dir, settings, model_path, log=click.echo, custom_objects=custom_objects)
     click.echo("\n" + format_table(report))
     written = write_all(report, bundle_dir)
     click.echo(f"\nwrote {', '.join(str(p) for p in written)}")

@@ -1,10 +1,17 @@
-"""`vae-edge export`, `vae-edge verify` and `vae-edge info`."""
+"""`vae-edge export` and `vae-edge verify`."""
 
 from pathlib import Path
 
 import click
 
-from vae_edge.cli.common import export_target_options, model_option
+from vae_edge.cli.common import (
+    EXPORT_DEFAULTS,
+    contract_of,
+    export_target_options,
+    model_source_options,
+    source_splits,
+    tolerance_option,
+)
 from vae_edge.cpu import CpuClass
 from vae_edge.errors import BadInputError
 from vae_edge.quantization import AUTO
@@ -12,92 +19,54 @@ from vae_edge.registry import names
 from vae_edge.train.backend import require_tensorflow_backend
 
 
-def parse_tolerances(pairs: tuple[str, ...]) -> dict:
-    """`MODE.KEY=VALUE` pairs, e.g. `float16.max_abs=0.02`."""
-    tolerances = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            tolerances[key] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise BadInputError(f"--tolerance takes MODE.KEY=NUMBER (e.g. float16.max_abs=0.02), got {pair!r}")
-    return tolerances
-
-
-def _tolerance_option(function):
-    return click.option(
-        "--tolerance",
-        "tolerances",
-        multiple=True,
-        metavar="MODE.KEY=VALUE",
-        help="Override a verification tolerance, e.g. int8.min_psnr_db=35 (repeatable).",
-    )(function)
-
-
 @click.command()
-@click.argument("model_path", type=click.Path(path_type=Path))
+@click.argument("model_path", required=False, type=click.Path(path_type=Path))
+@model_source_options
 @export_target_options
 @click.option(
     "--onnx-int8-target",
     type=click.Choice([AUTO, *names(CpuClass)]),
-    default=AUTO,
+    default=EXPORT_DEFAULTS.onnx_int8_target,
     show_default=True,
     help="The CPU class the ONNX int8 files are for (auto: this machine's); a VNNI file saturates on AVX2.",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run name>.")
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run or model name>.")
 @click.option(
-    "--calibration-samples", type=int, help="Real training images for int8 calibration. Default: 256, or all when fewer."
+    "--calibration-samples", type=click.IntRange(min=1),
+    help="Real training images for int8 calibration. Default: 256, or all when fewer.",
 )
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
-@click.option("--dataset", help="Calibration and verification data. Default: the model's training data.")
-@click.option("--verify/--no-verify", default=True, show_default=True, help="Verify every artifact against the Keras model.")
-@_tolerance_option
+@click.option("--dataset", help="Calibration and verification images. Default: the data a vae-edge model was trained on; "
+              "required for any other model.")
+@click.option("--verify/--no-verify", default=EXPORT_DEFAULTS.verify, show_default=True,
+              help="Verify every artifact against the Keras model.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
-def export(
-    model_path,
-    formats,
-    modes,
-    static_batch,
-    onnx_int8_target,
-    out,
-    calibration_samples,
-    opset,
-    dataset,
-    verify,
-    tolerances,
-    force,
-):
-    """Export a trained model.keras to a bundle of SavedModel, TFLite, ONNX, ORT graphs and the web app."""
-    require_tensorflow_backend("export")
-    from vae_edge.cli.common import run_splits
-    from vae_edge.export import export_bundle, source_facts
-    from vae_edge.model.loading import load_vae
+def export(model_path, encoder_path, decoder_path, custom_objects, likelihood, decoder_output, encoder_outputs, formats,
+           modes, static_batch, tolerances, onnx_int8_target, out, calibration_samples, opset, dataset, verify, force):
+    """Export a Keras VAE to a bundle of SavedModel, TFLite, ONNX, ORT graphs and the web app.
 
-    out = out or Path("export") / model_path.resolve().parent.name
-    model = load_vae(model_path)
-    splits = run_splits(model_path, dataset)
-    click.echo(f"exporting {model_path} -> {out}/")
-    bundle = export_bundle(
-        model,
-        out,
-        calibration_images=splits.train,
-        heldout_images=splits.test,
-        calibration_labels=splits.train_labels,
-        heldout_labels=splits.test_labels,
-        formats=formats,
-        modes=modes or None,
-        static_batch=static_batch or None,
-        onnx_int8_target=onnx_int8_target,
-        calibration_samples=calibration_samples,
-        opset=opset,
-        verify=verify,
-        tolerances=parse_tolerances(tolerances),
-        force=force,
-        log=click.echo,
-        model_facts=source_facts(model_path, splits.name),
-    )
+    MODEL is a model.keras from `vae-edge train`, or any .keras whose model exposes `encoder` and
+    `decoder`; or give a VAE's two halves with --encoder and --decoder. Targets that fail verification
+    are left out of the bundle (into its rejected/ folder) and the exit status is 1.
+    """
+    require_tensorflow_backend("export")
+    from vae_edge.export import ExportOptions, export_bundle, plan
+    from vae_edge.fsutil import check_writable
+    from vae_edge.model.source import load_graphs
+
+    options = ExportOptions(formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None,
+                            onnx_int8_target=onnx_int8_target, calibration_samples=calibration_samples, opset=opset,
+                            verify=verify, tolerances=tolerances)
+    plan(options.formats, options.modes, options.static_batch)  # a bad format or mode fails before the model loads
+    named = model_path or encoder_path
+    out = out or Path("export") / (model_path.resolve().parent.name if model_path else Path(named or "bundle").stem)
+    check_writable(out, force)
+    graphs = load_graphs(model_path, encoder_path=encoder_path, decoder_path=decoder_path, custom_objects=custom_objects,
+                         **contract_of(likelihood, decoder_output, encoder_outputs), log=click.echo)
+    splits = source_splits(graphs.source, dataset)
+    bundle = export_bundle(graphs, out, calibration_images=splits.train, heldout_images=splits.test,
+                           calibration_labels=splits.train_labels, heldout_labels=splits.test_labels, options=options,
+                           dataset=splits.name, force=force, log=click.echo)
     click.echo("\n" + artifact_table(bundle))
     click.echo(f"\nwrote {bundle}/ (manifest.json lists every artifact with its sha256)")
 
@@ -115,28 +84,46 @@ def artifact_table(bundle_dir: Path) -> str:
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@model_option("The Keras model. Default: the one the bundle was exported from.")
-@click.option("--dataset", help="Held-out images. Default: the model's test split.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the latent inputs and noise.")
-@_tolerance_option
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help="The Keras model. Default: the one the bundle was exported from (its manifest names it).")
+@model_source_options
+@click.option("--dataset", help="Held-out images. Default: the data the bundle was verified on at export.")
+@click.option("--seed", default=EXPORT_DEFAULTS.seed, show_default=True, type=int,
+              help="Seed of the latent inputs and noise.")
+@tolerance_option
+@click.option("--rejudge", is_flag=True,
+              help="Judge the outputs saved by the last verification again (under --tolerance); needs no model.")
+@click.option("--outputs", "captured", multiple=True, type=click.Path(path_type=Path),
+              help="Outputs captured on another CPU (`python -m vae_edge.verify.runner`) to judge with the rest.")
 @click.pass_context
-def verify(ctx, bundle_dir, model_path, dataset, seed, tolerances):
+def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objects, likelihood, decoder_output,
+           encoder_outputs, dataset, seed, tolerances, rejudge, captured):
     """Compare every artifact of a bundle with the Keras model; exit 1 if any is out of tolerance."""
-    require_tensorflow_backend("verify")
     from vae_edge.bundle import Bundle
-    from vae_edge.cli.common import run_splits
-    from vae_edge.model.loading import load_vae
-    from vae_edge.verify import verify_bundle
-    from vae_edge.verify.verifier import check_source
+    from vae_edge.verify.verifier import judge_captured
+    from vae_edge.verify.verifier import rejudge as rejudge_saved
 
     bundle = Bundle(bundle_dir)
-    model_path = model_path or Path(bundle.model.get("source_model", ""))
-    if not model_path.name:
-        raise BadInputError(f"{bundle_dir}: the manifest does not name its Keras model; pass --model")
-    check_source(bundle, model_path)
-    model = load_vae(model_path)
-    splits = run_splits(model_path, dataset)
-    report = verify_bundle(bundle_dir, model, splits.test, labels=splits.test_labels,
-                           tolerances=parse_tolerances(tolerances), seed=seed, log=click.echo)
+    if captured or rejudge:
+        report = (judge_captured(bundle_dir, captured, tolerances, log=click.echo) if captured
+                  else rejudge_saved(bundle_dir, tolerances, log=click.echo))
+        ctx.exit(0 if report.passed else 1)
+    require_tensorflow_backend("verify")
+    from vae_edge.model.source import ModelSource, load_graphs, reload_graphs
+    from vae_edge.verify import verify_bundle
+
+    contract = contract_of(likelihood, decoder_output, encoder_outputs)
+    if model_path or encoder_path or decoder_path:
+        graphs = load_graphs(model_path, encoder_path=encoder_path, decoder_path=decoder_path,
+                             custom_objects=custom_objects, **contract, log=click.echo)
+        recorded = ModelSource.from_manifest(bundle.model)
+        if recorded.sha256 and graphs.source.sha256 != recorded.sha256:
+            raise BadInputError(f"that is not the model {bundle_dir} was exported from (its sha256 differs from the "
+                                "manifest's source; was it retrained?); pass the original, or re-export the bundle")
+    else:
+        graphs = reload_graphs(ModelSource.from_manifest(bundle.model), custom_objects, log=click.echo)
+    splits = source_splits(graphs.source, dataset or bundle.model.get("dataset"))
+    report = verify_bundle(bundle_dir, graphs, splits.test, labels=splits.test_labels, tolerances=tolerances, seed=seed,
+                           log=click.echo)
     click.echo(f"\nwrote {bundle_dir}/verify.md, verify.json, verify.png")
     ctx.exit(0 if report.passed else 1)

@@ -8,6 +8,7 @@ import click
 
 from vae_edge.bundle import Cell, cells_of
 from vae_edge.cli.common import export_target_options
+from vae_edge.export.options import ExportOptions
 from vae_edge.pipeline import STAGES, RunConfig, run_pipeline
 from vae_edge.registry import PIPELINE, Precision, names
 from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, TrainConfig
@@ -35,6 +36,7 @@ def load_recipe(ctx, param, path):
 
 
 TRAIN_DEFAULTS = TrainConfig()
+RUN_DEFAULTS = RunConfig()
 
 
 @click.command()
@@ -46,12 +48,12 @@ TRAIN_DEFAULTS = TrainConfig()
     expose_value=False,
     help='TOML recipe with any of these options, e.g. `variant = "medium"`.',
 )
-@click.option("--variant", default="small", show_default=True)
-@click.option("--dataset", default="mnist-5k", show_default=True)
+@click.option("--variant", default=TRAIN_DEFAULTS.variant, show_default=True)
+@click.option("--dataset", default=TRAIN_DEFAULTS.dataset, show_default=True)
 @click.option(
     "--backend",
     type=click.Choice(names([AUTO], Backend)),
-    default=AUTO,
+    default=RUN_DEFAULTS.backend,
     show_default=True,
     help="Keras backend that trains and evaluates (export always uses TensorFlow). auto: JAX, PyTorch or TensorFlow, "
     "the first that finds a GPU or TPU, else TensorFlow.",
@@ -64,19 +66,21 @@ TRAIN_DEFAULTS = TrainConfig()
 )
 @click.option("--batch-size", default=TRAIN_DEFAULTS.batch_size, show_default=True, type=click.IntRange(min=1))
 @click.option("--latent-dim", type=click.IntRange(min=1), help="Default: the variant's.")
-@click.option("--precision", type=click.Choice(names(Precision)), default=Precision.FLOAT32.value, show_default=True)
+@click.option("--precision", type=click.Choice(names(Precision)), default=str(TRAIN_DEFAULTS.precision), show_default=True)
 @click.option("--max-samples", type=click.IntRange(min=3))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--conditional", is_flag=True, help="Condition on the data set's class labels (see `vae-edge train`).")
 @export_target_options
-@click.option("--calibration-samples", type=int, help="Default: 256, or the whole training split when smaller.")
-@click.option("--importance-samples", default=RunConfig.importance_samples, show_default=True, type=click.IntRange(min=0),
-              help="Samples per image for the importance-weighted NLL (0 to skip).")
+@click.option("--calibration-samples", type=click.IntRange(min=1),
+              help="Default: 256, or the whole training split when smaller.")
+@click.option("--importance-samples", default=RUN_DEFAULTS.importance_samples, show_default=True,
+              type=click.IntRange(min=0), help="Samples per image for the importance-weighted NLL (0 to skip).")
 @click.option(
-    "--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1), default=[1, 64], show_default=True
+    "--bench-batch-size", "bench_batch_sizes", multiple=True, type=click.IntRange(min=1),
+    default=list(RUN_DEFAULTS.bench_batch_sizes), show_default=True,
 )
-@click.option("--bench-runs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--bench-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0))
+@click.option("--bench-runs", default=RUN_DEFAULTS.bench_runs, show_default=True, type=click.IntRange(min=1))
+@click.option("--bench-seconds", default=RUN_DEFAULTS.bench_min_seconds, show_default=True, type=click.FloatRange(min=0))
 @click.option("--bench-threads", multiple=True, type=click.IntRange(min=1), help="Thread counts (default: 1 and all cores).")
 @click.option(
     "--bench-only",
@@ -102,6 +106,7 @@ def run(
     formats,
     modes,
     static_batch,
+    tolerances,
     calibration_samples,
     importance_samples,
     bench_batch_sizes,
@@ -135,10 +140,8 @@ def run(
             conditional=conditional,
         ),
         backend=backend,
-        formats=tuple(formats),
-        modes=tuple(modes),
-        static_batch=static_batch or None,
-        calibration_samples=calibration_samples,
+        export=ExportOptions(formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None,
+                             calibration_samples=calibration_samples, seed=seed, tolerances=tolerances),
         importance_samples=importance_samples,
         bench_batch_sizes=tuple(bench_batch_sizes),
         bench_runs=bench_runs,

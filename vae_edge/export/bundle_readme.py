@@ -11,7 +11,7 @@ import numpy as np
 
 from vae_edge.prior import ALGORITHM, reference_vectors
 from vae_edge.registry import FORMATS, Format, Graph, Mode
-from vae_edge.signatures import LABEL, RECONSTRUCTION, Z
+from vae_edge.signatures import LABEL, RECONSTRUCTION, RECONSTRUCTION_LOGITS, Z
 
 INT8_TYPES = ("int8", "uint8")
 TFLITE_EXTENSION = FORMATS[Format.TFLITE].suffix.lstrip(".")
@@ -265,9 +265,12 @@ def _kotlin_io(z: dict, out: dict, int8: bool) -> str:
 def _kotlin_post(out: dict, int8: bool) -> str:
     if int8:
         q = out["quantization"]
+        value = f"(reconstruction.get() - ({q['zero_point']})) * {q['scale']:.9g}f"
+        if out["name"] == RECONSTRUCTION_LOGITS:  # 256 levels of logits keep dim pixels that 256 of probability lose
+            return (f"reconstruction.rewind()  // {RECONSTRUCTION_LOGITS}: the decoder's logits; the sigmoid gives pixels\n"
+                    f"val pixels = FloatArray({_size(out['shape'])}) {{ 1f / (1f + exp(-({value}))) }}")
         return (f"reconstruction.rewind()\n"
-                f"val pixels = FloatArray({_size(out['shape'])}) "
-                f"{{ (reconstruction.get() - ({q['zero_point']})) * {q['scale']:.9g}f }}")
+                f"val pixels = FloatArray({_size(out['shape'])}) {{ {value} }}")
     return "// reconstruction[0][row][col][channel] is a pixel in [0, 1]"
 
 

@@ -1,15 +1,19 @@
-"""Export a trained VAE as a bundle: every target of the registry for every graph, and a manifest.
+"""Export a VAE as a bundle: every target of the registry for every graph, and a manifest.
 
-The bundle is built in a temporary folder and moved into place only when every artifact
-is written (and, by default, verified), so a failed export keeps the previous bundle.
+The bundle is built in a temporary folder and moved into place when every artifact is written
+and verified. When some targets fail verification, the bundle is written with the others; the
+failing files go to its `rejected/` folder (named in the manifest with the reason), the previous
+bundle is kept beside it as `<out>.previous/`, and `PartialExport` says what failed and how to go
+on (exit status 1). When nothing passes, the previous bundle stays as it was.
 """
 
 import datetime
 import importlib
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +21,17 @@ import numpy as np
 from vae_edge.bundle import MANIFEST, SCHEMA_VERSION, Artifact, sha256_of, size_of
 from vae_edge.data import images_for_model
 from vae_edge.elbo import ANOMALY_QUANTILE, anomaly_scores, anomaly_threshold, reparameterize
-from vae_edge.errors import BadInputError, ExportError, VaeEdgeError, VerificationFailed, first_line
+from vae_edge.errors import BadInputError, ExportError, PartialExport, VaeEdgeError, VerificationFailed, first_line
 from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.job import ExportJob
 from vae_edge.export.metadata import embed_file, metadata_fields
+from vae_edge.export.options import DEFAULT_CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, ExportOptions
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
 from vae_edge.labels import check_labels, label_feed
+from vae_edge.model.source import VaeGraphs, graphs_of_vae, vae_graphs
 from vae_edge.provenance import package_versions
-from vae_edge.quantization import AUTO, choose_settings, target_class
+from vae_edge.quantization import choose_settings, target_class
 from vae_edge.registry import (
     ALL,
     APP_WRITERS,
@@ -33,22 +39,25 @@ from vae_edge.registry import (
     CONVERTERS,
     DEFAULT_STATIC_BATCH,
     FORMATS,
+    MAX_STATIC_BATCH,
     MODES,
     WRITER_MODULES,
     App,
+    Format,
     Graph,
+    Mode,
     Target,
     artifact_path,
     names,
     targets,
 )
-from vae_edge.runtime.engines import open_engine
-from vae_edge.signatures import IMAGE, Z, graph_specs
+from vae_edge.runtime.engines import ORT_OPERATORS_CONFIG, open_engine
+from vae_edge.signatures import IMAGE, GraphSpec, Z, graph_specs, logits_spec
+from vae_edge.verify.tolerances import resolve
 from vae_edge.verify.verifier import verify_bundle
 
-MIN_CALIBRATION_SAMPLES = 16
-DEFAULT_CALIBRATION_SAMPLES = 256  # or the whole training split when it is smaller
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
+REJECTED = "rejected"  # the bundle's folder for the files of targets that failed verification
 
 
 def plan_apps(formats: Iterable[str] | str | None = None) -> list[App]:
@@ -64,6 +73,7 @@ def plan(
 ) -> list[Target]:
     """The targets to write (an app brings the format it runs); unknown names are errors that list the valid ones."""
     formats = [formats] if isinstance(formats, str) else list(formats or [])
+    modes = list(modes or [])
     for name in formats:
         if name not in FORMATS and name not in APPS and name != ALL:
             raise BadInputError(f"unknown format {name!r}; choose from {', '.join(names(FORMATS, APPS))} or {ALL}")
@@ -71,11 +81,12 @@ def plan(
     formats = list(FORMATS) if not formats or ALL in formats else [f for f in formats if f in FORMATS]
     formats += [APPS[app].requires for app in apps if APPS[app].requires not in formats]
     formats += [FORMATS[f].requires for f in formats if FORMATS[f].requires and FORMATS[f].requires not in formats]
-    for mode in modes or ():
+    for mode in modes:
         if mode not in MODES:
             raise BadInputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    if static_batch is not None and static_batch < 1:
-        raise BadInputError(f"--static-batch must be a positive integer, got {static_batch}")
+    if static_batch is not None and not 1 <= static_batch <= MAX_STATIC_BATCH:
+        raise BadInputError(f"--static-batch must be between 1 and {MAX_STATIC_BATCH} (0 writes no fixed-shape files), "
+                            f"got {static_batch}")
     chosen = [
         t
         for t in targets(static_batch)
@@ -86,11 +97,6 @@ def plan(
     return chosen
 
 
-def source_facts(model_path: Path, dataset: str) -> dict:
-    """What the manifest records of the model a bundle comes from; verification refuses any other."""
-    return {"source_model": str(Path(model_path).resolve()), "source_sha256": sha256_of(model_path), "dataset": dataset}
-
-
 def export_bundle(
     model,
     out_dir,
@@ -99,113 +105,162 @@ def export_bundle(
     heldout_images: np.ndarray,
     calibration_labels: np.ndarray | None = None,
     heldout_labels: np.ndarray | None = None,
-    formats=None,
-    modes=None,
-    static_batch: int | None = DEFAULT_STATIC_BATCH,
-    onnx_int8_target: str = AUTO,
-    calibration_samples: int | None = None,
-    opset: int | None = None,
-    seed: int = 0,
-    verify: bool = True,
-    tolerances: dict | None = None,
+    options: ExportOptions | None = None,
+    dataset: str | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
-    model_facts: dict | None = None,
     verify_table: bool = True,
 ) -> Path:
-    """Write the bundle to `out_dir` and return its path (see `export/README.md` for the layout).
-    `verify_table=False` logs one verdict line instead of the verification tables (`verify.md` has them).
+    """Write the bundle of `model` (a `vae_edge.model.VAE`, or `VaeGraphs` of any Keras VAE) to `out_dir`
+    and return its path (see `export/README.md` for the layout). Integer modes calibrate on
+    `calibration_images` (real training images); verification runs on `heldout_images`. `dataset` names
+    them in the manifest. `verify_table=False` logs one verdict line instead of the tables.
 
     A conditional model needs the class labels of both image sets: integer modes calibrate on
     real (image, label) pairs and verification runs end to end on each image's own class."""
+    options = options or ExportOptions()
+    graphs = model if isinstance(model, VaeGraphs) else graphs_of_vae(model)
     out_dir = Path(out_dir)
-    chosen = plan(formats, modes, static_batch)
+    chosen = plan(options.formats, options.modes, options.static_batch)
     check_writable(out_dir, force)
     available = len(calibration_images)
+    calibration_samples = options.calibration_samples
     if calibration_samples is None:
         calibration_samples = min(DEFAULT_CALIBRATION_SAMPLES, available)
-        log(f"calibrating integer modes on {calibration_samples} of the {available} training images")
     if not MIN_CALIBRATION_SAMPLES <= calibration_samples <= available:
         raise BadInputError(
             f"integer calibration needs between {MIN_CALIBRATION_SAMPLES} and the {available} available images; "
             f"got calibration_samples={calibration_samples}"
         )
-    images = images_for_model(calibration_images[:calibration_samples], model.image_shape, "calibration images")
-    heldout_images = images_for_model(heldout_images, model.image_shape, "held-out images")
-    calibration_labels, heldout_labels = model_labels(model, calibration_labels, heldout_labels, calibration_samples,
+    if options.static_batch and options.static_batch > calibration_samples:
+        raise BadInputError(f"--static-batch {options.static_batch} is more than the {calibration_samples} calibration "
+                            "images; calibrate on more (--calibration-samples) or fix a smaller batch")
+    resolve(options.tolerances)  # an unknown tolerance fails now, not after every conversion
+    images = images_for_model(calibration_images[:calibration_samples], graphs.image_shape, "calibration images")
+    heldout_images = images_for_model(heldout_images, graphs.image_shape, "held-out images")
+    calibration_labels, heldout_labels = model_labels(graphs, calibration_labels, heldout_labels, calibration_samples,
                                                       len(heldout_images))
-    from vae_edge.model.loading import float32_vae  # Keras, only when exporting: planning stays light
-
-    vae = float32_vae(model)
-    specs = graph_specs(vae.image_shape, vae.latent_dim, vae.num_classes)
-    networks = {Graph.ENCODER: vae.encoder, Graph.DECODER: vae.decoder}
-    z_mean, z_log_var = vae.encode(images, calibration_labels)
-    label = label_feed(calibration_labels, vae.num_classes)
+    log(f"exporting to {out_dir}/, calibrating integer modes on {calibration_samples} of the {available} training images")
+    specs = graph_specs(graphs.image_shape, graphs.latent_dim, graphs.num_classes)
+    z_mean, z_log_var = graphs.encode(images, calibration_labels)
+    label = label_feed(calibration_labels, graphs.num_classes)
     calibration = {
         Graph.ENCODER: {IMAGE: images, **label},
-        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed)), **label},
+        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(options.seed)), **label},
     }
-    apps = plan_apps(formats)
+    apps = plan_apps(options.formats)
     for writer in [*{t.format for t in chosen}, *apps]:
         importlib.import_module(WRITER_MODULES[writer])
+    savedmodels: dict[tuple[int | None, bool], Path] = {}
 
-    savedmodels: dict[int | None, Path] = {}
+    def savedmodel_of(logits: bool) -> Callable[[int | None], Path]:
+        """Each batch shape's SavedModel of the encoder and decoder, or of the decoder's logits alone, written once
+        (the dynamic one of both graphs is also the bundle's)."""
 
-    def savedmodel(batch: int | None) -> Path:
-        """Each batch shape's SavedModel, written once (the dynamic one is also the bundle's)."""
-        if batch not in savedmodels:
-            savedmodels[batch] = write_savedmodel(networks, specs, scratch / f"savedmodel-{batch}", batch)
-        return savedmodels[batch]
+        def savedmodel(batch: int | None) -> Path:
+            if (batch, logits) not in savedmodels:
+                chosen = [logits_endpoint(graphs, specs)] if logits else [(graphs.encoder, specs[Graph.ENCODER]),
+                                                                          (graphs.decoder, specs[Graph.DECODER])]
+                folder = scratch / f"savedmodel-{batch}{'-logits' if logits else ''}"
+                savedmodels[(batch, logits)] = write_savedmodel(chosen, folder, batch)
+            return savedmodels[(batch, logits)]
 
-    facts = model_section(vae, model, model_facts)
-    int8_settings = choose_settings(onnx_int8_target)
-    quantization = {
-        "onnx_int8": {
-            "cpu_class": str(target_class(onnx_int8_target)),
-            "settings": int8_settings.as_dict(),
-        }
-    }
+        return savedmodel
+
+    facts = model_section(graphs, dataset)
+    int8_settings = choose_settings(options.onnx_int8_target)
+    quantization = {"onnx_int8": {"cpu_class": str(target_class(options.onnx_int8_target)),
+                                  "settings": int8_settings.as_dict()}}
     jobs = [(target, graph) for target in chosen for graph in Graph]
     with atomic_directory(out_dir, force=force) as staging:
         scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
         scratch.mkdir()
-        artifacts = []
+        artifacts, failures = [], {}
         for index, (target, graph) in enumerate(jobs, start=1):
+            if target.key in failures or blocked(target, failures):
+                continue
             started = time.perf_counter()
             relative = artifact_path(target, graph)
-            job = ExportJob(
-                target,
-                specs[graph],
-                networks[graph],
-                staging / relative,
-                calibration[graph],
-                savedmodel,
-                scratch,
-                staging,
-                int8_settings,
-                opset,
-            )
+            logits = returns_logits(graphs, target, graph)
+            network, spec = logits_endpoint(graphs, specs) if logits else (graphs_network(graphs, graph), specs[graph])
+            job = ExportJob(target=target, spec=spec, network=network, path=staging / relative,
+                            calibration=calibration[graph], savedmodel=savedmodel_of(logits), scratch=scratch,
+                            bundle=staging, onnx_int8=int8_settings, opset=options.opset)
             job.path.parent.mkdir(parents=True, exist_ok=True)
-            run_converter(job)
-            artifact = describe(staging, relative, target, specs[graph].signature, graph, facts, time.perf_counter() - started)
+            try:  # a layer one format cannot take fails that format's targets, not the bundle
+                run_converter(job)
+                artifact = describe(staging, relative, target, spec, graph, facts, time.perf_counter() - started)
+            except ExportError as error:
+                failures[target.key] = Failure(target, CONVERSION, str(error))
+                log(f"[{index:>2}/{len(jobs)}] {target.artifact_key(graph):<28} FAILED: {error}")
+                continue
             artifacts.append(artifact)
             log(
                 f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
                 f"{artifact.export_seconds:5.1f} s"
             )
         shutil.rmtree(scratch)
+        if len(failures) == len(chosen):
+            raise ExportError(f"no target could be converted, so {out_dir} was left as it was; "
+                              f"{next(iter(failures.values())).reason}")
         manifest = {
-            **build_manifest(vae, facts, artifacts, heldout_images, heldout_labels, calibration_samples, seed),
+            **build_manifest(graphs, facts, artifacts, heldout_images, heldout_labels, calibration_samples, options.seed),
             "quantization": quantization,
         }
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
-        if verify:
-            verify_staged(staging, out_dir, vae, heldout_images, heldout_labels, tolerances, seed, log, verify_table)
+        if options.verify:
+            report = verify_bundle(staging, graphs, heldout_images, labels=heldout_labels, tolerances=options.tolerances,
+                                   seed=options.seed, log=log, table=verify_table)
+            failing = [p for p in report.pipelines if not p.passed]
+            if failing and len(failing) == len(report.pipelines):
+                keep_rejected(staging, out_dir)
+            failures.update({p.pipeline: Failure(Target(Format(p.format), Mode(p.mode), p.batch), VERIFICATION, p.reason)
+                             for p in failing})
+        if failures:
+            set_aside(staging, list(failures.values()))
+            if out_dir.is_dir() and (out_dir / MANIFEST).is_file():
+                keep_previous(out_dir)
+        exported = {Artifact(**entry).format for entry in json.loads((staging / MANIFEST).read_text())["artifacts"]}
         for app in apps:
+            if APPS[app].requires not in exported:
+                log(f"no {app} app: its {APPS[app].requires} files failed")
+                continue
             APP_WRITERS[app](staging, staging / APPS[app].folder)
             log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
+    if failures:
+        raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen)))
+    for stale in (f"{out_dir.name}.rejected", f"{out_dir.name}.previous"):  # from earlier exports that failed
+        shutil.rmtree(out_dir.with_name(stale), ignore_errors=True)
     return out_dir
+
+
+def export_encoder_decoder(encoder, decoder, out_dir, *, calibration_images: np.ndarray, heldout_images: np.ndarray,
+                           likelihood: str | None = None, decoder_output: str | None = None,
+                           encoder_outputs: Iterable[str] | None = None, options: ExportOptions | None = None,
+                           dataset: str | None = None, force: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Export any Keras VAE given as its two models (from a notebook, say): `vae_graphs` checks them
+    against the contract (see there for `likelihood`, `decoder_output` and `encoder_outputs`), then
+    `export_bundle` writes the same bundle as for a VAE trained by vae-edge."""
+    graphs = vae_graphs(encoder, decoder, likelihood=likelihood, decoder_output=decoder_output,
+                        encoder_outputs=None if encoder_outputs is None else list(encoder_outputs), log=log)
+    return export_bundle(graphs, out_dir, calibration_images=calibration_images, heldout_images=heldout_images,
+                         options=options, dataset=dataset, force=force, log=log)
+
+
+def graphs_network(graphs: VaeGraphs, graph: Graph):
+    return graphs.encoder if graph == Graph.ENCODER else graphs.decoder
+
+
+def logits_endpoint(graphs: VaeGraphs, specs: dict[Graph, GraphSpec]) -> tuple[object, GraphSpec]:
+    """The decoder without its final sigmoid, with its spec (`reconstruction_logits` out)."""
+    return graphs.decoder_logits, logits_spec(specs[Graph.DECODER])
+
+
+def returns_logits(graphs: VaeGraphs, target: Target, graph: Graph) -> bool:
+    """Whether a target's file of one graph returns logits: the decoder of a mode with integer output, where
+    the decoder ends in a sigmoid (256 levels of probability round dim pixels to 0, 256 of logits do not)."""
+    return graph == Graph.DECODER and MODES[target.mode].logits_out and graphs.decoder_logits is not None
 
 
 def run_converter(job: ExportJob) -> None:
@@ -221,35 +276,103 @@ def run_converter(job: ExportJob) -> None:
         ) from error
 
 
-def model_labels(model, calibration_labels, heldout_labels, calibration_count: int, heldout_count: int):
+def model_labels(graphs: VaeGraphs, calibration_labels, heldout_labels, calibration_count: int, heldout_count: int):
     """The checked labels of the calibration and held-out images for a conditional model; (None, None) otherwise."""
-    if not model.conditional:
+    if not graphs.conditional:
         return None, None
     if calibration_labels is None or heldout_labels is None:
         raise BadInputError("a conditional model exports with the class labels of its calibration and held-out images; "
                             "use the labelled data set it was trained on")
-    return (check_labels(np.asarray(calibration_labels)[:calibration_count], calibration_count, model.num_classes,
+    return (check_labels(np.asarray(calibration_labels)[:calibration_count], calibration_count, graphs.num_classes,
                          "calibration labels"),
-            check_labels(heldout_labels, heldout_count, model.num_classes, "held-out labels"))
+            check_labels(heldout_labels, heldout_count, graphs.num_classes, "held-out labels"))
 
 
-def verify_staged(staging: Path, out_dir: Path, vae, images, labels, tolerances, seed: int, log, table: bool) -> None:
-    """Verify before the bundle goes into place; a failing bundle is kept beside it for inspection."""
-    report = verify_bundle(staging, vae, images, labels=labels, tolerances=tolerances, seed=seed, log=log, table=table)
-    if not report.passed:
-        rejected = out_dir.with_name(f"{out_dir.name}.rejected")
-        shutil.rmtree(rejected, ignore_errors=True)
-        shutil.copytree(staging, rejected)
-        raise VerificationFailed(
-            f"verification failed, so {out_dir} was left as it was; the rejected bundle and its verify.md are in {rejected}"
-        )
+def keep_rejected(staging: Path, out_dir: Path) -> None:
+    """Nothing passed: keep the whole bundle beside the previous one for inspection, and leave that as it was."""
+    rejected = out_dir.with_name(f"{out_dir.name}.rejected")
+    shutil.rmtree(rejected, ignore_errors=True)
+    shutil.copytree(staging, rejected)
+    raise VerificationFailed(
+        f"every target failed verification, so {out_dir} was left as it was; the rejected bundle and its verify.md "
+        f"are in {rejected}; see how far each is in verify.md, then loosen a tolerance (--tolerance MODE.KEY=VALUE)"
+    )
 
 
-def describe(staging: Path, relative: str, target: Target, signature: str, graph: Graph, facts: dict, seconds: float) -> Artifact:
+@dataclass
+class Failure:
+    """A target left out of the bundle: it could not be converted, or it failed verification."""
+
+    target: Target
+    stage: str  # CONVERSION or VERIFICATION
+    reason: str
+
+
+CONVERSION, VERIFICATION = "conversion", "verification"
+
+
+def blocked(target: Target, failures: dict[str, Failure]) -> bool:
+    """Whether `target` is converted from another format's file of the same target that failed; records why."""
+    required = FORMATS[target.format].requires
+    source = Target(required, target.mode, target.batch) if required else None
+    if source is None or source.key not in failures:
+        return False
+    failures[target.key] = Failure(target, CONVERSION, f"it is converted from {source.key}, which failed")
+    return True
+
+
+def set_aside(staging: Path, failures: list[Failure]) -> None:
+    """Move the files of the failing targets into the bundle's `rejected/` folder and out of its manifest,
+    which records each target with the stage it failed at and why; the bundle's README is written again."""
+    failing = {failure.target.key: failure for failure in failures}
+    manifest = json.loads((staging / MANIFEST).read_text())
+    moved: dict[str, list[str]] = {key: [] for key in failing}
+    for target_key in failing:
+        for graph in Graph:
+            relative = artifact_path(failing[target_key].target, graph)
+            source = staging / relative
+            if source.exists() and not FORMATS[failing[target_key].target.format].folder:
+                destination = staging / REJECTED / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(source, destination)
+                config = source.with_suffix(ORT_OPERATORS_CONFIG)
+                if config.exists():
+                    shutil.move(config, destination.with_suffix(ORT_OPERATORS_CONFIG))
+                moved[target_key].append(relative)
+    manifest["artifacts"] = [e for e in manifest["artifacts"] if Artifact(**e).target.key not in failing]
+    manifest["rejected"] = [{"target": key, "stage": f.stage, "reason": f.reason, "folder": REJECTED,
+                             "artifacts": moved[key]} for key, f in failing.items()]
+    write_json(staging / MANIFEST, manifest)
+    write_text(staging / "README.md", render_bundle_readme(manifest))
+
+
+def keep_previous(out_dir: Path) -> None:
+    """A partial bundle replaces the previous one, which is kept whole beside it."""
+    previous = out_dir.with_name(f"{out_dir.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.copytree(out_dir, previous, symlinks=True)
+
+
+def partial_message(out_dir: Path, failures: list[Failure], planned: int) -> str:
+    """What failed, why, where the files are, and the ways to go on."""
+    why = "; ".join(f"{f.target.key}: {f.reason}" for f in failures[:3]) + ("; ..." if len(failures) > 3 else "")
+    previous = out_dir.with_name(f"{out_dir.name}.previous")
+    kept = f"; the previous bundle is in {previous}" if previous.exists() else ""
+    modes = sorted({f.target.mode for f in failures if f.stage == VERIFICATION})
+    ways = [f"keep them with {' '.join(f'--tolerance {mode}.KEY=VALUE' for mode in modes)}"] if modes else []
+    if any(f.stage == CONVERSION for f in failures):
+        ways.append("replace the layer a format cannot take, or leave that format out with --format")
+    ways.append("leave modes out with --quantize")
+    return (f"wrote {out_dir} with {planned - len(failures)} of {planned} targets; {len(failures)} failed ({why}); "
+            f"their files are in {out_dir / REJECTED} and verify.md says how far each is{kept}; {', or '.join(ways)}")
+
+
+def describe(staging: Path, relative: str, target: Target, spec: GraphSpec, graph: Graph, facts: dict,
+             seconds: float) -> Artifact:
     """The manifest entry of a written artifact, after its self-description is embedded in it; loading it
     in its engine doubles as a check."""
     path = staging / relative
-    engine = open_engine(path, signature)
+    engine = open_engine(path, spec.signature)
     if FORMATS[target.format].metadata:
         embed_file(path, metadata_fields(facts, graph, target.mode, engine.inputs, engine.outputs))
     return Artifact(
@@ -257,7 +380,7 @@ def describe(staging: Path, relative: str, target: Target, signature: str, graph
         format=target.format,
         graph=graph,
         mode=target.mode,
-        signature=signature,
+        signature=spec.signature,
         inputs=engine.inputs,
         outputs=engine.outputs,
         size_bytes=size_of(path),
@@ -267,29 +390,27 @@ def describe(staging: Path, relative: str, target: Target, signature: str, graph
     )
 
 
-def model_section(vae, trained, model_facts: dict | None) -> dict:
-    """The manifest's `model`: what the graphs expect and where they come from."""
+def model_section(graphs: VaeGraphs, dataset: str | None) -> dict:
+    """The manifest's `model`: what the graphs expect, what they are and where they come from."""
     return {
-        "variant": vae.variant,
-        "input_shape": list(vae.image_shape),
-        "latent_dim": vae.latent_dim,
-        "filters": list(vae.filters),
-        "blocks_per_stage": vae.blocks_per_stage,
-        "parameters": int(vae.count_params()),
-        "reconstruction_loss": vae.reconstruction_loss,
-        **({"num_classes": vae.num_classes, "class_names": list(vae.class_names)} if vae.conditional else {}),
-        "trained_precision": trained.dtype_policy.name,
+        "input_shape": list(graphs.image_shape),
+        "latent_dim": graphs.latent_dim,
+        "reconstruction_loss": graphs.reconstruction_loss,
+        **({"num_classes": graphs.num_classes, "class_names": list(graphs.class_names)} if graphs.conditional else {}),
+        **graphs.facts,
         "preprocessing": {"layout": "NHWC (channels last)", "dtype": "float32", "pixel_range": [0.0, 1.0]},
         "prior": "standard normal N(0, I); seeded draws: vae_edge.prior (lowbias32 hash + Box-Muller)",
-        **(model_facts or {}),
+        "source": graphs.source.as_dict(),
+        **({"dataset": dataset} if dataset else {}),
     }
 
 
-def build_manifest(vae, facts: dict, artifacts, heldout_images, heldout_labels, calibration_samples, seed) -> dict:
+def build_manifest(graphs: VaeGraphs, facts: dict, artifacts, heldout_images, heldout_labels, calibration_samples,
+                   seed) -> dict:
     """Everything an app or the runtime needs to know about the bundle."""
-    z_mean, z_log_var = vae.encode(heldout_images, heldout_labels)
-    reconstruction = vae.decode(z_mean, heldout_labels)
-    scores = anomaly_scores(heldout_images, z_mean, z_log_var, reconstruction, vae.reconstruction_loss)
+    z_mean, z_log_var = graphs.encode(heldout_images, heldout_labels)
+    reconstruction = graphs.decode(z_mean, heldout_labels)
+    scores = anomaly_scores(heldout_images, z_mean, z_log_var, reconstruction, graphs.reconstruction_loss)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -304,3 +425,5 @@ def build_manifest(vae, facts: dict, artifacts, heldout_images, heldout_labels, 
         "tools": package_versions(TOOLS),
         "artifacts": [asdict(a) for a in artifacts],
     }
+
+

@@ -11,11 +11,11 @@ from vae_edge.registry import Target
 from vae_edge.signatures import GraphSpec
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExportJob:
     target: Target
     spec: GraphSpec  # the graph's named inputs and outputs
-    network: object  # the float32 Keras functional model of the graph
+    network: object  # the float32 Keras functional model the file is made from (the spec's signature)
     path: Path  # the file (or folder) to write
     calibration: dict[str, np.ndarray]  # real inputs by name, (N, ...), for integer modes
     savedmodel: Callable[[int | None], Path]  # a SavedModel of every graph with this batch (None: dynamic)

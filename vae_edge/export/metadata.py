@@ -25,7 +25,7 @@ from vae_edge.fsutil import write_bytes
 from vae_edge.printable import printable
 from vae_edge.prior import REFERENCE_SEEDS, reference_vectors
 from vae_edge.registry import FORMATS, Format, Graph, Mode, format_of_suffix
-from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z
+from vae_edge.signatures import IMAGE, LABEL, RECONSTRUCTION, RECONSTRUCTION_LOGITS, SIGNATURES, Z_LOG_VAR, Z_MEAN, Z
 
 KEY = "vae_edge"  # TFLite metadata name and ONNX metadata_props key
 TFLITE_IDENTIFIER = b"TFL3"
@@ -41,6 +41,7 @@ MEANINGS = {
     Z_MEAN: "mean of the approximate posterior q(z | image)",
     Z_LOG_VAR: "log-variance of the approximate posterior q(z | image); std = exp(z_log_var / 2)",
     RECONSTRUCTION: "decoded image, channels last (NHWC), pixel intensities in [0, 1]",
+    RECONSTRUCTION_LOGITS: "decoded image before its sigmoid, channels last (NHWC): pixel = 1 / (1 + exp(-logit))",
     LABEL: "class of the image, one-hot: 1 at the class index (see class_names), 0 elsewhere",
 }
 RANGES = {IMAGE: [0.0, 1.0], RECONSTRUCTION: [0.0, 1.0], LABEL: [0.0, 1.0]}  # tensors without a range are unbounded

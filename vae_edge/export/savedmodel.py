@@ -14,16 +14,17 @@ from vae_edge.registry import Format, register_converter
 from vae_edge.signatures import GraphSpec
 
 
-def write_savedmodel(networks: dict, specs: dict, path, batch: int | None = None) -> Path:
-    """Signatures: one per graph (`encode`, `decode`) named by its GraphSpec, and Keras' `serving_default`
-    (the first graph's); inputs and outputs by the specs' names, with batch `batch` (None: dynamic)."""
+def write_savedmodel(endpoints: list[tuple[object, GraphSpec]], path, batch: int | None = None) -> Path:
+    """Signatures: one per (Keras graph, its GraphSpec), named by the spec (`encode`, `decode`,
+    `decode_logits`), and Keras' `serving_default` (the first one's); inputs and outputs by the specs'
+    names, with batch `batch` (None: dynamic)."""
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
-    for graph, network in networks.items():
+    for network, spec in endpoints:
         archive.track(network)
-        archive.add_endpoint(specs[graph].signature, _endpoint(network, specs[graph], batch, tf))
+        archive.add_endpoint(spec.signature, _endpoint(network, spec, batch, tf))
     archive.write_out(str(path), verbose=False)
     return Path(path)
 

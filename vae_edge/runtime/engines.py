@@ -20,6 +20,7 @@ from vae_edge.bundle import Artifact, Bundle
 from vae_edge.errors import BadInputError, first_line
 from vae_edge.logs import native_stderr_silenced
 from vae_edge.registry import ENGINES, FORMATS, Engine, Format, format_of_suffix, install_hint
+from vae_edge.signatures import RECONSTRUCTION, RECONSTRUCTION_LOGITS
 
 CHUNK = 256  # rows per engine call: large enough to be fast, small enough to bound the arena
 
@@ -55,7 +56,7 @@ class InferenceEngine:
         rows = len(next(iter(arrays.values())))
         step = self.batch or CHUNK
         if rows == step or (self.batch is None and rows <= step):
-            return self._run(arrays)
+            return with_probabilities(self._run(arrays))
         parts = []
         for start in range(0, rows, step):
             chunk = {name: value[start : start + step] for name, value in arrays.items()}
@@ -64,7 +65,7 @@ class InferenceEngine:
                 chunk = {name: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for name, v in chunk.items()}
             result = self._run(chunk)
             parts.append({name: value[: step - short] for name, value in result.items()} if self.batch else result)
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return with_probabilities({name: np.concatenate([part[name] for part in parts]) for name in parts[0]})
 
     def ops(self) -> list[str]:
         """The operator names the graph uses, sorted."""
@@ -72,6 +73,15 @@ class InferenceEngine:
 
     def _run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+
+def with_probabilities(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`outputs`, with the reconstruction's probabilities beside its logits when a file returns logits
+    (integer-output decoders: 256 levels of logits hold dim pixels that 256 levels of probability round to 0)."""
+    if RECONSTRUCTION_LOGITS not in outputs:
+        return outputs
+    logits = outputs[RECONSTRUCTION_LOGITS].astype(np.float64)
+    return {**outputs, RECONSTRUCTION: (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)}  # the sigmoid, stably
 
 
 def quantize(x: np.ndarray, quantization: dict, dtype) -> np.ndarray:

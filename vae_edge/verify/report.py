@@ -67,30 +67,67 @@ def verdict_line(report: VerifyReport) -> str:
     """The verification in one line: counts, the verdict and the worst ELBO cost; the tables are in verify.md."""
     worst = max(report.pipelines, key=lambda p: p.elbo_increase_pct, default=None)
     cost = f"; largest ELBO cost {worst.elbo_increase_pct:+.3f}% ({worst.pipeline})" if worst else ""
-    failed = [o.artifact for o in report.outputs if not o.passed] + [p.pipeline for p in report.pipelines if not p.passed]
-    verdict = "PASS" if report.passed else f"FAIL ({', '.join(dict.fromkeys(failed))})"
+    failed = [p.pipeline for p in report.pipelines if not p.passed]
+    verdict = "PASS" if not failed else f"FAIL ({', '.join(failed)})"
     artifacts = len({o.artifact for o in report.outputs})
-    return f"verified {artifacts} artifacts and {len(report.pipelines)} pipelines against Keras: {verdict}{cost}"
+    line = (f"verified {artifacts} artifacts and {len(report.pipelines)} pipelines against Keras on {where(report)}: "
+            f"{verdict}{cost}")
+    for other in report.cpus.values():
+        failing = [p.pipeline for p in other.pipelines if not p.passed]
+        line += f"\n  on {where(other)}: {'PASS' if not failing else 'FAIL (' + ', '.join(failing) + ')'}"
+    return line
+
+
+def where(report: VerifyReport) -> str:
+    """The CPU a report's outputs came from, e.g. `host (vnni)` or `cortex-a53 (arm64, emulated)`."""
+    cpu = report.cpu or {}
+    details = ", ".join(filter(None, [cpu.get("cpu_class"), "emulated" if cpu.get("emulated") else ""]))
+    return f"{report.runner} ({details})" if details else report.runner
 
 
 def format_table(report: VerifyReport) -> str:
-    verdict = "PASS: every artifact is within tolerance" if report.passed else "FAIL: some artifacts are out of tolerance"
-    return f"{text_table(table_rows(report))}\n\n{text_table(pipeline_rows(report))}\n\n{verdict}"
+    failing = [p.pipeline for p in report.pipelines if not p.passed]
+    verdict = "PASS: every artifact is within tolerance" if not failing else "FAIL: some artifacts are out of tolerance"
+    tables = [text_table(table_rows(report)), text_table(pipeline_rows(report))]
+    if report.cpus:
+        tables.append(text_table(cpu_rows(report)))
+    return "\n\n".join([*tables, verdict])
+
+
+def cpu_rows(report: VerifyReport) -> list[list[str]]:
+    """Each pipeline's ELBO cost and verdict on every CPU it was verified on."""
+    reports = [report, *report.cpus.values()]
+    rows = [["pipeline", *(where(r) for r in reports)]]
+    results = [{p.pipeline: p for p in r.pipelines} for r in reports]
+    for p in report.pipelines:
+        cells = []
+        for found in results:
+            check = found.get(p.pipeline)
+            cells.append("-" if check is None else f"{check.elbo_increase_pct:+.3f}% {_verdict(check.passed)}")
+        rows.append([p.pipeline, *cells])
+    return rows
 
 
 def blocks(report: VerifyReport, picture: Path) -> list:
     """The report as document blocks (also used by the run report)."""
     inputs = report.inputs
+    cpu = report.cpu or {}
+    per_cpu = [Heading("Per CPU: ELBO cost and verdict of each pipeline", 3), Table(cpu_rows(report)),
+               Paragraph("Emulated CPUs run the same files under qemu user-mode emulation: their numbers are "
+                         "real, their timings mean nothing.")] if report.cpus else []
     return [
         Paragraph(
             f"**{_verdict(report.passed)}**. Inputs: {inputs['images']} held-out images, {inputs['prior_latents']} "
-            f"latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}). "
+            f"latents from the prior and {inputs['encoded_latents']} encoded latents (seed {inputs['seed']}), saved "
+            f"in `verify/` with every runner's outputs. Ran on {cpu.get('cpu', 'this machine')} "
+            f"(CPU class {cpu.get('cpu_class', '?')}). "
             "`max abs err` is also the smallest absolute tolerance that would have passed."
         ),
         Heading("Per artifact and output", 3),
         Table(table_rows(report)),
         Heading("Per pipeline (encoder then decoder), in the model's own terms", 3),
         Table(pipeline_rows(report)),
+        *per_cpu,
         Picture(picture, "reconstructions per pipeline, and |artifact - Keras| per pixel with each row's own scale"),
     ]
 

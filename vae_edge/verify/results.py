@@ -1,6 +1,6 @@
 """Verification results as small typed records, serialized to `verify.json` and read back from it."""
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -44,19 +44,26 @@ class PipelineCheck:
     criterion: str
     passed: bool
     elbo_increase_pct_per_class: dict[str, float] | None = None  # conditional models: each class judged alike
+    reason: str = ""  # why it failed, in one phrase ("" when it passed)
 
 
 @dataclass
 class VerifyReport:
+    """One runner's outputs (this machine's, an emulated CPU's) judged; `cpus` holds the reports of the other
+    CPUs the bundle was verified on, by runner name (in `verify.json`, the host's report holds them)."""
+
     passed: bool
     inputs: dict
     tolerances: dict
     keras: dict
     outputs: list[OutputCheck]
     pipelines: list[PipelineCheck]
+    runner: str = "host"
+    cpu: dict | None = None  # {"cpu_class", "cpu", "vector_extensions", "emulated"}
+    cpus: dict[str, "VerifyReport"] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "cpus": {name: report.to_json() for name, report in self.cpus.items()}}
 
     @classmethod
     def from_json(cls, data: dict) -> "VerifyReport":
@@ -66,4 +73,5 @@ class VerifyReport:
         pipelines = [PipelineCheck(**{**p, "end_to_end": check(p["end_to_end"])}) for p in data["pipelines"]]
         known = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in data.items() if k in known},
-                      "outputs": [check(r) for r in data["outputs"]], "pipelines": pipelines})
+                      "outputs": [check(r) for r in data["outputs"]], "pipelines": pipelines,
+                      "cpus": {name: cls.from_json(report) for name, report in data.get("cpus", {}).items()}})
