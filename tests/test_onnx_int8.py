@@ -188,3 +188,187 @@ def test_float_head_keeps_small_probabilities(tmp_path):
     quantized_head = quantize(path, tmp_path / "quantized_head.onnx", calibration, Settings(reduce_range=True, float_head=False))
     assert np.all(_run(float_head, feed) > 0)  # every probability survives, so the log-likelihood stays finite
     assert np.mean(_run(quantized_head, feed) == 0) > 0.5  # 1/255 steps round them to exactly 0
+
+
+# --- the graph onnxruntime runs: transpose-free integer kernels --------------------------------
+
+def _node(op, inputs, outputs, **attributes):
+    from onnx import helper
+
+    return helper.make_node(op, inputs, outputs, name=outputs[0], **attributes)
+
+
+def _weights(rng, name, shape):
+    from onnx import numpy_helper
+
+    fan_in = np.prod(shape[1:]) if len(shape) == 4 else shape[0]
+    return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
+
+
+def _save(path, nodes, inputs, output, initializers, output_shape=None) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _upsample(kind, x, out, initializers):
+    """A 2x nearest upsampling as tf2onnx writes NearestUpsampling (four copies + DepthToSpace) or as a Resize."""
+    if kind == "repeat":
+        return [_node("Concat", [x] * 4, [f"{out}_copies"], axis=1), _node("DepthToSpace", [f"{out}_copies"], [out], blocksize=2)]
+    from onnx import numpy_helper
+
+    initializers.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), f"{out}_scales"))
+    return [_node("Resize", [x, "", f"{out}_scales"], [out], mode="nearest", coordinate_transformation_mode="asymmetric",
+                  nearest_mode="floor")]
+
+
+def _decoder_graph(path, rng, kind="repeat") -> None:
+    """tf2onnx's shape of our decoder: Dense + Relu, unflatten to NHWC and transpose to NCHW, a Conv, then twice
+    a 2x nearest upsampling and a Conv, a Sigmoid, back to NHWC: z (batch, 8) -> (batch, 16, 16, 1)."""
+    from onnx import numpy_helper
+
+    initializers = [_weights(rng, "w", (8, 256)), numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b"),
+                    numpy_helper.from_array(np.array([-1, 4, 4, 16], np.int64), "unflat"),
+                    numpy_helper.from_array(np.array([-1, 16, 16, 1], np.int64), "pixels"),
+                    _weights(rng, "k0", (16, 16, 3, 3)), _weights(rng, "k1", (8, 16, 3, 3)), _weights(rng, "k2", (1, 8, 3, 3))]
+    same = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    nodes = [_node("MatMul", ["z", "w"], ["dense"]), _node("Add", ["dense", "b"], ["biased"]), _node("Relu", ["biased"], ["act"]),
+             _node("Reshape", ["act", "unflat"], ["nhwc"]), _node("Transpose", ["nhwc"], ["x0"], perm=[0, 3, 1, 2]),
+             _node("Conv", ["x0", "k0"], ["c0"], **same), _node("Relu", ["c0"], ["r0"]),
+             *_upsample(kind, "r0", "u1", initializers), _node("Conv", ["u1", "k1"], ["c1"], **same),
+             _node("Relu", ["c1"], ["r1"]),
+             *_upsample(kind, "r1", "u2", initializers), _node("Conv", ["u2", "k2"], ["c2"], **same),
+             _node("Sigmoid", ["c2"], ["p"]), _node("Reshape", ["p", "pixels"], ["reconstruction"])]
+    _save(path, nodes, [("z", ["batch", 8])], "reconstruction", initializers, ["batch", 16, 16, 1])
+
+
+def _optimized_ops(path, tmp_path) -> dict[str, int]:
+    """Operator counts of the graph onnxruntime runs (ORT_ENABLE_ALL, the runtime's level), across domains."""
+    from collections import Counter
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("kind", ["repeat", "resize"])
+def test_rewrites_keep_the_decoders_numbers(tmp_path, kind):
+    from vae_edge.export.onnx_graph import projections_as_convolutions, subpixel_convolutions
+
+    path = tmp_path / "decoder.onnx"
+    _decoder_graph(path, np.random.default_rng(3), kind)
+    model = onnx.load(str(path))
+    assert projections_as_convolutions(model) == 1 and subpixel_convolutions(model) == 2
+    onnx.checker.check_model(model, full_check=True)
+    assert not {"MatMul", "Concat", "DepthToSpace", "Resize"} & {node.op_type for node in model.graph.node}
+    onnx.save(model, str(tmp_path / "rewritten.onnx"))
+    z = {"z": np.random.default_rng(4).standard_normal((5, 8)).astype(np.float32)}
+    expected = _run(path, z)
+    assert expected.shape == (5, 16, 16, 1)
+    np.testing.assert_allclose(_run(tmp_path / "rewritten.onnx", z), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("size", "bias", "kind"), [(1, True, "repeat"), (3, False, "resize"), (5, True, "repeat"),
+                                                    (7, True, "resize")])
+def test_subpixel_convolution_is_exact_for_odd_kernels(tmp_path, size, bias, kind):
+    from onnx import numpy_helper
+
+    from vae_edge.export.onnx_graph import subpixel_convolutions
+
+    rng = np.random.default_rng(size)
+    initializers = [_weights(rng, "k", (6, 3, size, size))]
+    if bias:
+        initializers.append(numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "bias"))
+    conv = _node("Conv", ["up", "k", *(["bias"] if bias else [])], ["out"], pads=[size // 2] * 4, kernel_shape=[size, size])
+    _save(tmp_path / "up.onnx", [*_upsample(kind, "x", "up", initializers), conv], [("x", ["batch", 3, 5, 7])], "out",
+          initializers)
+    model = onnx.load(str(tmp_path / "up.onnx"))
+    assert subpixel_convolutions(model) == 1
+    onnx.save(model, str(tmp_path / "subpixel.onnx"))
+    x = {"x": rng.standard_normal((2, 3, 5, 7)).astype(np.float32)}
+    np.testing.assert_allclose(_run(tmp_path / "subpixel.onnx", x), _run(tmp_path / "up.onnx", x), atol=1e-5)
+
+
+def test_rewrites_leave_other_graphs_alone(tmp_path):
+    """Not nearest upsampling (DepthToSpace CRD of copies, copies of two tensors) or not a plain Conv (stride 2): unchanged."""
+    from vae_edge.export.onnx_graph import projections_as_convolutions, repeats_as_resize, subpixel_convolutions
+
+    rng = np.random.default_rng(5)
+    same = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    nodes = [_node("Concat", ["x"] * 4, ["copies"], axis=1), _node("DepthToSpace", ["copies"], ["crd"], blocksize=2, mode="CRD"),
+             _node("Conv", ["crd", "k"], ["a"], **same),
+             _node("Concat", ["x", "x", "y", "y"], ["mixed"], axis=1), _node("DepthToSpace", ["mixed"], ["dcr"], blocksize=2),
+             _node("Conv", ["dcr", "k"], ["b"], **same),
+             _node("Concat", ["x"] * 4, ["copies2"], axis=1), _node("DepthToSpace", ["copies2"], ["up"], blocksize=2),
+             _node("Conv", ["up", "k"], ["c"], strides=[2, 2], **same),
+             _node("Add", ["a", "b"], ["ab"]), _node("Add", ["ab", "c_up"], ["out"]),
+             _node("Resize", ["c", "", "twice"], ["c_up"], mode="nearest")]
+    from onnx import numpy_helper
+
+    initializers = [_weights(rng, "k", (2, 2, 3, 3)), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "twice")]
+    _save(tmp_path / "other.onnx", nodes, [("x", [1, 2, 4, 4]), ("y", [1, 2, 4, 4])], "out", initializers)
+    model = onnx.load(str(tmp_path / "other.onnx"))
+    before = model.SerializeToString()
+    assert subpixel_convolutions(model) == 0 and projections_as_convolutions(model) == 0
+    assert model.SerializeToString() == before
+    assert repeats_as_resize(model) == 1  # only the copies feeding the stride-2 Conv are an upsampling
+    onnx.save(model, str(tmp_path / "resized.onnx"))
+    feed = {"x": rng.standard_normal((1, 2, 4, 4)).astype(np.float32), "y": rng.standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    np.testing.assert_allclose(_run(tmp_path / "resized.onnx", feed), _run(tmp_path / "other.onnx", feed), atol=1e-6)
+
+
+def test_int8_decoder_runs_transpose_free_on_integer_kernels(tmp_path):
+    """What made the int8 decoder slow: tf2onnx's upsampling kept two uint8 Transposes and a DepthToSpace each
+    (QLinearConcat too), and the dense layer ran as QGemm with per-column zero points. Now every Conv and the
+    projection are QLinearConv and the only Transposes left are the pixel shuffles and the output's layout."""
+    path = tmp_path / "decoder.float32.onnx"
+    rng = np.random.default_rng(6)
+    _decoder_graph(path, rng)
+    z = rng.standard_normal((64, 8)).astype(np.float32)
+    out = quantize(path, tmp_path / "decoder.int8.onnx", [{"z": z[i:i + 1]} for i in range(32)], choose_settings("vnni"))
+    ops = _optimized_ops(out, tmp_path)
+    assert ops["QLinearConv"] == 4  # the projection and the three convolutions
+    assert not {"DepthToSpace", "Concat", "QLinearConcat", "Resize", "QGemm", "Gemm", "MatMul", "Conv", "FusedConv"} & set(ops)
+    assert ops["Transpose"] <= 3
+    assert ops["QuantizeLinear"] == ops["DequantizeLinear"] == 1  # into integers once, out once, for the float head
+    expected = _run(path, {"z": z[32:]})
+    assert np.abs(_run(out, {"z": z[32:]}) - expected).max() < 0.05
+
+
+def test_grey_stem_stays_in_float(tmp_path):
+    """A Conv reading a 1-channel image runs faster in float (onnxruntime's kernel for few input channels)."""
+    from onnx import numpy_helper
+
+    from vae_edge.export.onnx_int8 import stem_nodes
+
+    rng = np.random.default_rng(7)
+    initializers = [numpy_helper.from_array(np.array([-1, 1, 8, 8], np.int64), "nchw"), _weights(rng, "k0", (8, 1, 3, 3)),
+                    _weights(rng, "k1", (8, 8, 3, 3))]
+    same = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
+    nodes = [_node("Reshape", ["image", "nchw"], ["x"]), _node("Conv", ["x", "k0"], ["c0"], **same),
+             _node("Relu", ["c0"], ["r0"]), _node("Conv", ["r0", "k1"], ["c1"], **same),
+             _node("Relu", ["c1"], ["out"])]
+    path = tmp_path / "encoder.onnx"
+    _save(path, nodes, [("image", ["batch", 8, 8, 1])], "out", initializers)
+    assert stem_nodes(onnx.load(str(path))) == ["c0", "r0"]
+    images = rng.random((16, 8, 8, 1), dtype=np.float32)
+    out = quantize(path, tmp_path / "encoder.int8.onnx", [{"image": images[i:i + 1]} for i in range(16)], choose_settings("vnni"))
+    ops = _optimized_ops(out, tmp_path)
+    assert ops["QLinearConv"] == 1 and ops["Conv"] + ops["FusedConv"] == 1  # the stem in float, the next Conv in int8
+
+
+@pytest.mark.slow
+def test_exported_int8_graphs_run_on_integer_kernels(bundle_dir, tmp_path):
+    """The real tf2onnx graphs of the tiny model, as onnxruntime optimizes them."""
+    decoder = _optimized_ops(bundle_dir / "onnx" / "decoder.int8.onnx", tmp_path)
+    assert not {"DepthToSpace", "Concat", "QLinearConcat", "Resize", "QGemm", "Gemm", "Conv", "FusedConv"} & set(decoder)
+    assert decoder["Transpose"] <= 3 and decoder["QLinearConv"] >= 5
+    encoder = _optimized_ops(bundle_dir / "onnx" / "encoder.int8.onnx", tmp_path)
+    assert encoder["Conv"] + encoder["FusedConv"] == 1 and encoder["QLinearConv"] >= 4  # the grey stem alone in float
+    assert encoder["Transpose"] <= 2
