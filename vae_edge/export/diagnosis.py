@@ -7,13 +7,15 @@ model's (everything upstream too). A low local figure names the op to keep in fl
 local but low accumulated one says the error comes from upstream. Graph outputs computed in
 float (a float head) get a row with the accumulated figure only.
 
-TFLite rows come from TensorFlow's `QuantizationDebugger` (its NumericVerify ops compare each
-quantized op with its float twin fed the same dequantized inputs), ONNX rows from
-onnxruntime's `qdq_loss_debug` (`qdq_err`: a tensor before its QuantizeLinear against after its
-DequantizeLinear; `xmodel_err`: the float model's tensor against the QDQ model's). A few
-calibration batches are enough: SQNR is a ratio of mean powers. Intermediate tensors are read
-with LiteRT's reference kernels (XNNPACK does not keep them), so the integer rounding can differ
-from a delegated run by one step here and there.
+TFLite rows come from TensorFlow's `QuantizationDebugger`: its NumericVerify ops compare each
+quantized op with a float twin (float weights) fed the same dequantized inputs, so local error
+includes the weights' rounding. ONNX rows come from onnxruntime's `qdq_loss_debug`: `qdq_err`
+compares a tensor before its QuantizeLinear with after its DequantizeLinear (the output's
+rounding and clipping; a Relu the quantizer folded into the range is applied first), and
+`xmodel_err` the float model's tensor with the QDQ model's. A few calibration batches are
+enough: SQNR is a ratio of mean powers. TFLite's intermediate tensors are read with LiteRT's
+reference kernels (XNNPACK keeps only its partitions' outputs), so the integer rounding can
+differ from a delegated run by a step here and there.
 """
 
 import csv
@@ -200,9 +202,18 @@ def onnx_layer_errors(float_onnx_path, int8_onnx_path, calibration: Calibration 
             with quiet():
                 debug.modify_model_output_intermediate_tensors(str(path), augmented)
                 activations[key] = debug.collect_activations(augmented, rows)
-    errors = debug.compute_activation_error(debug.create_activation_matching(activations["int8"], activations["float"]))
     model = onnx.load(str(int8_onnx_path))
     producers = {output: node for node in model.graph.node for output in node.output}
+    float_producers = {output: node.op_type for node in onnx.load(str(float_onnx_path)).graph.node for output in node.output}
+    sqnr = debug.compute_signal_to_quantization_noice_ratio
+    errors = {}  # as debug.compute_activation_error, which fails on a tensor the float graph lacks
+    for name, match in debug.create_activation_matching(activations["int8"], activations["float"]).items():
+        before = match["pre_qdq"]
+        if float_producers.get(name) == "Relu" and _onnx_op(producers, name) != "Relu":
+            before = [np.maximum(value, 0.0) for value in before]  # the quantizer folded the Relu into the QDQ range
+        errors[name] = {"qdq_err": sqnr(before, match["post_qdq"])}
+        if match.get("float"):
+            errors[name]["xmodel_err"] = sqnr(match["float"], match["post_qdq"])
     constants = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
     outputs = {tensor.name for tensor in model.graph.output}
     table = []
@@ -216,9 +227,8 @@ def onnx_layer_errors(float_onnx_path, int8_onnx_path, calibration: Calibration 
             ))
         for name in set(node.output) & outputs:  # a float head's outputs
             if name in activations["float"] and name in activations["int8"]:
-                snr = debug.compute_signal_to_quantization_noice_ratio(activations["float"][name], activations["int8"][name])
-                table.append(LayerError(op=node.op_type, tensor=name, local_sqnr_db=None,
-                                        accumulated_sqnr_db=min(MAX_SQNR_DB, snr)))
+                table.append(LayerError(op=node.op_type, tensor=name, local_sqnr_db=None, accumulated_sqnr_db=min(
+                    MAX_SQNR_DB, sqnr(activations["float"][name], activations["int8"][name]))))
     return table
 
 

@@ -94,8 +94,7 @@ def head_tensors(model: bytes) -> list[str]:
     float (or calibrated) TFLite model, walking back from the outputs."""
     from ai_edge_litert.interpreter import Interpreter
 
-    with quiet():
-        interpreter = Interpreter(model_content=model)
+    interpreter = Interpreter(model_content=model)
     names = {tensor["index"]: tensor["name"] for tensor in interpreter.get_tensor_details()}
     producers = {output: op for op in interpreter._get_ops_details() for output in op["outputs"]}
     head, seen = [], set()
