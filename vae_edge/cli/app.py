@@ -6,7 +6,6 @@ printed as one line: exit status 2 for bad input, 1 for a failed export or verif
 """
 
 import errno
-import os
 import signal
 import sys
 
@@ -14,7 +13,7 @@ import click
 
 from vae_edge.cli import bench, export, info, run, runtime, serve, train
 from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError
-from vae_edge.logs import VERBOSE_ENV, quiet_libraries
+from vae_edge.logs import loud_libraries, quiet_libraries
 from vae_edge.registry import install_hint
 
 quiet_libraries()
@@ -97,8 +96,7 @@ class VaeEdgeGroup(click.Group):
 
 def _verbose(ctx, param, value):
     if value:
-        os.environ[VERBOSE_ENV] = "1"  # child processes (bench workers) inherit it
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        loud_libraries()
 
 
 @click.group(cls=VaeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})

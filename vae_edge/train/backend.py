@@ -19,6 +19,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from vae_edge.errors import BadInputError
+from vae_edge.logs import libraries_quieted, quiet_libraries
 from vae_edge.registry import install_hint
 
 ENV = "KERAS_BACKEND"
@@ -156,7 +157,7 @@ def call_in_backend(backend: Backend, function: Callable, *args):
     if (loaded_backend() or requested_backend()) == backend:
         return function(*args)
     check_installed(backend)
-    child = multiprocessing.get_context("spawn").Pool(1, initializer=_start_child, initargs=(backend,))
+    child = multiprocessing.get_context("spawn").Pool(1, initializer=_start_child, initargs=(backend, libraries_quieted()))
     try:
         return child.apply(function, args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM here ends the child too; it unwinds as from Ctrl-C,
@@ -167,6 +168,8 @@ def call_in_backend(backend: Backend, function: Callable, *args):
         child.join()
 
 
-def _start_child(backend: Backend) -> None:
+def _start_child(backend: Backend, quiet: bool) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM raises KeyboardInterrupt, like Ctrl-C
+    if quiet:  # as quiet as this process: before the call's module loads Keras and TensorFlow
+        quiet_libraries()
     select_backend(backend)
