@@ -226,17 +226,23 @@ def _upsample(kind, x, out, initializers):
                   nearest_mode="floor")]
 
 
-def _decoder_graph(path, rng, kind="repeat") -> None:
-    """tf2onnx's shape of our decoder: Dense + Relu, unflatten to NHWC and transpose to NCHW, a Conv, then twice
-    a 2x nearest upsampling and a Conv, a Sigmoid, back to NHWC: z (batch, 8) -> (batch, 16, 16, 1)."""
+def _decoder_graph(path, rng, kind="repeat", dense="matmul") -> None:
+    """tf2onnx's shape of our decoder: Dense (MatMul + Add, or one Gemm for a fixed batch) + Relu, unflatten to
+    NHWC and transpose to NCHW, a Conv, then twice a 2x nearest upsampling and a Conv, a Sigmoid, back to NHWC:
+    z (batch, 8) -> (batch, 16, 16, 1)."""
     from onnx import numpy_helper
 
-    initializers = [_weights(rng, "w", (8, 256)), numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b"),
+    w = _weights(rng, "w", (8, 256))
+    if dense == "gemm":  # with the weights stored transposed, as Gemm(transB=1) reads them
+        w = numpy_helper.from_array(numpy_helper.to_array(w).T.copy(), "w")
+    initializers = [w, numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b"),
                     numpy_helper.from_array(np.array([-1, 4, 4, 16], np.int64), "unflat"),
                     numpy_helper.from_array(np.array([-1, 16, 16, 1], np.int64), "pixels"),
                     _weights(rng, "k0", (16, 16, 3, 3)), _weights(rng, "k1", (8, 16, 3, 3)), _weights(rng, "k2", (1, 8, 3, 3))]
     same = {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
-    nodes = [_node("MatMul", ["z", "w"], ["dense"]), _node("Add", ["dense", "b"], ["biased"]), _node("Relu", ["biased"], ["act"]),
+    product = [_node("MatMul", ["z", "w"], ["dense"]), _node("Add", ["dense", "b"], ["biased"])] if dense == "matmul" else \
+        [_node("Gemm", ["z", "w", "b"], ["biased"], transB=1)]
+    nodes = [*product, _node("Relu", ["biased"], ["act"]),
              _node("Reshape", ["act", "unflat"], ["nhwc"]), _node("Transpose", ["nhwc"], ["x0"], perm=[0, 3, 1, 2]),
              _node("Conv", ["x0", "k0"], ["c0"], **same), _node("Relu", ["c0"], ["r0"]),
              *_upsample(kind, "r0", "u1", initializers), _node("Conv", ["u1", "k1"], ["c1"], **same),
@@ -257,16 +263,16 @@ def _optimized_ops(path, tmp_path) -> dict[str, int]:
     return Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
 
 
-@pytest.mark.parametrize("kind", ["repeat", "resize"])
-def test_rewrites_keep_the_decoders_numbers(tmp_path, kind):
+@pytest.mark.parametrize(("kind", "dense"), [("repeat", "matmul"), ("resize", "gemm")])
+def test_rewrites_keep_the_decoders_numbers(tmp_path, kind, dense):
     from vae_edge.export.onnx_graph import projections_as_convolutions, subpixel_convolutions
 
     path = tmp_path / "decoder.onnx"
-    _decoder_graph(path, np.random.default_rng(3), kind)
+    _decoder_graph(path, np.random.default_rng(3), kind, dense)
     model = onnx.load(str(path))
     assert projections_as_convolutions(model) == 1 and subpixel_convolutions(model) == 2
     onnx.checker.check_model(model, full_check=True)
-    assert not {"MatMul", "Concat", "DepthToSpace", "Resize"} & {node.op_type for node in model.graph.node}
+    assert not {"MatMul", "Gemm", "Concat", "DepthToSpace", "Resize"} & {node.op_type for node in model.graph.node}
     onnx.save(model, str(tmp_path / "rewritten.onnx"))
     z = {"z": np.random.default_rng(4).standard_normal((5, 8)).astype(np.float32)}
     expected = _run(path, z)
@@ -365,10 +371,12 @@ def test_grey_stem_stays_in_float(tmp_path):
 
 @pytest.mark.slow
 def test_exported_int8_graphs_run_on_integer_kernels(bundle_dir, tmp_path):
-    """The real tf2onnx graphs of the tiny model, as onnxruntime optimizes them."""
-    decoder = _optimized_ops(bundle_dir / "onnx" / "decoder.int8.onnx", tmp_path)
-    assert not {"DepthToSpace", "Concat", "QLinearConcat", "Resize", "QGemm", "Gemm", "Conv", "FusedConv"} & set(decoder)
-    assert decoder["Transpose"] <= 3 and decoder["QLinearConv"] >= 5
-    encoder = _optimized_ops(bundle_dir / "onnx" / "encoder.int8.onnx", tmp_path)
-    assert encoder["Conv"] + encoder["FusedConv"] == 1 and encoder["QLinearConv"] >= 4  # the grey stem alone in float
-    assert encoder["Transpose"] <= 2
+    """The real tf2onnx graphs of the tiny model (dynamic batch, and batch 1 where tf2onnx writes a Gemm), as
+    onnxruntime optimizes them."""
+    for suffix in ("int8.onnx", "int8.b1.onnx"):
+        decoder = _optimized_ops(bundle_dir / "onnx" / f"decoder.{suffix}", tmp_path)
+        assert not {"DepthToSpace", "Concat", "QLinearConcat", "Resize", "QGemm", "Gemm", "Conv", "FusedConv"} & set(decoder)
+        assert decoder["Transpose"] <= 3 and decoder["QLinearConv"] >= 5, suffix
+        encoder = _optimized_ops(bundle_dir / "onnx" / f"encoder.{suffix}", tmp_path)
+        assert encoder["Conv"] + encoder["FusedConv"] == 1 and encoder["QLinearConv"] >= 4  # the grey stem alone in float
+        assert encoder["Transpose"] <= 2, suffix

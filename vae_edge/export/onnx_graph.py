@@ -203,16 +203,16 @@ def subpixel_convolutions(model: onnx.ModelProto) -> int:
 
 
 def projections_as_convolutions(model: onnx.ModelProto) -> int:
-    """Rewrite, in place, each MatMul of a (batch, K) tensor by constant weights (then an optional bias
-    Add and Relu) whose result a Reshape turns into an image, as a 1x1 Conv on a one-pixel image;
-    returns how many were rewritten.
+    """Rewrite, in place, each product of a (batch, K) tensor by constant weights (a MatMul then an
+    optional bias Add, or a plain Gemm) and an optional Relu, whose result a Reshape turns into an
+    image, as a 1x1 Conv on a one-pixel image; returns how many were rewritten.
 
     Exact, and faster once quantized: onnxruntime fuses a quantized MatMul + Add into QGemm, which
     takes a slow path for per-column weight zero points (the decoder's 64 x 3136 projection: about
     23 us at batch 1, 10 with per-tensor weights), while QLinearConv takes per-channel weight scales
     at full speed. The pixel is written channels-last, (batch, 1, 1, K) with Transposes to and from
     NCHW around the Conv, which cancel against onnxruntime's own, so the Reshape into the image reads
-    the Conv's output as it read the MatMul's.
+    the Conv's output as it read the product's.
     """
     graph = model.graph
     constants = _constants(graph)
@@ -220,20 +220,21 @@ def projections_as_convolutions(model: onnx.ModelProto) -> int:
     consumers = _consumers(graph)
     outputs = _graph_outputs(graph)
     rewritten = 0
-    for matmul in [node for node in graph.node if node.op_type == "MatMul"]:
-        weights = constants.get(matmul.input[1])
-        if weights is None or weights.ndim != 2 or len(shapes.get(matmul.input[0]) or ()) != 2:
+    for product in [node for node in graph.node if node.op_type in ("MatMul", "Gemm")]:
+        found = _constant_product(product, constants)
+        if found is None or len(shapes.get(product.input[0]) or ()) != 2:
             continue
-        chain, bias = _projection_chain(matmul, consumers, constants, outputs, weights.shape[1])
+        weights, bias = found
+        chain, bias = _projection_chain(product, consumers, constants, outputs, bias, weights.shape[1])
         followers = consumers.get(chain[-1].output[0], [])
         reshape = followers[0] if len(followers) == 1 and chain[-1].output[0] not in outputs else None
         if reshape is None or reshape.op_type != "Reshape" or len(shapes.get(reshape.output[0]) or ()) != 4:
             continue
-        name = matmul.name or matmul.output[0]
+        name = product.name or product.output[0]
         pixel = _add_initializer(graph, f"{name}_as_pixel_shape", np.array([-1, 1, 1, weights.shape[0]], np.int64))
         kernel = _add_initializer(graph, f"{name}_conv_weights", np.ascontiguousarray(weights.T)[:, :, None, None])
         steps = [f"{name}_{step}" for step in ("as_pixel", "as_pixel_nchw", "conv", "conv_nhwc")]
-        nodes = [helper.make_node("Reshape", [matmul.input[0], pixel], [steps[0]], name=steps[0]),
+        nodes = [helper.make_node("Reshape", [product.input[0], pixel], [steps[0]], name=steps[0]),
                  helper.make_node("Transpose", [steps[0]], [steps[1]], name=steps[1], perm=NHWC_TO_NCHW),
                  helper.make_node("Conv", [steps[1], kernel, *bias], [steps[2]], name=steps[2])]
         last = steps[2]
@@ -242,7 +243,7 @@ def projections_as_convolutions(model: onnx.ModelProto) -> int:
             last = f"{last}_act"
         nodes.append(helper.make_node("Transpose", [last], [steps[3]], name=steps[3], perm=NCHW_TO_NHWC))
         reshape.input[0] = steps[3]
-        index = list(graph.node).index(matmul)
+        index = list(graph.node).index(product)
         for node in reversed(nodes):
             graph.node.insert(index, node)
         for node in chain:
@@ -252,18 +253,36 @@ def projections_as_convolutions(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def _projection_chain(matmul: onnx.NodeProto, consumers: dict, constants: dict, outputs: set[str],
-                      columns: int) -> tuple[list[onnx.NodeProto], list[str]]:
-    """The MatMul, then its bias Add and Relu where each alone follows the one before (none a graph output),
-    and the bias's name (a list of at most one)."""
-    chain, bias = [matmul], []
+def _constant_product(node: onnx.NodeProto, constants: dict) -> tuple[np.ndarray, list[str]] | None:
+    """(weights as (K, M), [the bias's name] or []) of a MatMul or a plain Gemm (alpha = beta = 1, A not
+    transposed, a constant B and a 1-D C) by constant weights; None otherwise."""
+    weights = constants.get(node.input[1]) if len(node.input) > 1 else None
+    if weights is None or weights.ndim != 2:
+        return None
+    if node.op_type == "MatMul":
+        return weights, []
+    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0 or attributes.get("transA", 0):
+        return None
+    weights = weights.T if attributes.get("transB", 0) else weights
+    bias = [name for name in node.input[2:3] if name]
+    if bias and getattr(constants.get(bias[0]), "shape", None) != (weights.shape[1],):
+        return None
+    return weights, bias
+
+
+def _projection_chain(product: onnx.NodeProto, consumers: dict, constants: dict, outputs: set[str],
+                      bias: list[str], columns: int) -> tuple[list[onnx.NodeProto], list[str]]:
+    """The product, then a bias Add of `columns` values (when it has no bias) and a Relu where each alone
+    follows the one before (none a graph output), and the bias's name (a list of at most one)."""
+    chain = [product]
     while True:
         followers = consumers.get(chain[-1].output[0], [])
         if len(followers) != 1 or chain[-1].output[0] in outputs:
             return chain, bias
         node = followers[0]
         other = [name for name in node.input if name != chain[-1].output[0]]
-        if node.op_type == "Add" and not bias and chain[-1] is matmul and len(other) == 1 \
+        if node.op_type == "Add" and not bias and chain[-1] is product and len(other) == 1 \
                 and getattr(constants.get(other[0]), "shape", None) == (columns,):
             bias = other
         elif node.op_type not in HOISTED_ACTIVATIONS or chain[-1].op_type in HOISTED_ACTIVATIONS:
