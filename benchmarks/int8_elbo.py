@@ -2,6 +2,7 @@
 
     vae-edge train --variant small --out RUNS/demo                                   # and the other MODELS
     vae-edge export RUNS/demo/model.keras --format tflite --format onnx --static-batch 0 --out RUNS/demo-bundle
+    (optionally the same from an earlier commit, --out RUNS/demo-bundle-before)
     python benchmarks/int8_elbo.py RUNS --out benchmarks/results/int8_elbo [--models demo conditional-8ep tiny-1ep]
 
 For each model RUNS/<name>/model.keras (`MODELS` says how each was trained), the TFLite encoder and
@@ -14,12 +15,17 @@ decoder without its sigmoid), calibrated as export does (256 training images, ba
 - `tflite/int8-io after`: `to_tflite` of `encode` and `decode_logits`, the sigmoid applied here (as the
   runtime does for a `reconstruction_logits` output).
 
-Every integer pipeline of RUNS/<name>-bundle (or its `.rejected` twin, when verification failed) is
-scored too, as exported (`onnx/int8` is the reference: its head is float). Each pipeline's test
--ELBO (one posterior draw per image, seed 0, the same draws for every pipeline) is compared with the
-Keras model's on held-out images: the model's test split, and for a run trained on a
---max-samples subset also the data set's images outside it (up to `MAX_HELDOUT`); classes are the
-data set's labels, for unconditional models too. Writes <out>.json and <out>.md.
+Every integer pipeline of RUNS/<name>-bundle (`export`) and of RUNS/<name>-bundle-LABEL (`export:LABEL`,
+e.g. a bundle exported before the change), or of their `.rejected` twins (a failed verification leaves
+one), is scored too, as exported (`onnx/int8` is the reference: its head is float), and the figures of
+their own verify.json are listed. Each pipeline's test -ELBO (one posterior draw per image, seed 0,
+the same draws for every pipeline) is compared with the Keras model's on held-out images: the
+model's test split, and for a run trained on a --max-samples subset also the data set's images
+outside it (up to `MAX_HELDOUT`); classes are the data set's labels, for unconditional models
+too. Writes <out>.json and <out>.md.
+
+With `--layers MODEL`, writes MODEL's per-layer SQNR tables (`vae_edge.export.diagnosis`) of TFLite
+int8 and int8-io and of the bundle's ONNX int8 files to <out>-layers.json and <out>-layers.md.
 """
 
 import argparse
@@ -37,6 +43,7 @@ from vae_edge.cli.common import read_run_config, run_splits
 from vae_edge.cpu import cpu_class, cpu_identity
 from vae_edge.data import load_labelled
 from vae_edge.elbo import conditioned, evaluate_pipeline, reparameterize
+from vae_edge.export.diagnosis import onnx_layer_errors, tflite_layer_errors
 from vae_edge.export.tflite import new_converter, quiet, to_tflite
 from vae_edge.fsutil import write_json, write_text
 from vae_edge.labels import label_feed
@@ -144,17 +151,38 @@ def made_here(vae, splits, folder: Path) -> dict[str, dict[str, Path]]:
     return pipelines
 
 
-def exported(bundle: Path) -> dict[str, dict[str, Path]]:
-    """The bundle's integer pipelines (dynamic batch): {"onnx/int8 export": {"encode": file, "decode": file}}."""
-    for folder in (bundle, bundle.with_name(bundle.name + ".rejected")):
+def bundles(runs: Path, name: str) -> dict[str, Path]:
+    """The model's bundles by label: RUNS/<name>-bundle is `export`, RUNS/<name>-bundle-LABEL `export:LABEL`
+    (a `.rejected` folder, which a failed verification leaves, counts as the bundle)."""
+    found = {}
+    for folder in sorted(runs.glob(f"{name}-bundle*")):
+        stem = folder.name.removesuffix(".rejected").removeprefix(f"{name}-bundle")
         if (folder / "manifest.json").is_file():
-            artifacts = json.loads((folder / "manifest.json").read_text())["artifacts"]
-            pipelines: dict[str, dict[str, Path]] = {}
-            for a in artifacts:
-                if a["mode"] in INTEGER_MODES and a.get("batch") is None:
-                    pipelines.setdefault(f"{a['format']}/{a['mode']} export", {})[a["signature"]] = folder / a["path"]
-            return pipelines
-    return {}
+            found["export" + (f":{stem.lstrip('-')}" if stem else "")] = folder
+    return found
+
+
+def exported(label: str, folder: Path) -> dict[str, dict[str, Path]]:
+    """The bundle's integer pipelines (dynamic batch): {"onnx/int8 export": {"encode": file, "decode": file}}."""
+    pipelines: dict[str, dict[str, Path]] = {}
+    for a in json.loads((folder / "manifest.json").read_text())["artifacts"]:
+        if a["mode"] in INTEGER_MODES and a.get("batch") is None:
+            pipelines.setdefault(f"{a['format']}/{a['mode']} {label}", {})[a["signature"]] = folder / a["path"]
+    return pipelines
+
+
+def verified(label: str, folder: Path) -> dict[str, dict]:
+    """What `vae-edge export` itself measured (verify.json: 256 test images): ELBO cost, worst class, verdict."""
+    report = folder / "verify.json"
+    if not report.is_file():
+        return {}
+    rows = {}
+    for p in json.loads(report.read_text())["pipelines"]:
+        if p["mode"] in INTEGER_MODES and p.get("batch") is None:
+            per_class = p.get("elbo_increase_pct_per_class") or {}
+            rows[f"{p['pipeline']} {label}"] = {"elbo_increase_pct": p["elbo_increase_pct"], "passed": p["passed"],
+                                                "worst_class_pct": max(per_class.values()) if per_class else None}
+    return rows
 
 
 def pipeline_functions(vae, files: dict[str, Path]):
@@ -203,14 +231,60 @@ def measure(runs: Path, name: str, scratch: Path) -> dict:
     splits = run_splits(model_path)
     images, labels = heldout(model_path, splits)
     class_names = splits.class_names or tuple(str(k) for k in range(int(labels.max()) + 1))
-    pipelines = {**made_here(vae, splits, scratch / name), **exported(runs / f"{name}-bundle")}
+    pipelines = made_here(vae, splits, scratch / name)
+    for label, folder in bundles(runs, name).items():
+        pipelines.update(exported(label, folder))
     results = {}
     for pipeline, files in pipelines.items():
         results[pipeline] = costs(vae, images, labels, class_names, *pipeline_functions(vae, files))
         print(f"{name:16s} {pipeline:24s} {results[pipeline]['elbo_increase_pct']:+8.3f} %   worst class "
               f"{results[pipeline]['worst_class']} {results[pipeline]['worst_class_pct']:+8.3f} %", flush=True)
+    verify = {key: row for label, folder in bundles(runs, name).items() for key, row in verified(label, folder).items()}
     return {"model": str(model_path), "trained_with": MODELS.get(name), "heldout_images": int(len(images)),
-            "keras_negative_elbo": next(iter(results.values()))["keras_negative_elbo"], "pipelines": results}
+            "keras_negative_elbo": next(iter(results.values()))["keras_negative_elbo"], "pipelines": results,
+            "verify_json": verify}
+
+
+def layer_tables(runs: Path, name: str, scratch: Path) -> dict[str, list[dict]]:
+    """The per-layer SQNR tables (`vae_edge.export.diagnosis`) of one model's integer files: TFLite int8 and
+    int8-io as `to_tflite` makes them, and the bundle's ONNX int8 files against its float32 ones."""
+    model_path = runs / name / "model.keras"
+    vae = float32_vae(load_vae(model_path))
+    splits = run_splits(model_path)
+    savedmodel = write_signatures(vae, scratch / f"{name}-layers")
+    rows = calibration(vae, splits)
+    tables = {}
+    for mode, signatures in ((Mode.INT8, ("encode", "decode")), (Mode.INT8_IO, ("encode", DECODE_LOGITS))):
+        for signature in signatures:
+            errors = tflite_layer_errors(savedmodel, signature, mode, lambda s=signature: rows[s])
+            tables[f"tflite/{mode} {signature}"] = [row.to_json() for row in errors]
+    folder = bundles(runs, name).get("export")
+    if folder is not None:
+        for graph, signature in (("encoder", "encode"), ("decoder", "decode")):
+            float_path, int8_path = folder / f"onnx/{graph}.float32.onnx", folder / f"onnx/{graph}.int8.onnx"
+            if float_path.is_file() and int8_path.is_file():
+                errors = onnx_layer_errors(float_path, int8_path, rows[signature])
+                tables[f"onnx/int8 {signature}"] = [row.to_json() for row in errors]
+    return tables
+
+
+def render_layers(name: str, tables: dict[str, list[dict]]) -> str:
+    def number(value, form):
+        return "-" if value is None else format(value, form)
+
+    lines = [f"# Per-layer quantization error of {name}'s integer files", "",
+             "Local SQNR: the op's integer output against the op run in float on the same quantized inputs "
+             "(TFLite: float weights too; ONNX: the tensor before QuantizeLinear against after DequantizeLinear). "
+             "Accumulated: the quantized model's tensor against the float model's. 200 dB: exact. "
+             "Rows with no local figure are graph outputs computed in float (the float head).", ""]
+    for table, rows in tables.items():
+        lines += [f"## {table}", "", "| op | tensor | local SQNR | accumulated SQNR | scale | zero point |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['op']} | {r['tensor']} | {number(r['local_sqnr_db'], '.1f')} | "
+                  f"{number(r['accumulated_sqnr_db'], '.1f')} | {number(r['scale'], '.4g')} | {number(r['zero_point'], 'd')} |"
+                  for r in rows]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def render(results: dict) -> str:
@@ -230,16 +304,31 @@ def render(results: dict) -> str:
             cells = " | ".join(f"{row['per_class_pct'][c]:+.2f}%" for c in classes)
             lines.append(f"| {pipeline} | {row['elbo_increase_pct']:+.3f}% | {row['worst_class']}: "
                          f"{row['worst_class_pct']:+.2f}% | {row['psnr_db']:.2f} dB | {cells} |")
+        if model["verify_json"]:
+            lines += ["", "What `vae-edge export` measured itself (its verify.json, 256 test images, one draw each):", "",
+                      "| pipeline | ELBO cost | worst class | verdict |", "|---|---|---|---|"]
+            for pipeline, row in model["verify_json"].items():
+                worst = "-" if row["worst_class_pct"] is None else f"{row['worst_class_pct']:+.2f}%"
+                lines.append(f"| {pipeline} | {row['elbo_increase_pct']:+.3f}% | {worst} | "
+                             f"{'PASS' if row['passed'] else 'FAIL'} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, help="folder holding <model>/model.keras and <model>-bundle/")
+    parser.add_argument("runs", type=Path, help="folder holding <model>/model.keras and <model>-bundle*/")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_elbo"))
+    parser.add_argument("--layers", metavar="MODEL", help="write MODEL's per-layer tables to <out>-layers.{json,md} instead")
     args = parser.parse_args()
+    if args.layers:
+        with tempfile.TemporaryDirectory(prefix="int8-layers-") as scratch:
+            tables = layer_tables(args.runs, args.layers, Path(scratch))
+        layers = args.out.with_name(args.out.name + "-layers")
+        write_json(layers.with_suffix(".json"), {"model": args.layers, **cpu_identity(), "tables": tables})
+        write_text(layers.with_suffix(".md"), render_layers(args.layers, tables))
+        return
     results = {**cpu_identity(), "cpu_class": str(cpu_class()),
                "command": "python benchmarks/int8_elbo.py " + " ".join([str(args.runs), "--models", *args.models]),
                "models": {}}

@@ -83,7 +83,7 @@ def tflite_layer_errors(savedmodel_path, signature: str, mode: Mode, calibration
 
     if mode not in (Mode.INT8, Mode.INT8_IO):
         raise BadInputError(f"the per-layer diagnosis is for full-integer modes ({Mode.INT8}, {Mode.INT8_IO}), not {mode}")
-    rows = [dict(row) for _, row in zip(range(batches), calibration())]
+    rows = [{name: np.asarray(value, np.float32) for name, value in row.items()} for _, row in zip(range(batches), calibration())]
     debug_options = tf.lite.experimental.QuantizationDebugOptions
     with quiet():
         converter = new_converter(savedmodel_path, signature, mode, calibration)
@@ -97,7 +97,7 @@ def tflite_layer_errors(savedmodel_path, signature: str, mode: Mode, calibration
         # A second debugger over the same debug model, whose interpreter keeps every tensor for the direct compare.
         local = tf.lite.experimental.QuantizationDebugger(
             quant_debug_model_content=debug_model,
-            debug_dataset=lambda: [[row[name] for name in quantized.input_order] for row in rows],
+            debug_dataset=lambda: [quantized.feed(row) for row in rows],
             debug_options=debug_options(layer_direct_compare_metrics=_POWERS),
         )
         local.run()
@@ -139,7 +139,7 @@ class _Run:
         runner = interpreter.get_signature_runner(signature)
         inputs = runner.get_input_details()
         by_index = {d["index"]: name for name, d in inputs.items()}
-        self.input_order = [by_index[d["index"]] for d in interpreter.get_input_details()]  # how the debugger feeds
+        self._inputs = [(by_index[d["index"]], d) for d in interpreter.get_input_details()]
         self.outputs = {d["index"]: name for name, d in runner.get_output_details().items()}
         self.producers = {t: op["op_name"] for op in interpreter._get_ops_details() for t in op["outputs"]}
         self.details = {d["index"]: d for d in interpreter.get_tensor_details()
@@ -152,6 +152,11 @@ class _Run:
                 values[index].append(_dequantized(interpreter.get_tensor(index), d))
         self.values = {index: np.stack(parts) for index, parts in values.items()}
         self._by_name = {d["name"]: index for index, d in self.details.items()}
+
+    def feed(self, row: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """A row as the debugger feeds it: in input-tensor order, int8 inputs quantized here (the debugger
+        quantizes them itself only when the zero point is not 0)."""
+        return [_as_input(row[name], detail) for name, detail in self._inputs]
 
     def floating(self, index: int) -> bool:
         return self.details[index]["dtype"] == np.float32
