@@ -347,6 +347,26 @@ def test_int8_decoder_runs_transpose_free_on_integer_kernels(tmp_path):
     assert np.abs(_run(out, {"z": z[32:]}) - expected).max() < 0.05
 
 
+def test_conditional_upsampling_quantizes_with_a_dynamic_batch(tmp_path):
+    """The conditional decoder adds a per-class bias between the upsampling and the Conv, so the upsampling
+    becomes a Resize: its batch, a new symbol for onnxruntime's shape inference, must merge with the label's."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(8)
+    initializers = [_weights(rng, "wl", (3, 4)), _weights(rng, "k", (4, 4, 3, 3)),
+                    numpy_helper.from_array(np.array([-1, 1, 1, 4], np.int64), "map")]
+    nodes = [_node("MatMul", ["label", "wl"], ["lb"]), _node("Reshape", ["lb", "map"], ["lb_nhwc"]),
+             _node("Transpose", ["lb_nhwc"], ["bias"], perm=[0, 3, 1, 2]), *_upsample("repeat", "x", "up", initializers),
+             _node("Add", ["up", "bias"], ["biased"]),
+             _node("Conv", ["biased", "k"], ["out"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
+    path = tmp_path / "conditional.onnx"
+    _save(path, nodes, [("x", ["batch", 4, 4, 4]), ("label", ["batch", 3])], "out", initializers)
+    feeds = [{"x": rng.random((1, 4, 4, 4), dtype=np.float32), "label": np.eye(3, dtype=np.float32)[[i % 3]]} for i in range(12)]
+    out = quantize(path, tmp_path / "conditional.int8.onnx", feeds, choose_settings("vnni"))
+    assert not {"DepthToSpace", "QLinearConcat"} & set(_optimized_ops(out, tmp_path))
+    assert np.abs(_run(out, feeds[0]) - _run(path, feeds[0])).max() < 0.1 * np.ptp(_run(path, feeds[0]))
+
+
 def test_grey_stem_stays_in_float(tmp_path):
     """A Conv reading a 1-channel image runs faster in float (onnxruntime's kernel for few input channels)."""
     from onnx import numpy_helper

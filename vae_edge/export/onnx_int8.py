@@ -7,7 +7,8 @@ as a 1x1 Conv, sub-pixel convolutions instead of upsampling + Conv, remaining up
 Resize), and the stem (each Conv that reads the image, with at most `FLOAT_STEM_CHANNELS` channels)
 stays in float: with K = 3 x 3 x 1 its integer convolution took a third of the encoder's time at
 batch 1 (about 32 of 93 us) and was slower than the float one, which onnxruntime runs with a
-kernel made for few input channels. Measured by `benchmarks/onnx_int8_vnni.py` (AVX-512 VNNI,
+kernel made for few input channels (an RGB 32x32 encoder ran 10 to 13 % faster with its stem in
+float too). Measured by `benchmarks/onnx_int8_vnni.py` (AVX-512 VNNI,
 onnxruntime 1.32); the results are in benchmarks/results/onnx_int8_vnni.md.
 
 `CANDIDATES` holds every combination of settings measured by `benchmarks/onnx_int8_settings.py`.
@@ -150,7 +151,7 @@ def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, setting
         for rewrite in (projections_as_convolutions, subpixel_convolutions, repeats_as_resize):
             rewrite(model)
         onnx.save(model, str(rewritten))
-        quant_pre_process(str(rewritten), str(prepared))
+        quant_pre_process(str(rewritten), str(prepared), auto_merge=True)  # a Resize by scales names its batch anew
         model = onnx.load(str(prepared))
         excluded = stem_nodes(model) + (head_nodes(model) if settings.float_head else [])
         with python_stdout_silenced():
