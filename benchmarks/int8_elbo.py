@@ -48,6 +48,7 @@ from vae_edge.export.tflite import new_converter, quiet, to_tflite
 from vae_edge.fsutil import write_json, write_text
 from vae_edge.labels import label_feed
 from vae_edge.model.loading import float32_vae, load_vae
+from vae_edge.provenance import git_commit
 from vae_edge.registry import Mode
 from vae_edge.runtime.engines import open_engine
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
@@ -290,7 +291,7 @@ def render_layers(name: str, tables: dict[str, list[dict]]) -> str:
 def render(results: dict) -> str:
     lines = ["# ELBO cost of the integer modes, overall and per class (issue #25)", "",
              f"CPU: {results['cpu']} ({results['cpu_class']}: {', '.join(results['vector_extensions'])}); "
-             f"`{results['command']}`", "",
+             f"`{results['command']}` at {results['code']}", "", *([results["note"], ""] if results["note"] else []),
              "Pipelines: see benchmarks/int8_elbo.py. `before`: the converter's defaults (every op quantized); "
              "`after`: `to_tflite` (int8: float head; int8-io: integer logits out, sigmoid in the runtime); "
              "`export`: the bundle's files as `vae-edge export` wrote them.", ""]
@@ -320,6 +321,7 @@ def main() -> None:
     parser.add_argument("runs", type=Path, help="folder holding <model>/model.keras and <model>-bundle*/")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_elbo"))
+    parser.add_argument("--note", default="", help="a line for the report: where the bundles come from")
     parser.add_argument("--layers", metavar="MODEL", help="write MODEL's per-layer tables to <out>-layers.{json,md} instead")
     args = parser.parse_args()
     if args.layers:
@@ -329,7 +331,7 @@ def main() -> None:
         write_json(layers.with_suffix(".json"), {"model": args.layers, **cpu_identity(), "tables": tables})
         write_text(layers.with_suffix(".md"), render_layers(args.layers, tables))
         return
-    results = {**cpu_identity(), "cpu_class": str(cpu_class()),
+    results = {**cpu_identity(), "cpu_class": str(cpu_class()), "code": git_commit(), "note": args.note,
                "command": "python benchmarks/int8_elbo.py " + " ".join([str(args.runs), "--models", *args.models]),
                "models": {}}
     with tempfile.TemporaryDirectory(prefix="int8-elbo-") as scratch:

@@ -11,12 +11,12 @@ decoder's sigmoid, the encoder's SoftRange on z_log_var) run in float, so the la
 op's output is quantized with a scale of its own and the head's output is not cut to 256
 levels. A sigmoid's int8 output has a fixed step of 1/256: dim pixels' probabilities round
 to 0, which the Bernoulli likelihood charges heavily (a 1-epoch `small` lost 21 % of its
-ELBO; with the float head -0.05 %). The selection goes through TensorFlow's own tool for
+ELBO; with the float head -0.05 %: benchmarks/results/int8_elbo.md). The selection goes through TensorFlow's own tool for
 it, `QuantizationDebugger` with `denylisted_nodes` (ai-edge-quantizer 0.10 was measured
 too: its float head still requantized the output and it left DEPTH_TO_SPACE in float).
 `int8-io` stays integer from end to end (integer-only targets run no float op), so a graph
-meant for it should end in its last compute op: the decoder's `decode_logits` signature
-outputs logits, and the runtime applies the sigmoid.
+meant for it should end in its last compute op: the decoder is converted without its sigmoid
+(`reconstruction_logits` out, with a scale calibrated for logits) and the runtime applies it.
 """
 
 import contextlib
@@ -80,7 +80,8 @@ def new_converter(savedmodel_path, signature: str, mode: Mode, calibration: Cali
 
 def float_head_debugger(converter, dataset: Callable[[], Iterable[list[np.ndarray]]] | None = None):
     """A `QuantizationDebugger` that has calibrated `converter` (an `int8` one) and quantizes all but the
-    float head; `get_nondebug_quantized_model()` is the `int8` file, `dataset` feeds its `run()`."""
+    float head; `get_nondebug_quantized_model()` is the `int8` file, `dataset` feeds its `run()`.
+    Call it inside `quiet()`: calibration and the quantizer are chatty."""
     import tensorflow as tf
 
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
