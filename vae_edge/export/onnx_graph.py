@@ -144,6 +144,7 @@ def reference_evaluator(model: onnx.ModelProto):
 # rewrites below are exact in real arithmetic and are applied to the float graph before it is
 # quantized (`vae_edge.export.onnx_int8`).
 
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 UPSAMPLE_BLOCK = 2  # the upsampling factor NearestUpsampling repeats by
 NCHW_TO_NHWC, NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 HOISTED_ACTIVATIONS = frozenset({"Relu"})  # elementwise, so it commutes with the pixel shuffle
@@ -155,10 +156,13 @@ def subpixel_convolutions(model: onnx.ModelProto) -> int:
     position in each 2x2 block, its taps summed where the block repeats a pixel) and a pixel shuffle;
     returns how many were rewritten.
 
-    The same multiply-adds on a quarter of the pixels (no upsampled copy in memory), and the shuffle
-    is written channels-last (Transpose to NHWC, Reshape, a 2-axis Transpose of 2*C-byte blocks,
-    Reshape, Transpose back): onnxruntime cancels the outer Transposes against its own. A Relu that
-    follows the Conv moves before the shuffle, so it stays fused into the integer convolution.
+    The same multiply-adds on a quarter of the pixels (no upsampled copy in memory). Between integer
+    convolutions the shuffle is written channels-last (Transpose to NHWC, Reshape, a 2-axis Transpose
+    of 2*C-byte blocks, Reshape, Transpose back): onnxruntime cancels the outer Transposes against its
+    own. A Conv that no other compute op follows (the output's, whose head runs in float) gets a
+    DepthToSpace instead: with C = 1 the channels-last Transpose moved 2-byte blocks, 4x slower at
+    batch 64. A Relu that follows the Conv moves before the shuffle, so it stays fused into the
+    integer convolution.
     """
     graph = model.graph
     constants = _constants(graph)
@@ -191,7 +195,10 @@ def subpixel_convolutions(model: onnx.ModelProto) -> int:
             nodes.append(helper.make_node(activation.op_type, [low], [f"{low}_act"], name=f"{activation.name}_subpixel"))
             low, outputs = f"{low}_act", list(activation.output)
             graph.node.remove(activation)
-        nodes += _pixel_shuffle(graph, name, low, outputs, shape[2], shape[3], weights.shape[0])
+        if _reaches_no_compute(outputs[0], consumers):
+            nodes.append(helper.make_node("DepthToSpace", [low], outputs, name=f"{name}_shuffle", blocksize=UPSAMPLE_BLOCK))
+        else:
+            nodes += _pixel_shuffle(graph, name, low, outputs, shape[2], shape[3], weights.shape[0])
         index = list(graph.node).index(conv)
         for node in reversed(nodes):
             graph.node.insert(index, node)
@@ -392,6 +399,19 @@ def _pixel_shuffle(graph: onnx.GraphProto, name: str, source: str, outputs: list
         helper.make_node("Reshape", [steps[2], merged], [steps[3]], name=steps[3]),
         helper.make_node("Transpose", [steps[3]], outputs, name=f"{name}_shuffle_nchw", perm=NHWC_TO_NCHW),
     ]
+
+
+def _reaches_no_compute(name: str, consumers: dict) -> bool:
+    """Whether no Conv/Gemm/MatMul reads `name`, directly or through other ops."""
+    pending, seen = [name], set()
+    while pending:
+        for node in consumers.get(pending.pop(), []):
+            if node.op_type in COMPUTE_OPS:
+                return False
+            if node.name not in seen:
+                seen.add(node.name)
+                pending.extend(node.output)
+    return True
 
 
 def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> str:

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
-from vae_edge.export.onnx_graph import projections_as_convolutions, repeats_as_resize, subpixel_convolutions
+from vae_edge.export.onnx_graph import COMPUTE_OPS, projections_as_convolutions, repeats_as_resize, subpixel_convolutions
 from vae_edge.logs import python_stdout_silenced
 from vae_edge.quantization import Calibration, IntType, QuantFormat, Settings, choose_settings
 
 if TYPE_CHECKING:
     import onnx
 
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
 FLOAT_STEM_CHANNELS = 3  # grey or RGB images: too few input channels for the integer kernels to pay
 Feed = Mapping[str, np.ndarray]  # one calibration batch: graph input name -> array
