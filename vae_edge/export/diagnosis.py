@@ -11,9 +11,9 @@ TFLite rows come from TensorFlow's `QuantizationDebugger`: its NumericVerify ops
 quantized op with a float twin (float weights) fed the same dequantized inputs, so local error
 includes the weights' rounding. ONNX rows come from onnxruntime's `qdq_loss_debug`: `qdq_err`
 compares a tensor before its QuantizeLinear with after its DequantizeLinear (the output's
-rounding and clipping; a Relu the quantizer folded into the range is applied first), and
-`xmodel_err` the float model's tensor with the QDQ model's. A few calibration batches are
-enough: SQNR is a ratio of mean powers. TFLite's intermediate tensors are read with LiteRT's
+rounding and clipping; where the range starts at 0, the Relu the quantizer folded into it is
+applied first), and `xmodel_err` the float model's tensor with the QDQ model's. A few
+calibration batches are enough: SQNR is a ratio of mean powers. TFLite's intermediate tensors are read with LiteRT's
 reference kernels (XNNPACK keeps only its partitions' outputs), so the integer rounding can
 differ from a delegated run by a step here and there.
 """
@@ -209,26 +209,22 @@ def onnx_layer_errors(float_onnx_path, int8_onnx_path, calibration: Calibration 
                 activations[key] = debug.collect_activations(augmented, rows)
     model = onnx.load(str(int8_onnx_path))
     producers = {output: node for node in model.graph.node for output in node.output}
-    float_producers = {output: node.op_type for node in onnx.load(str(float_onnx_path)).graph.node for output in node.output}
-    sqnr = debug.compute_signal_to_quantization_noice_ratio
-    errors = {}  # as debug.compute_activation_error, which fails on a tensor the float graph lacks
-    for name, match in debug.create_activation_matching(activations["int8"], activations["float"]).items():
-        before = match["pre_qdq"]
-        if float_producers.get(name) == "Relu" and _onnx_op(producers, name) != "Relu":
-            before = [np.maximum(value, 0.0) for value in before]  # the quantizer folded the Relu into the QDQ range
-        errors[name] = {"qdq_err": sqnr(before, match["post_qdq"])}
-        if match.get("float"):
-            errors[name]["xmodel_err"] = sqnr(match["float"], match["post_qdq"])
     constants = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
     outputs = {tensor.name for tensor in model.graph.output}
-    table = []
+    matches = debug.create_activation_matching(activations["int8"], activations["float"])
+    sqnr = debug.compute_signal_to_quantization_noice_ratio  # as debug.compute_activation_error, which fails on
+    table = []  # a tensor the float graph lacks
     for node in model.graph.node:  # graph order
-        if node.op_type == "QuantizeLinear" and node.input[0] in errors:  # an activation (weights are stored quantized)
-            name, error = node.input[0], errors[node.input[0]]
+        if node.op_type == "QuantizeLinear" and node.input[0] in matches:  # an activation (weights are stored quantized)
+            name, match = node.input[0], matches[node.input[0]]
+            zero_point = _constant(constants, node.input, 2, int)
+            before = match["pre_qdq"]
+            if zero_point is not None and zero_point == np.iinfo(constants[node.input[2]].dtype).min:
+                before = [np.maximum(value, 0.0) for value in before]  # a range from 0: the Relu the quantizer folded in
             table.append(LayerError(
-                op=_onnx_op(producers, name), tensor=name, local_sqnr_db=min(MAX_SQNR_DB, error["qdq_err"]),
-                accumulated_sqnr_db=min(MAX_SQNR_DB, error["xmodel_err"]) if "xmodel_err" in error else None,
-                scale=_constant(constants, node.input, 1, float), zero_point=_constant(constants, node.input, 2, int),
+                op=_onnx_op(producers, name), tensor=name, local_sqnr_db=min(MAX_SQNR_DB, sqnr(before, match["post_qdq"])),
+                accumulated_sqnr_db=min(MAX_SQNR_DB, sqnr(match["float"], match["post_qdq"])) if match.get("float") else None,
+                scale=_constant(constants, node.input, 1, float), zero_point=zero_point,
             ))
         for name in set(node.output) & outputs:  # a float head's outputs
             if name in activations["float"] and name in activations["int8"]:
