@@ -157,9 +157,9 @@ def subpixel_convolutions(model: onnx.ModelProto) -> int:
     returns how many were rewritten.
 
     The same multiply-adds on a quarter of the pixels (no upsampled copy in memory). Between integer
-    convolutions the shuffle is written channels-last (Transpose to NHWC, Reshape, a 2-axis Transpose
-    of 2*C-byte blocks, Reshape, Transpose back): onnxruntime cancels the outer Transposes against its
-    own. A Conv that no other compute op follows (the output's, whose head runs in float) gets a
+    convolutions the shuffle is written channels-last (Transpose to NHWC, Reshape, a Transpose that
+    moves 2*C-byte blocks, Reshape, Transpose back): onnxruntime cancels the outer Transposes against
+    its own. A Conv that no other compute op follows (the output's, whose head runs in float) gets a
     DepthToSpace instead: with C = 1 the channels-last Transpose moved 2-byte blocks, 4x slower at
     batch 64. A Relu that follows the Conv moves before the shuffle, so it stays fused into the
     integer convolution.
@@ -385,17 +385,17 @@ def _subpixel_weights(weights: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 def _pixel_shuffle(graph: onnx.GraphProto, name: str, source: str, outputs: list[str], height: int, width: int,
                    channels: int) -> list[onnx.NodeProto]:
-    """NCHW (N, 4C, H, W) in DCR channel order -> (N, C, 2H, 2W), written channels-last."""
+    """NCHW (N, 4C, H, W) in DCR channel order -> (N, C, 2H, 2W), written channels-last in tensors of rank 4
+    at most (NNAPI's limit): rows of (W, block row, block column * C) swap their first two axes."""
     block = UPSAMPLE_BLOCK
-    split = _add_initializer(graph, f"{name}_shuffle_split_shape",
-                             np.array([-1, height, width, block, block * channels], np.int64))
+    split = _add_initializer(graph, f"{name}_shuffle_split_shape", np.array([-1, width, block, block * channels], np.int64))
     merged = _add_initializer(graph, f"{name}_shuffle_merged_shape",
                               np.array([-1, block * height, block * width, channels], np.int64))
     steps = [f"{name}_shuffle_{step}" for step in ("nhwc", "split", "moved", "merged")]
     return [
         helper.make_node("Transpose", [source], [steps[0]], name=steps[0], perm=NCHW_TO_NHWC),
-        helper.make_node("Reshape", [steps[0], split], [steps[1]], name=steps[1]),  # (N, H, W, block row, block column * C)
-        helper.make_node("Transpose", [steps[1]], [steps[2]], name=steps[2], perm=[0, 1, 3, 2, 4]),  # (N, H, row, W, ...)
+        helper.make_node("Reshape", [steps[0], split], [steps[1]], name=steps[1]),  # (N * H, W, block row, ...)
+        helper.make_node("Transpose", [steps[1]], [steps[2]], name=steps[2], perm=[0, 2, 1, 3]),  # (N * H, row, W, ...)
         helper.make_node("Reshape", [steps[2], merged], [steps[3]], name=steps[3]),
         helper.make_node("Transpose", [steps[3]], outputs, name=f"{name}_shuffle_nchw", perm=NHWC_TO_NCHW),
     ]
