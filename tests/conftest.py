@@ -15,7 +15,7 @@ TINY_TRAINING = dict(variant="micro", latent_dim=8, epochs=2, batch_size=32, max
 # Fixtures that train or export; any test depending on one of them, even indirectly, is slow.
 SLOW_FIXTURES = frozenset({"trained_run", "trained_model", "bundle_dir", "bundle_copy", "run_dir",  # run_dir: test_pipeline
                            "conditional_run", "conditional_model", "conditional_bundle",
-                           "exported"})  # exported: test_byo
+                           "exported", "verified_elsewhere"})  # test_byo, test_cpu_targets
 
 
 def pytest_collection_modifyitems(config, items):

@@ -557,25 +557,32 @@ def _children(pid: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
-def test_stopping_the_parent_stops_the_child_backend_process():
+def test_stopping_the_parent_stops_the_child_backend_process(tmp_path):
     """SIGTERM to a `vae-edge run` waiting on its training child ends both, not only the parent."""
     import signal
 
-    script = textwrap.dedent("""
+    script, ready = tmp_path / "parent.py", tmp_path / "child-is-in-its-task"
+    script.write_text(textwrap.dedent(f"""
         import signal, time
-        from vae_edge.train import backend
-        from vae_edge.cli.app import _stop_on_sigterm
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # as the CLI does
-        backend.call_in_backend(backend.Backend.JAX, time.sleep, 300)
-    """)
-    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, backend.ENV: "tensorflow"})
+        from pathlib import Path
+
+        def task():  # runs in the child; its file says the child is inside its task
+            Path({str(ready)!r}).touch()
+            time.sleep(300)
+
+        if __name__ == "__main__":
+            from vae_edge.train import backend
+            from vae_edge.cli.app import _stop_on_sigterm
+            signal.signal(signal.SIGTERM, _stop_on_sigterm)  # as the CLI does
+            backend.call_in_backend(backend.Backend.JAX, task)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], env={**os.environ, backend.ENV: "tensorflow"})
     try:
-        deadline = time.monotonic() + 60
-        while not _children(parent.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.1)  # polls for the child's own signal that it is in its task
         workers = _children(parent.pid)
-        assert workers, "no child process started"
-        time.sleep(2)  # the child is in its task now
+        assert ready.exists() and workers, "the child never reached its task"
         parent.send_signal(signal.SIGTERM)
         parent.wait(timeout=30)
         deadline = time.monotonic() + 15

@@ -9,14 +9,15 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vae_edge.bundle import Bundle, sha256_of
+from vae_edge.cli import main
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
 from vae_edge.prior import prior_latents
 from vae_edge.registry import DEFAULT_STATIC_BATCH, MODES, RUNTIME_FORMATS, Format, Graph, Mode, Target, targets
 from vae_edge.runtime.engines import open_artifact
-from vae_edge.signatures import RECONSTRUCTION, Z
+from vae_edge.signatures import RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 from vae_edge.verify import VerifyReport
 from vae_edge.verify.results import ErrorStats
-from vae_edge.verify.stats import compare
+from vae_edge.verify.stats import compare, kind_of
 from vae_edge.verify.tolerances import judge, judge_elbo, resolve
 
 
@@ -163,6 +164,21 @@ def test_tolerances_default_to_the_registry_and_take_overrides():
     assert resolve(None) == defaults  # an override does not leak into the registry's defaults
     with pytest.raises(BadInputError, match="unknown tolerance float32.min_psnr_db"):
         resolve({f"{Mode.FLOAT32}.min_psnr_db": 1})
+    for key, value in ((f"{Mode.INT8}.min_psnr_db", float("nan")), (f"{Mode.INT8}.min_cosine", 2.0),
+                       (f"{Mode.FLOAT32}.max_abs", -1.0), (f"{Mode.INT8}.max_kl_change_nats", float("inf"))):
+        with pytest.raises(BadInputError, match=f"tolerance {key} must be a finite number from"):
+            resolve({key: value})
+
+
+def test_log_variances_are_judged_by_what_they_do_to_the_posterior_not_by_cosine():
+    """An untrained encoder's log-variances sit near 0, where one int8 step (0.078) ruins the cosine and
+    changes each image's KL term by hundredths of a nat."""
+    reference = np.random.default_rng(0).uniform(-0.1, 0.1, (64, 8))
+    stepped = np.round(reference / 0.078) * 0.078
+    log_var = compare(reference, stepped, kind_of(Z_LOG_VAR))
+    assert log_var.cosine is None and 0 < log_var.kl_change_nats < resolve(None)[Mode.INT8]["max_kl_change_nats"]
+    assert compare(reference, stepped, kind_of(Z_MEAN)).cosine < resolve(None)[Mode.INT8]["min_cosine"]
+    assert judge(log_var, resolve(None)[Mode.INT8]) == (True, "KL change <= 0.1 nats")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -175,6 +191,9 @@ def test_each_mode_is_judged_on_its_own_criterion_at_its_boundary(mode):
         limit = tolerance["min_psnr_db"]
         at, over = (ErrorStats(True, [1], [1], max_abs=1.0, psnr_db=value) for value in (limit, limit * 0.99))
         assert judge(ErrorStats(True, [1], [1], max_abs=1.0, cosine=tolerance["min_cosine"] - 1e-3), tolerance)[0] is False
+        kl = tolerance["max_kl_change_nats"]
+        assert judge(ErrorStats(True, [1], [1], max_abs=1.0, kl_change_nats=kl), tolerance)[0] is True
+        assert judge(ErrorStats(True, [1], [1], max_abs=1.0, kl_change_nats=kl * 1.01), tolerance)[0] is False
         assert judge_elbo(tolerance["max_elbo_increase_pct"], tolerance)[0] is True
         assert judge_elbo(tolerance["max_elbo_increase_pct"] + 0.01, tolerance)[0] is False
     assert judge(at, tolerance)[0] is True and judge(over, tolerance)[0] is False
@@ -198,3 +217,128 @@ def test_a_pipeline_call_repeated_with_the_same_arrays_runs_the_engine_once():
     assert np.array_equal(twice(images.copy()), first) and len(calls) == 2  # equal values, another array: run again
     twice(images, None)
     assert len(calls) == 3  # other arguments: run again
+
+
+# --- runners apart from the comparator: saved inputs and outputs, judged again -----------------------------------
+
+
+def test_a_subset_of_the_inputs_keeps_row_i_of_every_array_and_of_the_elbo_noise():
+    from vae_edge.elbo import sampled_elbo_terms
+    from vae_edge.verify.inputs import VerifyInputs
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (10, 4, 4, 1)).astype(np.float32)
+    latents = rng.normal(size=(6 + 10, 3)).astype(np.float32)
+    whole = VerifyInputs(images, latents, seed=5, num_prior=6, labels=np.arange(10) % 3,
+                         latent_labels=np.r_[np.arange(6) % 3, np.arange(10) % 3])
+    part = whole.subset(4)
+    assert part.num_prior == 4 and np.array_equal(part.images, images[:4])
+    assert np.array_equal(part.latents, np.concatenate([latents[:4], latents[6:10]]))
+    assert np.array_equal(part.latent_labels, whole.latent_labels[[0, 1, 2, 3, 6, 7, 8, 9]])
+    decode = lambda z: np.full((len(z), 4, 4, 1), 0.5, np.float32) * (1 + 0.1 * np.tanh(z[:, :1, None, None]))  # noqa: E731
+    mean, log_var = rng.normal(size=(10, 3)), rng.normal(size=(10, 3)) * 0.1
+    full = sampled_elbo_terms(images, mean, log_var, decode, "bce", np.random.default_rng(5))
+    four = sampled_elbo_terms(images[:4], mean[:4], log_var[:4], decode, "bce", np.random.default_rng(5))
+    np.testing.assert_array_equal(full[0][:4], four[0])
+
+
+def test_inputs_and_outputs_survive_their_files(tmp_path):
+    from vae_edge.verify.inputs import VerifyInputs
+    from vae_edge.verify.outputs import PipelineOutputs, RunOutputs
+
+    inputs = VerifyInputs(np.zeros((2, 3, 3, 1), np.float32), np.ones((4, 2), np.float32), 7, 2)
+    back = VerifyInputs.load(inputs.save(tmp_path / "inputs.npz"))
+    assert back.seed == 7 and back.labels is None and np.array_equal(back.latents, inputs.latents)
+    run = RunOutputs("cortex-a53", {"cpu_class": "arm64", "emulated": True}, 2,
+                     {"tflite/decoder/int8@b1": {RECONSTRUCTION: np.full((4, 3, 3, 1), 0.25, np.float32)}},
+                     {"tflite/int8@b1": PipelineOutputs(*(np.arange(4.0).reshape(2, 2) for _ in range(2)),
+                                                        np.zeros((2, 3, 3, 1)), np.ones(2), np.ones(2))})
+    loaded = RunOutputs.load(run.save(tmp_path / "run.npz"))
+    assert (loaded.runner, loaded.cpu, loaded.images) == ("cortex-a53", run.cpu, 2)
+    key = "tflite/decoder/int8@b1"
+    assert np.array_equal(loaded.artifacts[key][RECONSTRUCTION], run.artifacts[key][RECONSTRUCTION])
+    assert np.array_equal(loaded.pipelines["tflite/int8@b1"].kl, np.ones(2))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(BadInputError, match="not runner outputs"):
+        RunOutputs.load(tmp_path / "bad.npz")
+
+
+def test_saved_outputs_are_judged_again_under_new_tolerances_without_the_model(bundle_copy):
+    result = CliRunner().invoke(main, ["verify", str(bundle_copy), "--rejudge"])
+    assert result.exit_code == 0, result.output
+    before = (bundle_copy / "verify" / "host.npz").read_bytes()
+    strict = CliRunner().invoke(main, ["verify", str(bundle_copy), "--rejudge", "--tolerance", "int8.min_psnr_db=200"])
+    assert strict.exit_code == 1 and "FAIL" in strict.output
+    report = VerifyReport.from_json(json.loads((bundle_copy / "verify.json").read_text()))
+    assert {p.pipeline for p in report.pipelines if not p.passed} == {t.key for t in Bundle(bundle_copy).targets()
+                                                                     if t.mode == Mode.INT8}
+    assert not Bundle(bundle_copy).manifest["verification"]["passed"]
+    assert (bundle_copy / "verify" / "host.npz").read_bytes() == before  # nothing ran again
+
+
+def test_outputs_captured_on_another_cpu_are_judged_beside_this_ones(bundle_copy, tmp_path):
+    """A runner on another machine (here: this one, named as another CPU) writes outputs; verify judges them."""
+    import subprocess
+    import sys
+
+    captured = tmp_path / "phone.npz"
+    done = subprocess.run([sys.executable, "-m", "vae_edge.verify.runner", str(bundle_copy),
+                           str(bundle_copy / "verify" / "inputs.npz"), str(captured), "phone", "--images", "8"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = CliRunner().invoke(main, ["verify", str(bundle_copy), "--outputs", str(captured)])
+    assert result.exit_code == 0, result.output
+    report = VerifyReport.from_json(json.loads((bundle_copy / "verify.json").read_text()))
+    assert report.cpus["phone"].inputs["images"] == 8 and report.cpus["phone"].passed
+    assert "phone" in (bundle_copy / "verify.md").read_text()
+    assert Bundle(bundle_copy).manifest["verification"]["cpus"]["phone"]["passed"]
+
+
+def test_golden_vectors_hold_the_keras_outputs_and_a_tolerance_per_file(bundle_dir, trained_model):
+    golden = json.loads((bundle_dir / "golden" / "golden.json").read_text())
+    z_entry = golden["graphs"]["decoder"]["inputs"][Z]
+    z = np.fromfile(bundle_dir / "golden" / z_entry["file"], dtype="<f4").reshape(z_entry["shape"])
+    np.testing.assert_allclose(z, prior_latents(len(z), trained_model.latent_dim, golden["prior_seed"]), atol=1e-7)
+    out = golden["graphs"]["decoder"]["outputs"][RECONSTRUCTION]
+    expected = np.fromfile(bundle_dir / "golden" / out["file"], dtype="<f4").reshape(out["shape"])
+    np.testing.assert_allclose(expected, trained_model.decode(z), atol=1e-5)
+    bundle = Bundle(bundle_dir)
+    files = golden["files"]
+    assert {a.path for a in bundle.artifacts if a.format != Format.SAVEDMODEL} == set(files)
+    for artifact in bundle.artifacts:
+        if artifact.path in files and artifact.graph == Graph.DECODER:
+            actual = open_artifact(bundle, artifact).run({Z: z})[RECONSTRUCTION]
+            assert np.abs(actual - expected).max() <= files[artifact.path]["max_abs"][RECONSTRUCTION], artifact.key
+
+
+def test_the_runtime_picks_a_mode_verified_for_the_cpu_it_runs_on(tmp_path):
+    from vae_edge.cpu import CpuClass
+    from vae_edge.runtime.edge import default_mode, verified_here
+
+    def pipeline(key, passed):
+        return {key: {"passed": passed, "negative_elbo": 1.0, "elbo_increase_pct": 0.0, "psnr_db": 30.0,
+                      "anomaly_threshold": 1.0}}
+
+    artifacts = [{"path": f"onnx/{g}.{m}.onnx", "format": "onnx", "graph": g, "mode": m, "signature": "", "inputs": [],
+                  "outputs": [], "size_bytes": 1 if m == Mode.INT8 else 4, "sha256": ""}
+                 for g in Graph for m in (Mode.FLOAT32, Mode.INT8)]
+    manifest = {"schema_version": 1, "model": {"input_shape": [2, 2, 1], "latent_dim": 2, "reconstruction_loss": "bce"},
+                "anomaly": {"threshold": 1.0}, "artifacts": artifacts,
+                "quantization": {"onnx_int8": {"cpu_class": "vnni", "settings": {
+                    "format": "qdq", "activations": "uint8", "weights": "int8", "reduce_range": False,
+                    "per_channel": True, "calibration": "percentile", "float_head": True}}},
+                "verification": {"passed": True, "cpu_class": "vnni",
+                                 "pipelines": {**pipeline("onnx/float32", True), **pipeline("onnx/int8", True)},
+                                 "cpus": {"cortex-a53": {"cpu_class": "arm64", "pipelines": pipeline("onnx/int8", False)}}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle(tmp_path)
+    int8 = Target(Format.ONNX, Mode.INT8)
+    assert verified_here(bundle, int8, CpuClass.VNNI) and default_mode(bundle, Format.ONNX, CpuClass.VNNI) == Mode.INT8
+    assert not verified_here(bundle, int8, CpuClass.AVX2)  # made for VNNI: saturates without it
+    assert not verified_here(bundle, int8, CpuClass.ARM64)  # failed where it was checked
+    assert verified_here(bundle, int8, CpuClass.ARM64_DOTPROD)  # not checked there, and nothing says it differs
+    assert default_mode(bundle, Format.ONNX, CpuClass.ARM64) == Mode.FLOAT32
+    manifest["verification"]["pipelines"] = pipeline("onnx/float32", False)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInputError, match="no onnx mode passed verification for this CPU"):
+        default_mode(Bundle(tmp_path), Format.ONNX, CpuClass.ARM64)

@@ -20,6 +20,9 @@ KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 DATASETS = (EMBEDDED_DATASET, *KERAS_DATASETS)
 IMAGE_CHANNELS = (1, 3)  # grayscale or RGB, channels last
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Square sides a folder's images can be resized to: below 4 no network has a stage left, and above 1024 a few
+# thousand images no longer fit in memory as float32 (1024 x 1024 x 3 is 12 MiB each).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
 DIGITS = tuple(str(d) for d in range(10))
 CLASS_NAMES = {  # the Keras data sets' own class names, in label order
     "mnist": DIGITS,
@@ -97,6 +100,8 @@ def load_labelled(source: str, *, image_size: int | None = None, channels: int |
     """All images of `source`, unsplit, with their labels where the source has them."""
     if channels is not None and channels not in IMAGE_CHANNELS:
         raise BadInputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if image_size is not None and not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise BadInputError(f"image size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {image_size}")
     if source == EMBEDDED_DATASET:
         return Labelled(*_load_mnist_5k(), CLASS_NAMES[source])
     if source in KERAS_DATASETS:

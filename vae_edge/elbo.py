@@ -84,6 +84,34 @@ MAX_PSNR_DB = 200.0  # caps identical images (infinite PSNR) so results stay val
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2016): Cov_x(E_q[z]) above this counts as active
 
 
+def sampled_elbo_terms(images: np.ndarray, z_mean: np.ndarray, z_log_var: np.ndarray, decode: Decode,
+                       reconstruction_loss: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the reconstruction NLL at one z ~ q(z|x) drawn from `rng`, and the KL; their sum is the
+    one-sample negative ELBO. Row i's noise is the same whatever the batch (numpy draws in row order)."""
+    reconstruction = decode(reparameterize(z_mean, z_log_var, rng))
+    return reconstruction_nll(images, reconstruction, reconstruction_loss), gaussian_kl(z_mean, z_log_var)
+
+
+def elbo_scores(images: np.ndarray, nll: np.ndarray, kl: np.ndarray, reconstruction: np.ndarray,
+                classes: np.ndarray | None = None, class_names=()) -> dict:
+    """Mean ELBO terms (nats/image) and the PSNR of the posterior-mean `reconstruction`; with the images'
+    `classes`, also `per_class`: each class's image count and negative ELBO."""
+    per_image = nll + kl
+    result = {
+        "images": int(len(images)),
+        "negative_elbo": float(np.mean(per_image)),
+        "reconstruction_loss": float(np.mean(nll)),
+        "kl_loss": float(np.mean(kl)),
+        "psnr_db": float(np.mean(np.minimum(psnr(images, reconstruction), MAX_PSNR_DB))),
+    }
+    if classes is not None:
+        result["per_class"] = {
+            name: {"images": int(np.sum(classes == k)), "negative_elbo": float(np.mean(per_image[classes == k]))}
+            for k, name in enumerate(class_names) if np.any(classes == k)
+        }
+    return result
+
+
 def evaluate_pipeline(
     encode: Encode,
     decode: Decode,
@@ -101,24 +129,12 @@ def evaluate_pipeline(
     same draws as the overall figure."""
     rng = np.random.default_rng(seed)
     z_mean, z_log_var = encode(images)
-    reconstruction = decode(reparameterize(z_mean, z_log_var, rng))
-    nll = reconstruction_nll(images, reconstruction, reconstruction_loss)
-    kl = gaussian_kl(z_mean, z_log_var)
+    nll, kl = sampled_elbo_terms(images, z_mean, z_log_var, decode, reconstruction_loss, rng)
     result = {
-        "images": int(len(images)),
-        "negative_elbo": float(np.mean(nll + kl)),
-        "reconstruction_loss": float(np.mean(nll)),
-        "kl_loss": float(np.mean(kl)),
-        "psnr_db": float(np.mean(np.minimum(psnr(images, decode(z_mean)), MAX_PSNR_DB))),
+        **elbo_scores(images, nll, kl, decode(z_mean), classes, class_names),
         "active_units": int(np.sum(np.var(z_mean, axis=0) > ACTIVE_UNIT_THRESHOLD)),
         "latent_dim": int(z_mean.shape[-1]),
     }
-    if classes is not None:
-        per_image = nll + kl
-        result["per_class"] = {
-            name: {"images": int(np.sum(classes == k)), "negative_elbo": float(np.mean(per_image[classes == k]))}
-            for k, name in enumerate(class_names) if np.any(classes == k)
-        }
     if importance_samples > 0:
         result["iw_nll"] = importance_weighted_nll(
             decode, images, z_mean, z_log_var, importance_samples, reconstruction_loss, rng

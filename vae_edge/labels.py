@@ -83,3 +83,13 @@ def labels_for(count: int, class_names: Sequence[str], label: Label | None = Non
 def cycled(count: int, num_classes: int) -> np.ndarray:
     """0, 1, ..., K-1, 0, 1, ...: every class equally often, for inputs that have no label of their own."""
     return np.arange(count, dtype=np.int64) % num_classes
+
+
+def check_every_class(labels: np.ndarray, class_names, what: str) -> None:
+    """Refuse labels that leave a class without a single image: a conditional model would be trained on it,
+    or verified as passing, without one example of it."""
+    missing = [str(name) for k, name in enumerate(class_names) if not np.any(np.asarray(labels) == k)]
+    if missing:
+        shown = ", ".join(missing[:8]) + (", ..." if len(missing) > 8 else "")
+        raise BadInputError(f"{what} have no image of {len(missing)} of the {len(class_names)} classes ({shown}); "
+                            "use data with every class, or name only the classes the labels use")

@@ -166,7 +166,9 @@ class ModeInfo:
     logits_out: bool = False  # integer output: a decoder that ends in a sigmoid returns its logits instead
 
 
-_INTEGER_TOLERANCE = {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_elbo_increase_pct": 2.0}
+# z_log_var by its effect on the ELBO (nats/image through the KL term), not by cosine, which is ill-conditioned
+# for log-variances near 0: measured 0.007-0.05 nats on trained and barely trained models (verify/posterior.py).
+_INTEGER_TOLERANCE = {"min_psnr_db": 30.0, "min_cosine": 0.99, "max_kl_change_nats": 0.1, "max_elbo_increase_pct": 2.0}
 MODES: dict[Mode, ModeInfo] = {
     Mode.FLOAT32: ModeInfo(False, False, {"max_abs": 1e-4}),
     Mode.FLOAT16: ModeInfo(False, False, {"max_abs": 1e-2}),

@@ -133,3 +133,13 @@ def tolerance_option(function):
         callback=lambda ctx, param, value: parse_tolerances(value),
         help="Override a verification tolerance, e.g. int8.min_psnr_db=35 (repeatable).",
     )(function)
+
+
+def cpu_option(function):
+    """`--cpu TARGET`: also verify on an emulated CPU (ARM64 cores, x86 without AVX-512), repeatable."""
+    from vae_edge.verify.emulation import TARGETS
+
+    described = "; ".join(f"{name}: {target.about}" for name, target in TARGETS.items())
+    return click.option("--cpu", "cpus", multiple=True, type=click.Choice(list(TARGETS)),
+                        help=f"Verify on this CPU too, under qemu user-mode emulation (set up once and cached; its "
+                        f"timings mean nothing). {described}. Repeatable.")(function)

@@ -7,6 +7,7 @@ import click
 from vae_edge.cli.common import (
     EXPORT_DEFAULTS,
     contract_of,
+    cpu_option,
     export_target_options,
     model_source_options,
     source_splits,
@@ -40,9 +41,10 @@ from vae_edge.train.backend import require_tensorflow_backend
               "required for any other model.")
 @click.option("--verify/--no-verify", default=EXPORT_DEFAULTS.verify, show_default=True,
               help="Verify every artifact against the Keras model.")
+@cpu_option
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 def export(model_path, encoder_path, decoder_path, custom_objects, likelihood, decoder_output, encoder_outputs, formats,
-           modes, static_batch, tolerances, onnx_int8_target, out, calibration_samples, opset, dataset, verify, force):
+           modes, static_batch, tolerances, onnx_int8_target, out, calibration_samples, opset, dataset, verify, cpus, force):
     """Export a Keras VAE to a bundle of SavedModel, TFLite, ONNX, ORT graphs and the web app.
 
     MODEL is a model.keras from `vae-edge train`, or any .keras whose model exposes `encoder` and
@@ -56,7 +58,7 @@ def export(model_path, encoder_path, decoder_path, custom_objects, likelihood, d
 
     options = ExportOptions(formats=tuple(formats), modes=tuple(modes), static_batch=static_batch or None,
                             onnx_int8_target=onnx_int8_target, calibration_samples=calibration_samples, opset=opset,
-                            verify=verify, tolerances=tolerances)
+                            verify=verify, tolerances=tolerances, cpus=cpus)
     plan(options.formats, options.modes, options.static_batch)  # a bad format or mode fails before the model loads
     named = model_path or encoder_path
     out = out or Path("export") / (model_path.resolve().parent.name if model_path else Path(named or "bundle").stem)
@@ -91,13 +93,14 @@ def artifact_table(bundle_dir: Path) -> str:
 @click.option("--seed", default=EXPORT_DEFAULTS.seed, show_default=True, type=int,
               help="Seed of the latent inputs and noise.")
 @tolerance_option
+@cpu_option
 @click.option("--rejudge", is_flag=True,
               help="Judge the outputs saved by the last verification again (under --tolerance); needs no model.")
 @click.option("--outputs", "captured", multiple=True, type=click.Path(path_type=Path),
               help="Outputs captured on another CPU (`python -m vae_edge.verify.runner`) to judge with the rest.")
 @click.pass_context
 def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objects, likelihood, decoder_output,
-           encoder_outputs, dataset, seed, tolerances, rejudge, captured):
+           encoder_outputs, dataset, seed, tolerances, cpus, rejudge, captured):
     """Compare every artifact of a bundle with the Keras model; exit 1 if any is out of tolerance."""
     from vae_edge.bundle import Bundle
     from vae_edge.verify.verifier import judge_captured
@@ -107,6 +110,13 @@ def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objec
     if captured or rejudge:
         report = (judge_captured(bundle_dir, captured, tolerances, log=click.echo) if captured
                   else rejudge_saved(bundle_dir, tolerances, log=click.echo))
+        ctx.exit(0 if report.passed else 1)
+    if cpus and not (model_path or encoder_path or decoder_path) and (bundle.folder / "verify" / "inputs.npz").is_file():
+        from vae_edge.verify.verifier import run_emulated
+
+        for target in cpus:  # the saved inputs and the Keras outputs are the reference: no model needed
+            run_emulated(bundle.folder, target, click.echo)
+        report = rejudge_saved(bundle_dir, tolerances, log=click.echo)
         ctx.exit(0 if report.passed else 1)
     require_tensorflow_backend("verify")
     from vae_edge.model.source import ModelSource, load_graphs, reload_graphs
@@ -124,6 +134,6 @@ def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objec
         graphs = reload_graphs(ModelSource.from_manifest(bundle.model), custom_objects, log=click.echo)
     splits = source_splits(graphs.source, dataset or bundle.model.get("dataset"))
     report = verify_bundle(bundle_dir, graphs, splits.test, labels=splits.test_labels, tolerances=tolerances, seed=seed,
-                           log=click.echo)
+                           cpus=cpus, log=click.echo)
     click.echo(f"\nwrote {bundle_dir}/verify.md, verify.json, verify.png")
     ctx.exit(0 if report.passed else 1)

@@ -4,6 +4,7 @@ These commands never import TensorFlow, so they run where only `vae-edge[runtime
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.fsutil import atomic_file
 from vae_edge.labels import labels_for
 from vae_edge.registry import MODES, RUNTIME_FORMATS, names
-from vae_edge.runtime.edge import INTERPOLATIONS, EdgeVAE
+from vae_edge.runtime.edge import INTERPOLATIONS, MAX_TEMPERATURE, EdgeVAE, UnverifiedModeWarning
 
 OUTPUT_SUFFIXES = (".png", ".npy")
 
@@ -38,7 +39,13 @@ def _output_option(default: str):
 
 
 def _load(bundle, backend, mode, threads):
-    return EdgeVAE.load(bundle, backend=backend, mode=mode, num_threads=threads)
+    """The bundle in the runtime; a mode not verified for this CPU runs with one warning line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedModeWarning)
+        vae = EdgeVAE.load(bundle, backend=backend, mode=mode, num_threads=threads)
+    for warning in caught:
+        click.secho(f"Warning: {warning.message}", fg="yellow", err=True)
+    return vae
 
 
 def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarray]:
@@ -96,7 +103,8 @@ def _write(images: np.ndarray, out: Path, columns: int | None = None) -> None:
 @_engine_options
 @click.option("-n", "--num-samples", default=64, show_default=True, type=int, help="How many images.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same seed, same images (on every backend).")
-@click.option("--temperature", default=1.0, show_default=True, type=float, help="Prior standard deviation.")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, MAX_TEMPERATURE),
+              help="Prior standard deviation.")
 @_label_option
 @_output_option("samples.png")
 def sample(bundle, backend, mode, threads, num_samples, seed, temperature, label, out):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from vae_edge.data import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from vae_edge.registry import Annealing, DecoderLayout, Precision, ReconstructionLoss, names
 from vae_edge.train import ACCELERATOR_BUDGET, CPU_BUDGET, LRSchedule, TrainConfig
 from vae_edge.train.backend import Backend
@@ -124,7 +125,8 @@ def _devices(value: str) -> int | str:
 @click.option("--precision", type=click.Choice([p.value for p in Precision]), default=Precision.FLOAT32.value, show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-samples", type=click.IntRange(min=3), help="Use at most this many images.")
-@click.option("--image-size", type=click.IntRange(min=1), help="Resize folder images to this square size.")
+@click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE),
+              help="Resize folder images to this square size.")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Grayscale (1) or RGB (3) for folder images.")
 @click.option("--conditional", is_flag=True,
               help="Condition on the data set's class labels (mnist-5k, Keras data sets, class folders, .npz with y).")

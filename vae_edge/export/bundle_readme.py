@@ -31,8 +31,8 @@ $files
 Fixed-batch files (`*.b1.*`, batch 1) are the ones for phones: NNAPI, CoreML and the GPU
 delegate need every dimension known. Each `.tflite` and `.onnx` also carries these facts in
 its own metadata (entry `vae_edge`), so a copied file explains itself (`vae-edge info FILE`).
-`verify.md` says how far each file is from the Keras model.
-
+`verify.md` says how far each file is from the Keras model, on which CPUs.
+$rejected
 ## The decoder an app calls
 
 `$decoder` (signature `$signature`):
@@ -58,6 +58,34 @@ to 1e-6:
 | seed | z[0, 0:8] |
 |---|---|
 $vectors
+
+## Checking a file on the device: golden vectors
+
+`golden/` holds a few inputs and the Keras model's outputs for them, as raw little-endian float32
+arrays (row-major), and `golden/golden.json`: each array's file and shape, and per model file the
+largest difference from Keras measured at export (`max_abs_here`) and the tolerance a device should
+meet (`max_abs`). The decoder's inputs are the prior's draws for seed `prior_seed`, so a port of the
+prior checks itself on them too. A unit test on the phone, with the files in its assets or bundle:
+
+```kotlin
+// androidTest: LiteRT on the device's own CPU (or a delegate) against the Keras outputs
+fun floats(name: String): FloatArray = context.assets.open("golden/" + name).readBytes().let { bytes ->
+    ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().let { FloatArray(it.remaining()).apply(it::get) } }
+val z = floats("decoder.z.f32"); val expected = floats("decoder.reconstruction.f32")
+// run each row of z through the decoder (signature "$signature"), then:
+assertTrue(expected.indices.all { abs(actual[it] - expected[it]) <= maxAbs })  // max_abs from golden.json
+```
+
+```swift
+// XCTest: the same check with TensorFlowLiteSwift or onnxruntime-objc
+func floats(_ name: String) -> [Float] {
+    let data = try! Data(contentsOf: Bundle.module.url(forResource: "golden/" + name, withExtension: nil)!)
+    return data.withUnsafeBytes { raw in Array(raw.bindMemory(to: Float.self)) }   // little-endian, as iOS devices are
+}
+let z = floats("decoder.z.f32"), expected = floats("decoder.reconstruction.f32")
+// run each row of z through the decoder, then:
+XCTAssertLessThanOrEqual(zip(actual, expected).map { pair in abs(pair.0 - pair.1) }.max()!, maxAbs)   // from golden.json
+```
 """)
 
 
@@ -204,9 +232,18 @@ def render_bundle_readme(manifest: dict) -> str:
         files="\n".join(_file_row(a) for a in artifacts), decoder=decoder["path"],
         z_dtype=z["dtype"], z_shape=z["shape"], z_quant=_quant_note(z), out_quant=_quant_note(out),
         label_line=_label_line(_label(decoder), model.get("class_names", ())),
-        tflite_apps=tflite_apps, onnx_apps=onnx_apps, prior=ALGORITHM,
+        tflite_apps=tflite_apps, onnx_apps=onnx_apps, prior=ALGORITHM, rejected=_rejected(manifest),
         vectors="\n".join(f"| {seed} | {', '.join(f'{v:.9g}' for v in z0)} |" for seed, z0 in reference_vectors().items()),
     )
+
+
+def _rejected(manifest: dict) -> str:
+    """The targets left out of the bundle, each with why (their files are in `rejected/`)."""
+    rows = manifest.get("rejected") or []
+    if not rows:
+        return ""
+    lines = "\n".join(f"- `{row['target']}` ({row['stage']}): {row['reason']}" for row in rows)
+    return f"\nLeft out because they failed (their files, if any, are in `rejected/`; do not ship them):\n\n{lines}\n"
 
 
 def _pick(artifacts: list[dict], fmt: Format, modes: tuple[Mode, ...], exact: bool = False) -> dict | None:

@@ -28,7 +28,7 @@ from vae_edge.export.metadata import embed_file, metadata_fields
 from vae_edge.export.options import DEFAULT_CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, ExportOptions
 from vae_edge.export.savedmodel import write_savedmodel
 from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_text
-from vae_edge.labels import check_labels, label_feed
+from vae_edge.labels import check_every_class, check_labels, label_feed
 from vae_edge.model.source import VaeGraphs, graphs_of_vae, vae_graphs
 from vae_edge.provenance import package_versions
 from vae_edge.quantization import choose_settings, target_class
@@ -54,7 +54,7 @@ from vae_edge.registry import (
 from vae_edge.runtime.engines import ORT_OPERATORS_CONFIG, open_engine
 from vae_edge.signatures import IMAGE, GraphSpec, Z, graph_specs, logits_spec
 from vae_edge.verify.tolerances import resolve
-from vae_edge.verify.verifier import verify_bundle
+from vae_edge.verify.verifier import VERIFY_IMAGES, verify_bundle, write_layer_tables
 
 TOOLS = ("vae-edge", "tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 REJECTED = "rejected"  # the bundle's folder for the files of targets that failed verification
@@ -175,7 +175,7 @@ def export_bundle(
     with atomic_directory(out_dir, force=force) as staging:
         scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
         scratch.mkdir()
-        artifacts, failures = [], {}
+        artifacts, failures, layers = [], {}, {}
         for index, (target, graph) in enumerate(jobs, start=1):
             if target.key in failures or blocked(target, failures):
                 continue
@@ -199,6 +199,7 @@ def export_bundle(
                 f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
                 f"{artifact.export_seconds:5.1f} s"
             )
+            layers[artifact.key] = layer_table(job, log)
         shutil.rmtree(scratch)
         if len(failures) == len(chosen):
             raise ExportError(f"no target could be converted, so {out_dir} was left as it was; "
@@ -209,10 +210,13 @@ def export_bundle(
         }
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
+        write_layer_tables(staging, {key: rows for key, rows in layers.items() if rows})
+        elsewhere: dict[str, list[str]] = {}  # target keys that fail on each other CPU verified
         if options.verify:
             report = verify_bundle(staging, graphs, heldout_images, labels=heldout_labels, tolerances=options.tolerances,
-                                   seed=options.seed, log=log, table=verify_table)
+                                   seed=options.seed, cpus=options.cpus, log=log, table=verify_table)
             failing = [p for p in report.pipelines if not p.passed]
+            elsewhere = {name: [p.pipeline for p in other.pipelines if not p.passed] for name, other in report.cpus.items()}
             if failing and len(failing) == len(report.pipelines):
                 keep_rejected(staging, out_dir)
             failures.update({p.pipeline: Failure(Target(Format(p.format), Mode(p.mode), p.batch), VERIFICATION, p.reason)
@@ -230,6 +234,13 @@ def export_bundle(
             log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
     if failures:
         raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen)))
+    failing_elsewhere = {name: keys for name, keys in elsewhere.items() if keys}
+    if failing_elsewhere:
+        raise VerificationFailed(
+            f"wrote {out_dir}, verified on this CPU; on other CPUs some targets fail ("
+            + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in failing_elsewhere.items())
+            + "), which the runtime will not pick on those CPU classes (verify.md); for ONNX int8, export on or for "
+            "that class (--onnx-int8-target)")
     for stale in (f"{out_dir.name}.rejected", f"{out_dir.name}.previous"):  # from earlier exports that failed
         shutil.rmtree(out_dir.with_name(stale), ignore_errors=True)
     return out_dir
@@ -263,6 +274,26 @@ def returns_logits(graphs: VaeGraphs, target: Target, graph: Graph) -> bool:
     return graph == Graph.DECODER and MODES[target.mode].logits_out and graphs.decoder_logits is not None
 
 
+LAYER_BATCHES = 8  # calibration batches the per-layer tables run: a few seconds per integer graph
+
+
+def layer_table(job: ExportJob, log: Callable[[str], None]) -> list[dict] | None:
+    """Where a dynamic-batch integer TFLite file loses, layer by layer (`vae_edge.export.diagnosis`), for
+    verify.md; None for other targets, or when the measurement itself fails (the file is not the worse for it)."""
+    target = job.target
+    if target.batch is not None or not MODES[target.mode].calibrated or target.format != Format.TFLITE:
+        return None
+    from vae_edge.export.diagnosis import tflite_layer_errors
+
+    try:
+        rows = tflite_layer_errors(job.savedmodel(None), job.spec.signature, target.mode, job.calibration_batches,
+                                   batches=LAYER_BATCHES)
+    except Exception as error:  # a measurement, not the export: say so and go on
+        log(f"     no per-layer table for {target.artifact_key(job.spec.graph)}: {first_line(error)}")
+        return None
+    return [row.to_json() for row in rows]
+
+
 def run_converter(job: ExportJob) -> None:
     """The target's converter; whatever a converter library raises becomes one ExportError line
     naming the artifact (a full disk, say, is TensorFlow's ResourceExhaustedError, not an OSError)."""
@@ -283,9 +314,11 @@ def model_labels(graphs: VaeGraphs, calibration_labels, heldout_labels, calibrat
     if calibration_labels is None or heldout_labels is None:
         raise BadInputError("a conditional model exports with the class labels of its calibration and held-out images; "
                             "use the labelled data set it was trained on")
-    return (check_labels(np.asarray(calibration_labels)[:calibration_count], calibration_count, graphs.num_classes,
-                         "calibration labels"),
-            check_labels(heldout_labels, heldout_count, graphs.num_classes, "held-out labels"))
+    checked = (check_labels(np.asarray(calibration_labels)[:calibration_count], calibration_count, graphs.num_classes,
+                            "calibration labels"),
+               check_labels(heldout_labels, heldout_count, graphs.num_classes, "held-out labels"))
+    check_every_class(checked[1][:VERIFY_IMAGES], graphs.class_names, "the held-out images verification runs on")
+    return checked
 
 
 def keep_rejected(staging: Path, out_dir: Path) -> None:

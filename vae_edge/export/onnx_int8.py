@@ -14,6 +14,7 @@ onnxruntime 1.32); the results are in benchmarks/results/onnx_int8_vnni.md.
 `CANDIDATES` holds every combination of settings measured by `benchmarks/onnx_int8_settings.py`.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -150,7 +151,8 @@ def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, setting
         for rewrite in (projections_as_convolutions, subpixel_convolutions, repeats_as_resize):
             rewrite(model)
         onnx.save(model, str(rewritten))
-        quant_pre_process(str(rewritten), str(prepared), auto_merge=True)  # a Resize by scales names its batch anew
+        with contextlib.chdir(scratch):  # where its shape inference drops its files when it fails, not the user's folder
+            quant_pre_process(str(rewritten), str(prepared), auto_merge=True)  # a Resize by scales names its batch anew
         model = onnx.load(str(prepared))
         excluded = stem_nodes(model) + (head_nodes(model) if settings.float_head else [])
         with python_stdout_silenced():

@@ -22,3 +22,4 @@ class ExportOptions:
     seed: int = 0  # of the verification's latents and noise, and of the decoder's calibration draws
     verify: bool = True  # verify every artifact against the Keras graphs before the bundle goes into place
     tolerances: dict[str, float] = field(default_factory=dict)  # {"int8.min_psnr_db": 35.0}: overrides per mode
+    cpus: tuple[str, ...] = ()  # emulated CPU targets to verify on too ("cortex-a53", "haswell"): see verify.emulation

@@ -40,6 +40,7 @@ class VAE(keras.Model):
     def __init__(
         self,
         input_shape=(28, 28, 1),
+        *,
         filters=(32, 64),
         latent_dim: int = 64,
         blocks_per_stage: int = 1,

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from vae_edge.bundle import Bundle, cells_of
-from vae_edge.cpu import cpu_class, cpu_identity
+from vae_edge.cpu import CpuClass, cpu_class, cpu_identity
 from vae_edge.elbo import anomaly_scores
 from vae_edge.errors import BadInputError
 from vae_edge.labels import Label, label_feed, labels_for
@@ -27,6 +28,11 @@ from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
 INTERPOLATIONS = ("linear", "slerp")
 MAX_RESULT_BYTES = 2 * 2**30  # one call's images in memory; more is refused before anything is allocated
+MAX_TEMPERATURE = 100.0  # the prior's std times this: far beyond any code a decoder was trained on
+
+
+class UnverifiedModeWarning(UserWarning):
+    """A mode asked for by name runs although it was not verified for the CPU at hand."""
 
 
 def default_backend(bundle: Bundle) -> Format:
@@ -38,21 +44,25 @@ def default_backend(bundle: Bundle) -> Format:
     return Format.ONNX
 
 
-def default_mode(bundle: Bundle, backend: Format) -> Mode:
-    """The verified mode of `backend` to run when none is asked for, else float32.
+def default_mode(bundle: Bundle, backend: Format, here: CpuClass | None = None) -> Mode:
+    """The mode of `backend` to run when none is asked for: one verified for this CPU (`verified_here`).
 
-    The fastest verified one end to end at batch 1, where the bundle's `bench.json` was measured on
-    this CPU class (same model and vector extensions: int8 pays off with VNNI and not without);
-    otherwise the most compact verified one, ties to the mode listed first in the registry; with no
-    verification at all, float32 where the bundle has it.
+    The fastest of them end to end at batch 1, where the bundle's `bench.json` was measured on this
+    CPU (same model and vector extensions: int8 pays off with VNNI and not without); otherwise the
+    most compact, ties to the mode listed first in the registry. A bundle exported without
+    verification runs float32 where it has it; one whose every mode failed here is refused.
     Decided from files, not by timing at load, so the same bundle always gives the same images.
     """
+    here = here or cpu_class()
     modes = FORMATS[backend].modes
-    verified = [t for t in bundle.targets() if t.format == backend and t.batch is None and bundle.verified(t)
-                and not quantized_for_another_cpu(bundle, t)]
-    if not verified:  # an export with --no-verify: float32 if it has it, else its first mode in registry order
-        exported = {t.mode for t in bundle.targets() if t.format == backend}
+    candidates = [t for t in bundle.targets() if t.format == backend and t.batch is None]
+    if "verification" not in bundle.manifest:  # exported with --no-verify: float32 if it has it
+        exported = {t.mode for t in candidates}
         return next((m for m in (Mode.FLOAT32, *modes) if m in exported), Mode.FLOAT32)
+    verified = [t for t in candidates if verified_here(bundle, t, here)]
+    if not verified:
+        raise BadInputError(f"{bundle.folder}: no {backend} mode passed verification for this CPU ({here}); see its "
+                            "verify.md, or pass --mode to run one anyway")
     latency = measured_latency(bundle)
     timed = [t for t in verified if t.key in latency]
     if timed:
@@ -61,12 +71,24 @@ def default_mode(bundle: Bundle, backend: Format) -> Mode:
     return min(sizes, key=lambda m: (sizes[m], modes.index(m)))
 
 
-def quantized_for_another_cpu(bundle: Bundle, target: Target) -> bool:
-    """Whether the target's integer files were quantized for a CPU class whose kernels this CPU lacks
-    (ONNX int8 for VNNI, run on AVX2): they run, less accurately than verified, so they are not a default."""
+def verified_here(bundle: Bundle, target: Target, here: CpuClass) -> bool:
+    """Whether `target` passed verification for a CPU of class `here`: its verdict on a CPU of that class
+    where it was verified on one (the exporting machine, or an emulated CPU: `vae-edge verify --cpu`), else
+    the exporting machine's verdict, unless its integer kernels are known to differ on `here` (ONNX int8
+    files made for VNNI saturate on AVX2)."""
+    verification = bundle.manifest.get("verification", {})
+    for record in (verification, *verification.get("cpus", {}).values()):
+        if record.get("cpu_class") == here and target.key in record.get("pipelines", {}):
+            return bool(record["pipelines"][target.key]["passed"])
+    return bundle.verified(target) and not quantized_for_another_cpu(bundle, target, here)
+
+
+def quantized_for_another_cpu(bundle: Bundle, target: Target, here: CpuClass) -> bool:
+    """Whether the target's integer files were quantized for a CPU class whose kernels `here` lacks (ONNX
+    int8 for VNNI, run on AVX2): they run, less accurately than verified, so they are not a default."""
     recorded = bundle.manifest.get("quantization", {}).get("onnx_int8")
     onnx_family = target.format == Format.ONNX or FORMATS[target.format].requires == Format.ONNX
-    return bool(recorded) and onnx_family and MODES[target.mode].calibrated and saturates(recorded["settings"], cpu_class())
+    return bool(recorded) and onnx_family and MODES[target.mode].calibrated and saturates(recorded["settings"], here)
 
 
 def measured_latency(bundle: Bundle) -> dict[str, float]:
@@ -114,9 +136,10 @@ class EdgeVAE:
     def load(cls, folder, backend: str | None = None, mode: str | None = None, num_threads: int | None = None) -> EdgeVAE:
         """Open a bundle's graphs, each checked against the manifest's sha256.
 
-        Without `backend`, LiteRT if installed else onnxruntime; without `mode`, the most
-        compact mode that passed verification. Fixed-shape variants of the mode are opened
-        too and run the batches they fit.
+        Without `backend`, LiteRT if installed else onnxruntime; without `mode`, the fastest (or most
+        compact) mode verified for this CPU (`default_mode`). An explicit mode that was not verified for
+        this CPU still runs, with an `UnverifiedModeWarning` that says so. Fixed-shape variants of the
+        mode are opened too and run the batches they fit.
         """
         bundle = Bundle(folder)
         backend = backend or default_backend(bundle)
@@ -133,6 +156,10 @@ class EdgeVAE:
         targets = [t for t in bundle.targets() if (t.format, t.mode) == (backend, mode)]
         if not targets:
             bundle.find(Target(backend, mode), Graph.ENCODER)  # raises, naming what the bundle has
+        here = cpu_class()
+        if "verification" in bundle.manifest and not verified_here(bundle, Target(backend, mode), here):
+            warnings.warn(f"{backend}/{mode} of {bundle.folder} was not verified for this CPU ({here}); its results may "
+                          "differ from the Keras model's by more than verify.md says", UnverifiedModeWarning, stacklevel=2)
         engines = {graph: [open_artifact(bundle, bundle.find(t, graph), num_threads) for t in targets] for graph in Graph}
         return cls(bundle, backend, mode, engines)
 
@@ -146,8 +173,10 @@ class EdgeVAE:
         n = self._check_count(n, "n")
         if seed is not None and (not _is_int(seed) or not 0 <= seed < SEED_LIMIT):
             raise BadInputError(f"seed must be None or an integer in [0, 2^32), got {seed!r}")
-        if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or not 0 <= temperature < math.inf:
-            raise BadInputError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if (not isinstance(temperature, numbers.Real) or isinstance(temperature, bool)
+                or not 0 <= temperature <= MAX_TEMPERATURE):
+            raise BadInputError(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g} (1 is the prior), "
+                                f"got {temperature!r}")
         classes = self._labels(n, label, labels)
         return self._decode(prior_latents(n, self.latent_dim, seed, float(temperature)), classes)
 
@@ -278,7 +307,11 @@ class EdgeVAE:
         return out[Z_MEAN], out[Z_LOG_VAR]
 
     def _decode(self, z: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
-        return self._run(Graph.DECODER, self._with_label({Z: z}, classes))[RECONSTRUCTION]
+        images = self._run(Graph.DECODER, self._with_label({Z: z}, classes))[RECONSTRUCTION]
+        if not np.all(np.isfinite(images)):
+            raise BadInputError(f"the decoder returned NaN or Inf for latents up to {np.abs(z).max():.3g} in size, far "
+                                "outside the prior N(0, I) it was trained on; keep z (or the temperature) near 1")
+        return images
 
 
 def _is_int(value) -> bool:

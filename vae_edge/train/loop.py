@@ -22,6 +22,7 @@ import numpy as np
 from vae_edge.data import load_dataset
 from vae_edge.errors import BadInputError, TrainingDiverged
 from vae_edge.fsutil import atomic_directory, check_writable, write_json
+from vae_edge.labels import check_every_class
 from vae_edge.train.config import ACCELERATOR_BUDGET, CPU_BUDGET, LRSchedule, TrainConfig, TrainResult
 from vae_edge.train.devices import accelerators, data_parallel, list_devices, on_devices, trim_for_devices
 from vae_edge.train.hosts import hosts_from, join_hosts, process_index_and_count
@@ -207,4 +208,6 @@ def check_conditional(config: TrainConfig, splits) -> None:
                             "data set, a folder of class folders or an .npz with x and y")
     if config.conditional and len(splits.class_names) < 2:
         raise BadInputError(f"--conditional needs at least 2 classes; {config.dataset} has {len(splits.class_names)}")
+    if config.conditional:
+        check_every_class(splits.train_labels, splits.class_names, f"the training images of {config.dataset}")
 

@@ -23,6 +23,22 @@ class VerifyInputs:
     labels: np.ndarray | None = None  # the images' class indices (conditional models)
     latent_labels: np.ndarray | None = None  # a class per latent: the prior's cycle through the classes, then labels
 
+    def subset(self, images: int | None) -> "VerifyInputs":
+        """The first `images` images and as many of each kind of latent (None: all): what a slow runner (an
+        emulated CPU) is fed. Row i of every array, and of the ELBO's noise, is the same as in the whole set."""
+        if images is None or images >= len(self.images):
+            return self
+        rows = self.latent_rows(images)
+        return VerifyInputs(self.images[:images], self.latents[rows], self.seed, min(self.num_prior, images),
+                            None if self.labels is None else self.labels[:images],
+                            None if self.latent_labels is None else self.latent_labels[rows])
+
+    def latent_rows(self, images: int) -> np.ndarray:
+        """Which rows of `latents` the subset of the first `images` images keeps (all of them for every image)."""
+        if images >= len(self.images):
+            return np.arange(len(self.latents))
+        return np.concatenate([np.arange(min(self.num_prior, images)), self.num_prior + np.arange(images)])
+
     def feeds(self, graph: Graph, num_classes: int) -> dict[str, np.ndarray]:
         """The named inputs of one graph."""
         if graph == Graph.ENCODER:

@@ -2,12 +2,13 @@
 
 A runner is the Keras model (the reference) or the bundle's files on one CPU: this machine's, an
 emulated one, or a phone whose outputs were captured. Per artifact: its outputs on the inputs'
-feeds. Per pipeline (every graph of one target): the end-to-end posterior and reconstruction of
-the images, and its ELBO scores, computed where it ran (they need the decoder on sampled z).
+feeds. Per pipeline (every graph of one target): the images' posterior, their reconstruction at its
+mean, and the per-image ELBO terms at one sampled z (they need the decoder, so they are computed
+where the files ran). A runner may have run the first `images` of the inputs only.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,24 +25,27 @@ class PipelineOutputs:
     z_mean: np.ndarray  # the images' posterior through this pipeline's encoder
     z_log_var: np.ndarray
     reconstruction: np.ndarray  # its decoder at z_mean
-    scores: dict  # vae_edge.elbo.evaluate_pipeline's, per class too for a conditional model
+    nll: np.ndarray  # per image: the reconstruction's negative log-likelihood at one z ~ q(z|x), nats
+    kl: np.ndarray  # per image: KL(q(z|x) || N(0, I)), nats
+
+
+ARRAYS = tuple(f.name for f in fields(PipelineOutputs))
 
 
 @dataclass
 class RunOutputs:
     runner: str  # "keras", "host", or a CPU target's name ("cortex-a53")
     cpu: dict  # where it ran: {"cpu_class", "cpu", "vector_extensions", "emulated"}
+    images: int  # how many of the inputs' images it ran (see `VerifyInputs.subset`)
     artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # key (Keras: graph) -> output -> array
     pipelines: dict[str, PipelineOutputs] = field(default_factory=dict)  # target key (Keras: "keras") -> outputs
 
     def save(self, path) -> Path:
         arrays = {SEPARATOR.join(("artifact", key, name)): value
                   for key, outputs in self.artifacts.items() for name, value in outputs.items()}
-        for key, pipeline in self.pipelines.items():
-            for name in ("z_mean", "z_log_var", "reconstruction"):
-                arrays[SEPARATOR.join(("pipeline", key, name))] = getattr(pipeline, name)
-        meta = {"runner": self.runner, "cpu": self.cpu, "scores": {k: p.scores for k, p in self.pipelines.items()}}
-        arrays["meta"] = np.array(json.dumps(meta))
+        arrays.update({SEPARATOR.join(("pipeline", key, name)): getattr(pipeline, name)
+                       for key, pipeline in self.pipelines.items() for name in ARRAYS})
+        arrays["meta"] = np.array(json.dumps({"runner": self.runner, "cpu": self.cpu, "images": self.images}))
         with atomic_file(path) as partial, open(partial, "wb") as stream:
             np.savez_compressed(stream, **arrays)
         return Path(path)
@@ -54,17 +58,14 @@ class RunOutputs:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                run = cls(meta["runner"], meta["cpu"])
+                run = cls(meta["runner"], meta["cpu"], int(meta["images"]))
                 parts: dict[str, dict[str, np.ndarray]] = {}
                 for name in data.files:
                     if name == "meta":
                         continue
                     kind, key, output = name.split(SEPARATOR)
-                    if kind == "artifact":
-                        run.artifacts.setdefault(key, {})[output] = data[name]
-                    else:
-                        parts.setdefault(key, {})[output] = data[name]
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as error:
+                    (run.artifacts if kind == "artifact" else parts).setdefault(key, {})[output] = data[name]
+            run.pipelines = {key: PipelineOutputs(**arrays) for key, arrays in parts.items()}
+        except (KeyError, ValueError, TypeError, OSError, json.JSONDecodeError) as error:
             raise BadInputError(f"{path}: not runner outputs written by vae-edge ({error})") from None
-        run.pipelines = {key: PipelineOutputs(**arrays, scores=meta["scores"][key]) for key, arrays in parts.items()}
         return run

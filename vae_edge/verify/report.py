@@ -13,6 +13,8 @@ from vae_edge.verify.results import OutputCheck, VerifyReport
 def _measure(check: OutputCheck) -> str:
     if check.stats.psnr_db is not None:
         return f"PSNR {check.stats.psnr_db:.1f} dB"
+    if check.stats.kl_change_nats is not None:
+        return f"KL change {check.stats.kl_change_nats:.3f} nats, std {100 * check.stats.std_ratio_error:.1f}%"
     if check.stats.cosine is not None:
         return f"cos {check.stats.cosine:.5f}"
     return "-"
@@ -132,9 +134,32 @@ def blocks(report: VerifyReport, picture: Path) -> list:
     ]
 
 
-def write_markdown(report: VerifyReport, path) -> Path:
-    document = [Heading("Verification against the Keras model", 1), *blocks(report, Path("verify.png"))]
+def write_markdown(report: VerifyReport, path, layers: dict[str, list[dict]] | None = None) -> Path:
+    """verify.md: the report, and where the integer files lose, layer by layer, when the export measured it."""
+    document = [Heading("Verification against the Keras model", 1), *blocks(report, Path("verify.png")),
+                *layer_blocks(layers or {})]
     return write_text(path, to_markdown(document))
+
+
+def layer_blocks(layers: dict[str, list[dict]]) -> list:
+    """One table per integer file: each quantized tensor's local SQNR (its op run on quantized inputs) and
+    accumulated SQNR (the whole file so far against float); the lowest say which layer to keep in float."""
+    if not layers:
+        return []
+    blocks_ = [Heading("Where the integer files lose, per layer", 2), Paragraph(
+        "SQNR in dB of each quantized tensor against float, on calibration inputs: local (the op alone, on quantized "
+        "inputs) and accumulated (the whole file up to it). The lowest accumulated values say which layers to keep "
+        "in float; the head after the last convolution already runs in float.")]
+    for key, rows in layers.items():
+        table = [["op", "tensor", "local SQNR", "accumulated SQNR"]]
+        table += [[row["op"], row["tensor"], _db(row.get("local_sqnr_db")), _db(row.get("accumulated_sqnr_db"))]
+                  for row in rows]
+        blocks_ += [Heading(key, 3), Table(table)]
+    return blocks_
+
+
+def _db(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} dB"
 
 
 def save_picture(images: np.ndarray, keras: np.ndarray, reconstructions: dict[str, np.ndarray], path, count: int = 6) -> Path:

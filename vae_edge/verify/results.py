@@ -14,7 +14,9 @@ class ErrorStats:
     mean_abs: float | None = None
     p99_abs: float | None = None
     psnr_db: float | None = None  # images
-    cosine: float | None = None  # latents
+    cosine: float | None = None  # latent means
+    kl_change_nats: float | None = None  # log-variances: mean |change of the KL term| per image
+    std_ratio_error: float | None = None  # log-variances: the largest relative error of a posterior std
 
 
 @dataclass

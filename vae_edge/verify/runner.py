@@ -1,7 +1,7 @@
 """Run a bundle's files on the verification inputs and keep what they produce: the runner half of
 verification, TensorFlow-free (numpy and the engines), so it runs on an emulated CPU too:
 
-    python -m vae_edge.verify.runner BUNDLE INPUTS.npz OUT.npz NAME [--emulating CPU_CLASS]
+    python -m vae_edge.verify.runner BUNDLE INPUTS.npz OUT.npz NAME [--images N] [--emulated]
 
 `vae_edge.verify.comparator` judges the outputs; `vae_edge.verify.verifier` puts both together.
 """
@@ -9,12 +9,14 @@ verification, TensorFlow-free (numpy and the engines), so it runs on an emulated
 import argparse
 from collections.abc import Callable
 
+import numpy as np
+
 from vae_edge.bundle import Bundle
 from vae_edge.cpu import cpu_class, cpu_identity
-from vae_edge.elbo import conditioned, evaluate_pipeline
+from vae_edge.elbo import conditioned, sampled_elbo_terms
 from vae_edge.labels import label_feed
-from vae_edge.registry import Graph
-from vae_edge.runtime.engines import InferenceEngine, open_artifact
+from vae_edge.registry import FORMATS, Format, Graph
+from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 from vae_edge.verify.inputs import VerifyInputs
 from vae_edge.verify.outputs import PipelineOutputs, RunOutputs
@@ -22,22 +24,19 @@ from vae_edge.verify.outputs import PipelineOutputs, RunOutputs
 HOST = "host"  # this machine's runner
 
 
-def where(emulating: str | None = None) -> dict:
-    """The CPU a runner runs on, as its outputs record it: this machine's, or the class an emulator stands for
-    (qemu's x86 user mode shows the host's own /proc/cpuinfo)."""
-    return {"cpu_class": emulating or str(cpu_class()), **cpu_identity(), "emulated": emulating is not None}
+def where(emulated: bool = False) -> dict:
+    """The CPU a runner runs on, as its outputs record it (under emulation, the one /proc/cpuinfo names)."""
+    return {"cpu_class": str(cpu_class()), **cpu_identity(), "emulated": emulated}
 
 
-def pipeline_scores(encode: Callable, decode: Callable, inputs: VerifyInputs, reconstruction_loss: str,
-                    class_names) -> PipelineOutputs:
-    """One pipeline (numpy `encode(x, labels)`/`decode(z, labels)`) on the images: its posterior, its
-    reconstruction at the posterior mean, and its ELBO scores (per class with labels)."""
-    encode, decode = repeat_last(encode), repeat_last(decode)
-    scores = evaluate_pipeline(*conditioned(encode, decode, inputs.labels), inputs.images,
-                               reconstruction_loss=reconstruction_loss, seed=inputs.seed, classes=inputs.labels,
-                               class_names=class_names if inputs.labels is not None else ())
-    z_mean, z_log_var = encode(inputs.images, inputs.labels)
-    return PipelineOutputs(z_mean, z_log_var, decode(z_mean, inputs.labels), scores)
+def pipeline_outputs(encode: Callable, decode: Callable, inputs: VerifyInputs, reconstruction_loss: str) -> PipelineOutputs:
+    """One pipeline (numpy `encode(x[, labels])`/`decode(z[, labels])`) on the images: its posterior, its
+    reconstruction at the posterior mean, and the per-image ELBO terms at one z drawn with the inputs' seed."""
+    encode, decode = conditioned(repeat_last(encode), repeat_last(decode), inputs.labels)
+    z_mean, z_log_var = encode(inputs.images)
+    nll, kl = sampled_elbo_terms(inputs.images, z_mean, z_log_var, decode, reconstruction_loss,
+                                 np.random.default_rng(inputs.seed))
+    return PipelineOutputs(z_mean, z_log_var, decode(z_mean), nll, kl)
 
 
 def repeat_last(function):
@@ -68,21 +67,27 @@ def engine_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_cla
     return encode, decode
 
 
-def run_bundle(bundle: Bundle, inputs: VerifyInputs, name: str = HOST, emulating: str | None = None) -> RunOutputs:
-    """Every artifact of the bundle on the inputs, and every pipeline end to end (files checked first)."""
+def run_bundle(bundle: Bundle, inputs: VerifyInputs, name: str = HOST, emulated: bool = False) -> RunOutputs:
+    """Every artifact of the bundle that an installed engine runs, on the inputs, and every such pipeline end to
+    end (files checked first); where TensorFlow is missing (a TF-free install, an emulated CPU), the SavedModel
+    is left out."""
     bundle.check_all()
     class_names = tuple(bundle.model.get("class_names") or ())
     loss = bundle.model["reconstruction_loss"]
-    run = RunOutputs(name, where(emulating))
+    run = RunOutputs(name, where(emulated), len(inputs.images))
     engines = {}
     for artifact in bundle.artifacts:
+        if not installed(FORMATS[Format(artifact.format)].engine):
+            continue
         engine = engines[artifact.key] = open_artifact(bundle, artifact, check=False)
         run.artifacts[artifact.key] = engine.run(inputs.feeds(Graph(artifact.graph), len(class_names)))
     for target in bundle.targets():
         members = bundle.pipeline(target)
+        if not all(artifact.key in engines for artifact in members.values()):
+            continue
         functions = engine_functions(engines[members[Graph.ENCODER].key], engines[members[Graph.DECODER].key],
                                      len(class_names))
-        run.pipelines[target.key] = pipeline_scores(*functions, inputs, loss, class_names)
+        run.pipelines[target.key] = pipeline_outputs(*functions, inputs, loss)
     return run
 
 
@@ -92,9 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("inputs")
     parser.add_argument("out")
     parser.add_argument("name")
-    parser.add_argument("--emulating", help="the CPU class the emulator stands for")
+    parser.add_argument("--images", type=int, help="run the first N images only (and as many latents of each kind)")
+    parser.add_argument("--emulated", action="store_true", help="this process runs under an emulator")
     args = parser.parse_args(argv)
-    run_bundle(Bundle(args.bundle), VerifyInputs.load(args.inputs), args.name, args.emulating).save(args.out)
+    inputs = VerifyInputs.load(args.inputs).subset(args.images)
+    run_bundle(Bundle(args.bundle), inputs, args.name, args.emulated).save(args.out)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ import numpy as np
 
 from vae_edge.bundle import MANIFEST, Bundle
 from vae_edge.data import images_for_model
-from vae_edge.errors import BadInputError
+from vae_edge.errors import BadInputError, VaeEdgeError
 from vae_edge.fsutil import write_bytes, write_json
-from vae_edge.labels import check_labels, cycled
+from vae_edge.labels import check_every_class, check_labels, cycled
 from vae_edge.prior import prior_latents
 from vae_edge.verify.comparator import judge_run
+from vae_edge.verify.golden import write_golden
 from vae_edge.verify.inputs import VerifyInputs
 from vae_edge.verify.outputs import KERAS, RunOutputs
 from vae_edge.verify.report import format_table, save_picture, verdict_line, write_markdown
@@ -28,6 +29,9 @@ from vae_edge.verify.runner import HOST, run_bundle
 
 SAVED = "verify"  # the bundle's folder of saved inputs and outputs
 INPUTS = "inputs.npz"
+LAYERS = "layers.json"  # the export's per-layer tables of its integer files (vae_edge.export.diagnosis)
+VERIFY_IMAGES, PRIOR_LATENTS = 256, 64  # held-out images and prior draws every runner is fed
+EMULATED_IMAGES = 16  # images an emulated CPU runs (and as many latents of each kind): emulation is 10-40x slower
 
 
 def saved_outputs(bundle_dir, runner: str) -> Path:
@@ -55,6 +59,7 @@ def make_inputs(graphs, images: np.ndarray, labels: np.ndarray | None, seed: int
             raise BadInputError("a conditional model is verified with the class labels of its images; "
                                 "use the labelled data set it was trained on")
         y = check_labels(np.asarray(labels)[:num_images], len(x), graphs.num_classes, "verification labels")
+        check_every_class(y, graphs.class_names, "the verification images")
     z_mean, _ = graphs.encode(x, y)
     latents = np.concatenate([prior_latents(num_prior, graphs.latent_dim, seed), z_mean])
     latent_labels = None if y is None else np.concatenate([cycled(num_prior, graphs.num_classes), y])
@@ -69,13 +74,15 @@ def verify_bundle(
     labels: np.ndarray | None = None,
     tolerances: dict | None = None,
     seed: int = 0,
-    num_images: int = 256,
-    num_prior: int = 64,
+    num_images: int = VERIFY_IMAGES,
+    num_prior: int = PRIOR_LATENTS,
+    cpus: Sequence[str] = (),
     log: Callable[[str], None] = print,
     table: bool = True,
 ) -> VerifyReport:
-    """Verify every artifact against `model` (a `vae_edge.model.VAE`, or `VaeGraphs` of any Keras VAE); return
-    the report (also written into the bundle, with the inputs and outputs it was judged on).
+    """Verify every artifact against `model` (a `vae_edge.model.VAE`, or `VaeGraphs` of any Keras VAE), on this
+    CPU and on each emulated CPU target of `cpus` (`vae_edge.verify.emulation.TARGETS`); return the report (also
+    written into the bundle, with the inputs and outputs it was judged on).
 
     A conditional model needs the images' `labels`: the encoder and every pipeline run on each
     image's own class, and the prior latents are decoded as every class in turn."""
@@ -94,7 +101,27 @@ def verify_bundle(
     inputs.save(_saved(bundle.folder) / INPUTS)
     for run in (reference, host):
         run.save(saved_outputs(bundle.folder, run.runner))
+    write_golden(bundle, inputs, reference, host)
+    for target in cpus:
+        run_emulated(bundle.folder, target, log)
     return publish(bundle, inputs, reference, host, tolerances, log, table)
+
+
+def run_emulated(folder: Path, name: str, log: Callable[[str], None], images: int = EMULATED_IMAGES) -> Path:
+    """The bundle's files run as CPU target `name` under qemu (set up once and cached) on the first `images`
+    of the saved inputs; their outputs saved beside the others. Emulated timings mean nothing: none is kept."""
+    from vae_edge.verify.emulation import prepare, target_named
+
+    target = target_named(name)
+    environment = prepare(target, log)
+    out = saved_outputs(folder, target.name)
+    log(f"running the bundle as {target.name} ({target.cpu_class}, emulated by qemu) on {images} images")
+    done = environment.run(["-m", "vae_edge.verify.runner", folder, folder / SAVED / INPUTS, out, target.name,
+                            "--images", str(images), "--emulated"])
+    if done.returncode != 0 or not out.is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VaeEdgeError(f"the bundle's runner under {target.name} emulation failed: {last}")
+    return out
 
 
 def rejudge(bundle_dir, tolerances: dict | None = None, log: Callable[[str], None] = print,
@@ -117,12 +144,18 @@ def publish(bundle: Bundle, inputs: VerifyInputs, reference: RunOutputs, host: R
     if report.cpus:
         report.passed = report.passed and all(other.passed for other in report.cpus.values())
     write_json(bundle.folder / "verify.json", report.to_json())
-    write_markdown(report, bundle.folder / "verify.md")
+    layers = bundle.folder / SAVED / LAYERS
+    write_markdown(report, bundle.folder / "verify.md", json.loads(layers.read_text()) if layers.is_file() else {})
     save_picture(inputs.images, reference.pipelines[KERAS].reconstruction,
                  {key: pipeline.reconstruction for key, pipeline in host.pipelines.items()}, bundle.folder / "verify.png")
     record_in_manifest(bundle, report)
     log(format_table(report) if table else verdict_line(report))
     return report
+
+
+def write_layer_tables(folder: Path, tables: dict[str, list[dict]]) -> None:
+    """Keep the export's per-layer tables beside the saved outputs, for verify.md (and its re-judging)."""
+    write_json(_saved(folder) / LAYERS, tables)
 
 
 def _saved(folder: Path) -> Path:
