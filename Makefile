@@ -27,7 +27,7 @@ $(BIN)/vae-edge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile -e ".[$(EXTRAS)]"
-	PYTHONDONTWRITEBYTECODE= TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -c "import importlib.util, sys; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -c "import importlib.util, sys, vae_edge.logs; vae_edge.logs.quiet_libraries(); \
 	  [importlib.import_module(m) for m in sys.argv[1:] if importlib.util.find_spec(m.split('.')[0])]" $(WARM_IMPORTS)
 	touch $@
 

@@ -17,6 +17,7 @@ Writes results.json and results.md under --out.
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
@@ -24,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_edge.bench.worker import timed_runs
 from vae_edge.data import load_dataset, load_images
-from vae_edge.elbo import evaluate_pipeline, prior_latents, reparameterize
+from vae_edge.elbo import evaluate_pipeline, reparameterize
 from vae_edge.export.onnx_int8 import CANDIDATES, quantize
+from vae_edge.prior import prior_latents
 from vae_edge.registry import Graph
 from vae_edge.signatures import IMAGE, Z, graph_specs
 
@@ -70,15 +73,10 @@ class LiteRT:
         return [self.interpreter.get_tensor(index) for index in self.outputs]
 
 
-def p50_ms(run, x: np.ndarray, min_seconds: float) -> float:
-    run(x)  # warm
-    times = []
-    start = time.perf_counter()
-    while len(times) < 5 or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+def p50_ms(run, x, min_seconds: float) -> float:
+    """Median ms of back-to-back calls (the bench workers' timing loop), at least 10 and `min_seconds`."""
+    return statistics.median(timed_runs(lambda: run(x), warmup=3, runs=10, min_seconds=min_seconds,
+                                        max_seconds=math.inf)) * 1e3
 
 
 def kernels(optimized: Path) -> dict[str, int]:

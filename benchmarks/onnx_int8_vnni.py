@@ -18,17 +18,18 @@ machine hits both sides of a ratio alike. Writes NAME.json and NAME.md under --o
 """
 
 import argparse
+import math
 import random
 import statistics
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from vae_edge.bench.machine import describe, usable_cores
+from vae_edge.bench.worker import timed_runs
 from vae_edge.cpu import cpu_class
 from vae_edge.data import load_dataset
 from vae_edge.elbo import evaluate_pipeline
@@ -78,16 +79,10 @@ def feeds_for(spec_engine, batch: int, rng: np.random.Generator) -> dict[str, np
     return feeds
 
 
-def p50_ms(run, feeds: dict, min_seconds: float) -> float:
-    for _ in range(3):
-        run(feeds)
-    times = []
-    start = time.perf_counter()
-    while len(times) < 10 or time.perf_counter() - start < min_seconds:
-        before = time.perf_counter()
-        run(feeds)
-        times.append(time.perf_counter() - before)
-    return statistics.median(times) * 1e3
+def p50_ms(run, feeds, min_seconds: float) -> float:
+    """Median ms of back-to-back calls (the bench workers' timing loop), at least 10 and `min_seconds`."""
+    return statistics.median(timed_runs(lambda: run(feeds), warmup=3, runs=10, min_seconds=min_seconds,
+                                        max_seconds=math.inf)) * 1e3
 
 
 def measure(subjects: dict, configs: dict, rounds: int, min_seconds: float) -> dict:

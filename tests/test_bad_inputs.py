@@ -74,6 +74,14 @@ def workspace(bundle_dir, trained_run, tmp_path_factory):
     }.items():
         broken = Path(shutil.copytree(bundle, root / f"manifest-{name}"))
         (broken / "manifest.json").write_text(json.dumps(manifest))
+    failed = Path(shutil.copytree(bundle, root / "all-failed"))
+    manifest = json.loads((failed / "manifest.json").read_text())
+    for pipeline in manifest["verification"]["pipelines"].values():
+        pipeline["passed"] = False
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    digits = np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    np.savez(root / "labels-0-1-7.npz", x=digits, y=np.repeat([0, 1, 7], 20))
+    np.savez(root / "five-names.npz", x=digits, y=np.repeat([0, 1, 2], 20), class_names=np.array(list("abcde")))
     return root
 
 
@@ -107,6 +115,24 @@ BAD_COMMANDS = [  # (args with {root} for the workspace, exit status)
     (["run", "--calibration-samples", "100000", "--max-samples", "400", "--out", "{root}/run2"], 2),
     (["train", "--dataset", "{root}/missing", "--out", "{root}/run2"], 2),
     (["evaluate", "{root}/good.npy"], 2),
+    # values out of range are refused before any work, with the range (round two)
+    (["export", "{root}/run/model.keras", "--tolerance", "int8.min_psnr_db=nan", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--tolerance", "int8.min_cosine=2", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--tolerance", "float32.max_abs=-1", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--tolerance", "int8.speed=1", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--static-batch", "100000", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--calibration-samples", "16", "--static-batch", "32", "--out", "{root}/new"], 2),
+    (["export", "{root}/run/model.keras", "--cpu", "pentium", "--out", "{root}/new"], 2),
+    (["run", "--tolerance", "int8.min_cosine=2", "--out", "{root}/run2"], 2),
+    (["train", "--image-size", "20000", "--out", "{root}/run2"], 2),
+    (["sample", "{root}/bundle", "--temperature", "1e30", "-o", "{root}/hot.png"], 2),
+    (["sample", "{root}/bundle", "--temperature", "nan", "-o", "{root}/nan.png"], 2),
+    (["verify", "{root}/bundle", "--rejudge", "--tolerance", "float16.max_abs=inf"], 2),
+    # a bundle whose every mode failed verification: no default runs it (round two: it ran the failed file)
+    (["sample", "{root}/all-failed", "-o", "{root}/failed.png"], 2),
+    # conditional data that leaves classes without images (round two: trained or verified without a word)
+    (["train", "--conditional", "--dataset", "{root}/labels-0-1-7.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
+    (["train", "--conditional", "--dataset", "{root}/five-names.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
 ]
 
 
@@ -117,6 +143,15 @@ def test_bad_command_is_one_line_and_changes_nothing(workspace, args, status):
     assert_one_line_error(result, status)
     assert snapshot(workspace) == before and litter(workspace) == []
     assert not (workspace / "run2").exists() and not (workspace / "new").exists()
+
+
+def test_an_explicit_mode_that_failed_verification_runs_with_one_warning(workspace, tmp_path):
+    """`--mode` still runs what the user asked for, and says in one line that it was not verified here."""
+    mode = Bundle(workspace / "all-failed").targets()[-1].mode
+    result = invoke(["sample", workspace / "all-failed", "--mode", mode, "-n", "2", "-o", tmp_path / "s.png"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Warning: ") and "was not verified for this CPU" in lines[0]
 
 
 def test_verify_refuses_another_model_and_leaves_the_bundle_alone(workspace, trained_model, tmp_path):

@@ -154,3 +154,20 @@ def test_the_run_report_shows_each_class_and_the_label_accuracy(conditional_mode
     assert "| class | test images | -ELBO (nats) | label accuracy |" in text
     for name, row in scores["per_class"].items():
         assert f"| {name} | {row['images']} | {row['negative_elbo']:.2f} | {100 * row['label_accuracy']:.0f} % |" in text
+
+
+def test_a_model_verified_on_data_without_some_of_its_classes_is_refused(conditional_bundle, tmp_path):
+    """Round two: a 10-class bundle verified on digits of 3 classes passed, 7 classes never checked."""
+    import shutil
+
+    from vae_edge.data import load_labelled
+
+    bundle = Path(shutil.copytree(conditional_bundle[0], tmp_path / "bundle"))
+    digits = load_labelled("mnist-5k")
+    keep = np.isin(digits.labels, [0, 1, 2])
+    np.savez(tmp_path / "three.npz", x=(digits.images[keep] * 255).astype(np.uint8), y=digits.labels[keep],
+             class_names=np.array(DIGITS))
+    before = (bundle / "verify.json").read_bytes()
+    result = CliRunner().invoke(main, ["verify", str(bundle), "--dataset", str(tmp_path / "three.npz")])
+    assert result.exit_code == 2 and "no image of 7 of the 10 classes (3, 4, 5, 6, 7, 8, 9)" in result.output, result.output
+    assert (bundle / "verify.json").read_bytes() == before

@@ -9,15 +9,13 @@ import contextlib
 import errno
 import http.client
 import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+from browser_page import serve_command
 from click.testing import CliRunner
 
 from vae_edge.cli import main
@@ -193,32 +191,16 @@ def test_ipv6_loopback_is_served(web):
 
 
 def test_serve_command_logs_one_line_per_bad_request_and_stops_on_ctrl_c_with_a_client_idle(web):
-    # SIGINT as the default handler, unblocked, whatever this process inherited (see test_web's serve test).
-    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-             "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); from vae_edge.cli.serve import serve; serve()")
-    server = subprocess.Popen([sys.executable, "-c", start, str(web.parent), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    idle = None
-    try:
-        line = server.stdout.readline()  # printed once the port is bound: the server's readiness
-        port = int(line.split(" at ")[1].split()[0].rstrip("/").rsplit(":", 1)[1])
+    with serve_command(web.parent) as (url, stopped):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
         for path in ("/%00", "/link.txt", "/models/"):
             assert fetch(port, path)[0] == 404
         cancel_download(port)
         idle = socket.create_connection(("127.0.0.1", port))  # a browser's pre-connection: it never sends a request
         assert fetch(port, "/")[0] == 200
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            out, err = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, err = server.communicate()
-            pytest.fail(f"serve did not stop within 60 s of Ctrl-C; stdout {out!r}, stderr {err[-2000:]!r}")
-        finally:
-            if idle is not None:
-                idle.close()
-    assert server.returncode == 0 and "stopped" in out
+    idle.close()  # only now: Ctrl-C stopped the server with the idle client still connected
+    err = stopped["err"]
+    assert stopped["returncode"] == 0 and "stopped" in stopped["out"]
     assert "Traceback" not in err
     assert [line.split('"')[1] for line in err.splitlines()] == ["GET /%00 HTTP/1.1", "GET /link.txt HTTP/1.1",
                                                                  "GET /models/ HTTP/1.1"], err

@@ -7,15 +7,12 @@ browser tests skip outside CI; under CI=true a missing browser or Playwright is 
 import io
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-from browser_page import Page
+from browser_page import Page, serve_command
 
 from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.prior import prior_latents, reference_vectors
@@ -435,16 +432,7 @@ def test_serve_sends_isolation_headers_and_stops_cleanly_on_ctrl_c(tmp_path):
     web = tmp_path / "bundle" / "web"
     web.mkdir(parents=True)
     (web / "index.html").write_text("<p>hello</p>")
-    # The child's Ctrl-C handling must not depend on what the test process inherited or set: a SIGINT
-    # ignored or blocked here would be ignored or blocked in the child too, and Python then never raises
-    # KeyboardInterrupt (suspected in one full CI run where serve did not stop).
-    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-             "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT]); from vae_edge.cli.serve import serve; serve()")
-    command = [sys.executable, "-c", start, str(tmp_path / "bundle"), "--port", "0"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = server.stdout.readline()
-        url = line.split(" at ")[1].split()[0]
+    with serve_command(tmp_path / "bundle") as (url, stopped):
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "index.html", timeout=10) as response:
             assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
@@ -452,16 +440,8 @@ def test_serve_sends_isolation_headers_and_stops_cleanly_on_ctrl_c(tmp_path):
             assert response.read() == b"<p>hello</p>"
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(url + "missing.onnx", timeout=10)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            out, err = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, err = server.communicate()
-            pytest.fail(f"serve did not stop within 60 s of Ctrl-C; stdout {out!r}, stderr {err[-2000:]!r}")
-    assert server.returncode == 0
-    assert "stopped" in out and "Traceback" not in err
+    assert stopped["returncode"] == 0
+    assert "stopped" in stopped["out"] and "Traceback" not in stopped["err"]
 
 
 def test_serve_names_the_fix_for_a_bundle_without_a_web_app(tmp_path):

@@ -278,16 +278,20 @@ LAYER_BATCHES = 8  # calibration batches the per-layer tables run: a few seconds
 
 
 def layer_table(job: ExportJob, log: Callable[[str], None]) -> list[dict] | None:
-    """Where a dynamic-batch integer TFLite file loses, layer by layer (`vae_edge.export.diagnosis`), for
-    verify.md; None for other targets, or when the measurement itself fails (the file is not the worse for it)."""
+    """Where a dynamic-batch integer TFLite or ONNX file loses, layer by layer (`vae_edge.export.diagnosis`),
+    for verify.md; None for other targets, or when the measurement itself fails (the file is not the worse for it)."""
     target = job.target
-    if target.batch is not None or not MODES[target.mode].calibrated or target.format != Format.TFLITE:
+    if target.batch is not None or not MODES[target.mode].calibrated or target.format not in (Format.TFLITE, Format.ONNX):
         return None
-    from vae_edge.export.diagnosis import tflite_layer_errors
+    from vae_edge.export.diagnosis import onnx_layer_errors, tflite_layer_errors
+    from vae_edge.export.onnx import float_source
 
     try:
-        rows = tflite_layer_errors(job.savedmodel(None), job.spec.signature, target.mode, job.calibration_batches,
-                                   batches=LAYER_BATCHES)
+        if target.format == Format.TFLITE:
+            rows = tflite_layer_errors(job.savedmodel(None), job.spec.signature, target.mode, job.calibration_batches,
+                                       batches=LAYER_BATCHES)
+        else:
+            rows = onnx_layer_errors(float_source(job), job.path, job.calibration_batches, batches=LAYER_BATCHES)
     except Exception as error:  # a measurement, not the export: say so and go on
         log(f"     no per-layer table for {target.artifact_key(job.spec.graph)}: {first_line(error)}")
         return None

@@ -25,10 +25,15 @@ def convert(job: ExportJob) -> None:
     if job.target.mode == Mode.FLOAT32:
         to_onnx(job, job.path)
         return
-    float_path = job.scratch / f"{job.spec.graph}.{job.target.batch}.float32.onnx"
+    float_path = float_source(job)
     if not float_path.exists():
         to_onnx(job, float_path)
     quantize(float_path, job.path, job.calibration_batches(), job.onnx_int8)
+
+
+def float_source(job: ExportJob) -> Path:
+    """The float32 file an int8 file of the job is quantized from (in the export's scratch folder)."""
+    return job.scratch / f"{job.spec.graph}.{job.target.batch}.float32.onnx"
 
 
 def to_onnx(job: ExportJob, path: Path) -> Path:
