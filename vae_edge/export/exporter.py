@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from vae_edge.fsutil import atomic_directory, check_writable, write_json, write_
 from vae_edge.labels import check_every_class, check_labels, label_feed
 from vae_edge.model.source import VaeGraphs, graphs_of_vae, vae_graphs
 from vae_edge.provenance import package_versions
-from vae_edge.quantization import choose_settings, target_class
+from vae_edge.quantization import Settings, choose_settings, target_class
 from vae_edge.registry import (
     ALL,
     APP_WRITERS,
@@ -123,127 +123,178 @@ def export_bundle(
     out_dir = Path(out_dir)
     chosen = plan(options.formats, options.modes, options.static_batch)
     check_writable(out_dir, force)
-    available = len(calibration_images)
-    calibration_samples = options.calibration_samples
-    if calibration_samples is None:
-        calibration_samples = min(DEFAULT_CALIBRATION_SAMPLES, available)
-    if not MIN_CALIBRATION_SAMPLES <= calibration_samples <= available:
-        raise BadInputError(
-            f"integer calibration needs between {MIN_CALIBRATION_SAMPLES} and the {available} available images; "
-            f"got calibration_samples={calibration_samples}"
-        )
-    if options.static_batch and options.static_batch > calibration_samples:
-        raise BadInputError(f"--static-batch {options.static_batch} is more than the {calibration_samples} calibration "
-                            "images; calibrate on more (--calibration-samples) or fix a smaller batch")
-    resolve(options.tolerances)  # an unknown tolerance fails now, not after every conversion
-    images = images_for_model(calibration_images[:calibration_samples], graphs.image_shape, "calibration images")
-    heldout_images = images_for_model(heldout_images, graphs.image_shape, "held-out images")
-    calibration_labels, heldout_labels = model_labels(graphs, calibration_labels, heldout_labels, calibration_samples,
-                                                      len(heldout_images))
-    log(f"exporting to {out_dir}/, calibrating integer modes on {calibration_samples} of the {available} training images")
-    specs = graph_specs(graphs.image_shape, graphs.latent_dim, graphs.num_classes)
-    z_mean, z_log_var = graphs.encode(images, calibration_labels)
-    label = label_feed(calibration_labels, graphs.num_classes)
-    calibration = {
-        Graph.ENCODER: {IMAGE: images, **label},
-        Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(options.seed)), **label},
-    }
+    data = ExportData.checked(graphs, options, calibration_images, heldout_images, calibration_labels, heldout_labels)
+    log(f"exporting to {out_dir}/, calibrating integer modes on {data.calibration_samples} of the "
+        f"{len(calibration_images)} training images")
     apps = plan_apps(options.formats)
     for writer in [*{t.format for t in chosen}, *apps]:
         importlib.import_module(WRITER_MODULES[writer])
-    savedmodels: dict[tuple[int | None, bool], Path] = {}
-
-    def savedmodel_of(logits: bool) -> Callable[[int | None], Path]:
-        """Each batch shape's SavedModel of the encoder and decoder, or of the decoder's logits alone, written once
-        (the dynamic one of both graphs is also the bundle's)."""
-
-        def savedmodel(batch: int | None) -> Path:
-            if (batch, logits) not in savedmodels:
-                chosen = [logits_endpoint(graphs, specs)] if logits else [(graphs.encoder, specs[Graph.ENCODER]),
-                                                                          (graphs.decoder, specs[Graph.DECODER])]
-                folder = scratch / f"savedmodel-{batch}{'-logits' if logits else ''}"
-                savedmodels[(batch, logits)] = write_savedmodel(chosen, folder, batch)
-            return savedmodels[(batch, logits)]
-
-        return savedmodel
-
     facts = model_section(graphs, dataset)
-    int8_settings = choose_settings(options.onnx_int8_target)
-    quantization = {"onnx_int8": {"cpu_class": str(target_class(options.onnx_int8_target)),
-                                  "settings": int8_settings.as_dict()}}
-    jobs = [(target, graph) for target in chosen for graph in Graph]
     with atomic_directory(out_dir, force=force) as staging:
-        scratch = staging / ".scratch"  # inside the staging folder, so an interrupted export leaves nothing behind
-        scratch.mkdir()
-        artifacts, failures, layers = [], {}, {}
-        for index, (target, graph) in enumerate(jobs, start=1):
-            if target.key in failures or blocked(target, failures):
-                continue
-            started = time.perf_counter()
-            relative = artifact_path(target, graph)
-            logits = returns_logits(graphs, target, graph)
-            network, spec = logits_endpoint(graphs, specs) if logits else (graphs_network(graphs, graph), specs[graph])
-            job = ExportJob(target=target, spec=spec, network=network, path=staging / relative,
-                            calibration=calibration[graph], savedmodel=savedmodel_of(logits), scratch=scratch,
-                            bundle=staging, onnx_int8=int8_settings, opset=options.opset)
-            job.path.parent.mkdir(parents=True, exist_ok=True)
-            try:  # a layer one format cannot take fails that format's targets, not the bundle
-                run_converter(job)
-                artifact = describe(staging, relative, target, spec, graph, facts, time.perf_counter() - started)
-            except ExportError as error:
-                failures[target.key] = Failure(target, CONVERSION, str(error))
-                log(f"[{index:>2}/{len(jobs)}] {target.artifact_key(graph):<28} FAILED: {error}")
-                continue
-            artifacts.append(artifact)
-            log(
-                f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
-                f"{artifact.export_seconds:5.1f} s"
-            )
-            layers[artifact.key] = layer_table(job, log)
-        shutil.rmtree(scratch)
+        conversions = Conversions(graphs, data.calibration_feeds(graphs, options.seed), staging, facts,
+                                  choose_settings(options.onnx_int8_target), options.opset)
+        artifacts, failures = conversions.convert(chosen, log)
         if len(failures) == len(chosen):
             raise ExportError(f"no target could be converted, so {out_dir} was left as it was; "
                               f"{next(iter(failures.values())).reason}")
-        manifest = {
-            **build_manifest(graphs, facts, artifacts, heldout_images, heldout_labels, calibration_samples, options.seed),
-            "quantization": quantization,
-        }
+        manifest = {**build_manifest(graphs, facts, artifacts, data, options.seed),
+                    "quantization": {"onnx_int8": {"cpu_class": str(target_class(options.onnx_int8_target)),
+                                                   "settings": conversions.int8_settings.as_dict()}}}
         write_json(staging / MANIFEST, manifest)
         write_text(staging / "README.md", render_bundle_readme(manifest))
-        write_layer_tables(staging, {key: rows for key, rows in layers.items() if rows})
-        elsewhere: dict[str, list[str]] = {}  # target keys that fail on each other CPU verified
-        if options.verify:
-            report = verify_bundle(staging, graphs, heldout_images, labels=heldout_labels, tolerances=options.tolerances,
-                                   seed=options.seed, cpus=options.cpus, log=log, table=verify_table)
-            failing = [p for p in report.pipelines if not p.passed]
-            elsewhere = {name: [p.pipeline for p in other.pipelines if not p.passed] for name, other in report.cpus.items()}
-            if failing and len(failing) == len(report.pipelines):
-                keep_rejected(staging, out_dir)
-            failures.update({p.pipeline: Failure(Target(Format(p.format), Mode(p.mode), p.batch), VERIFICATION, p.reason)
-                             for p in failing})
+        elsewhere = verify_staged(staging, out_dir, graphs, data, options, failures, log, verify_table)
         if failures:
             set_aside(staging, list(failures.values()))
             if out_dir.is_dir() and (out_dir / MANIFEST).is_file():
                 keep_previous(out_dir)
-        exported = {Artifact(**entry).format for entry in json.loads((staging / MANIFEST).read_text())["artifacts"]}
-        for app in apps:
-            if APPS[app].requires not in exported:
-                log(f"no {app} app: its {APPS[app].requires} files failed")
-                continue
-            APP_WRITERS[app](staging, staging / APPS[app].folder)
-            log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
+        write_apps(staging, out_dir, apps, log)
     if failures:
         raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen)))
-    failing_elsewhere = {name: keys for name, keys in elsewhere.items() if keys}
-    if failing_elsewhere:
+    if elsewhere:
         raise VerificationFailed(
             f"wrote {out_dir}, verified on this CPU; on other CPUs some targets fail ("
-            + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in failing_elsewhere.items())
+            + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in elsewhere.items())
             + "), which the runtime will not pick on those CPU classes (verify.md); for ONNX int8, export on or for "
             "that class (--onnx-int8-target)")
     for stale in (f"{out_dir.name}.rejected", f"{out_dir.name}.previous"):  # from earlier exports that failed
         shutil.rmtree(out_dir.with_name(stale), ignore_errors=True)
     return out_dir
+
+
+@dataclass
+class ExportData:
+    """The images an export calibrates on and verifies on, checked against the model and its options."""
+
+    calibration: np.ndarray
+    heldout: np.ndarray
+    calibration_labels: np.ndarray | None
+    heldout_labels: np.ndarray | None
+
+    @property
+    def calibration_samples(self) -> int:
+        return len(self.calibration)
+
+    @classmethod
+    def checked(cls, graphs: VaeGraphs, options: ExportOptions, calibration_images, heldout_images, calibration_labels,
+                heldout_labels) -> "ExportData":
+        """Everything that can be wrong with the data or the options, refused before any conversion."""
+        available = len(calibration_images)
+        samples = options.calibration_samples
+        samples = min(DEFAULT_CALIBRATION_SAMPLES, available) if samples is None else samples
+        if not MIN_CALIBRATION_SAMPLES <= samples <= available:
+            raise BadInputError(f"integer calibration needs between {MIN_CALIBRATION_SAMPLES} and the {available} "
+                                f"available images; got calibration_samples={samples}")
+        if options.static_batch and options.static_batch > samples:
+            raise BadInputError(f"--static-batch {options.static_batch} is more than the {samples} calibration images; "
+                                "calibrate on more (--calibration-samples) or fix a smaller batch")
+        resolve(options.tolerances)  # an unknown tolerance fails now, not after every conversion
+        images = images_for_model(calibration_images[:samples], graphs.image_shape, "calibration images")
+        heldout = images_for_model(heldout_images, graphs.image_shape, "held-out images")
+        return cls(images, heldout, *model_labels(graphs, calibration_labels, heldout_labels, samples, len(heldout)))
+
+    def calibration_feeds(self, graphs: VaeGraphs, seed: int) -> dict[Graph, dict[str, np.ndarray]]:
+        """Real inputs of each graph: the images (and classes), and z drawn from their posterior."""
+        z_mean, z_log_var = graphs.encode(self.calibration, self.calibration_labels)
+        label = label_feed(self.calibration_labels, graphs.num_classes)
+        return {Graph.ENCODER: {IMAGE: self.calibration, **label},
+                Graph.DECODER: {Z: reparameterize(z_mean, z_log_var, np.random.default_rng(seed)), **label}}
+
+
+@dataclass
+class Conversions:
+    """Every target's files of one export, written into the staging folder, each from the right Keras graph."""
+
+    graphs: VaeGraphs
+    calibration: dict[Graph, dict[str, np.ndarray]]
+    staging: Path
+    facts: dict  # the manifest's model section, embedded in each file
+    int8_settings: Settings
+    opset: int | None
+    savedmodels: dict[tuple[int | None, bool], Path] = field(default_factory=dict)
+
+    @property
+    def scratch(self) -> Path:
+        return self.staging / ".scratch"  # inside the staging folder: an interrupted export leaves nothing behind
+
+    def convert(self, chosen: list[Target], log: Callable[[str], None]) -> tuple[list[Artifact], dict[str, "Failure"]]:
+        """Each target's file of each graph; a layer one format cannot take fails that format's targets, not the
+        export. The per-layer tables of the integer files go beside the saved verification outputs."""
+        self.scratch.mkdir()
+        jobs = [(target, graph) for target in chosen for graph in Graph]
+        artifacts, failures, layers = [], {}, {}
+        for index, (target, graph) in enumerate(jobs, start=1):
+            if target.key in failures or blocked(target, failures):
+                continue
+            started = time.perf_counter()
+            job = self.job(target, graph)
+            try:
+                run_converter(job)
+                artifact = describe(self.staging, job, graph, self.facts, time.perf_counter() - started)
+            except ExportError as error:
+                failures[target.key] = Failure(target, CONVERSION, str(error))
+                log(f"[{index:>2}/{len(jobs)}] {target.artifact_key(graph):<28} FAILED: {error}")
+                continue
+            artifacts.append(artifact)
+            log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
+                f"{artifact.export_seconds:5.1f} s")
+            layers[artifact.key] = layer_table(job, log)
+        shutil.rmtree(self.scratch)
+        write_layer_tables(self.staging, {key: rows for key, rows in layers.items() if rows})
+        return artifacts, failures
+
+    def job(self, target: Target, graph: Graph) -> ExportJob:
+        """What the target's converter gets for one graph: a decoder with integer output returns logits."""
+        specs = graph_specs(self.graphs.image_shape, self.graphs.latent_dim, self.graphs.num_classes)
+        logits = returns_logits(self.graphs, target, graph)
+        network, spec = logits_endpoint(self.graphs, specs) if logits else (graphs_network(self.graphs, graph), specs[graph])
+        path = self.staging / artifact_path(target, graph)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return ExportJob(target=target, spec=spec, network=network, path=path, calibration=self.calibration[graph],
+                         savedmodel=self.savedmodel_of(logits), scratch=self.scratch, bundle=self.staging,
+                         onnx_int8=self.int8_settings, opset=self.opset)
+
+    def savedmodel_of(self, logits: bool) -> Callable[[int | None], Path]:
+        """Each batch shape's SavedModel of the encoder and decoder, or of the decoder's logits alone, written once
+        (the dynamic one of both graphs is also the bundle's)."""
+        specs = graph_specs(self.graphs.image_shape, self.graphs.latent_dim, self.graphs.num_classes)
+
+        def savedmodel(batch: int | None) -> Path:
+            if (batch, logits) not in self.savedmodels:
+                endpoints = [logits_endpoint(self.graphs, specs)] if logits else [
+                    (self.graphs.encoder, specs[Graph.ENCODER]), (self.graphs.decoder, specs[Graph.DECODER])]
+                folder = self.scratch / f"savedmodel-{batch}{'-logits' if logits else ''}"
+                self.savedmodels[(batch, logits)] = write_savedmodel(endpoints, folder, batch)
+            return self.savedmodels[(batch, logits)]
+
+        return savedmodel
+
+
+def verify_staged(staging: Path, out_dir: Path, graphs: VaeGraphs, data: ExportData, options: ExportOptions,
+                  failures: dict[str, "Failure"], log: Callable[[str], None], table: bool) -> dict[str, list[str]]:
+    """Verify the staged bundle: the targets that fail here join `failures` (when every one fails, the export
+    stops and the previous bundle stays); returns the targets failing on each other CPU verified."""
+    if not options.verify:
+        return {}
+    report = verify_bundle(staging, graphs, data.heldout, labels=data.heldout_labels, tolerances=options.tolerances,
+                           seed=options.seed, cpus=options.cpus, log=log, table=table)
+    failing = [p for p in report.pipelines if not p.passed]
+    if failing and len(failing) == len(report.pipelines):
+        keep_rejected(staging, out_dir)
+    failures.update({p.pipeline: Failure(Target(Format(p.format), Mode(p.mode), p.batch), VERIFICATION, p.reason)
+                     for p in failing})
+    elsewhere = {name: [p.pipeline for p in other.pipelines if not p.passed] for name, other in report.cpus.items()}
+    return {name: keys for name, keys in elsewhere.items() if keys}
+
+
+def write_apps(staging: Path, out_dir: Path, apps: list[App], log: Callable[[str], None]) -> None:
+    """Each app of the bundle, from the files that were kept (none when those of its format failed)."""
+    exported = {Artifact(**entry).format for entry in json.loads((staging / MANIFEST).read_text())["artifacts"]}
+    for app in apps:
+        if APPS[app].requires not in exported:
+            log(f"no {app} app: its {APPS[app].requires} files failed")
+            continue
+        APP_WRITERS[app](staging, staging / APPS[app].folder)
+        log(f"wrote the {app} app into {out_dir / APPS[app].folder}/")
 
 
 def export_encoder_decoder(encoder, decoder, out_dir, *, calibration_images: np.ndarray, heldout_images: np.ndarray,
@@ -404,11 +455,11 @@ def partial_message(out_dir: Path, failures: list[Failure], planned: int) -> str
             f"their files are in {out_dir / REJECTED} and verify.md says how far each is{kept}; {', or '.join(ways)}")
 
 
-def describe(staging: Path, relative: str, target: Target, spec: GraphSpec, graph: Graph, facts: dict,
-             seconds: float) -> Artifact:
+def describe(staging: Path, job: ExportJob, graph: Graph, facts: dict, seconds: float) -> Artifact:
     """The manifest entry of a written artifact, after its self-description is embedded in it; loading it
     in its engine doubles as a check."""
-    path = staging / relative
+    target, spec, path = job.target, job.spec, job.path
+    relative = str(path.relative_to(staging))
     engine = open_engine(path, spec.signature)
     if FORMATS[target.format].metadata:
         embed_file(path, metadata_fields(facts, graph, target.mode, engine.inputs, engine.outputs))
@@ -442,22 +493,21 @@ def model_section(graphs: VaeGraphs, dataset: str | None) -> dict:
     }
 
 
-def build_manifest(graphs: VaeGraphs, facts: dict, artifacts, heldout_images, heldout_labels, calibration_samples,
-                   seed) -> dict:
+def build_manifest(graphs: VaeGraphs, facts: dict, artifacts: list[Artifact], data: ExportData, seed: int) -> dict:
     """Everything an app or the runtime needs to know about the bundle."""
-    z_mean, z_log_var = graphs.encode(heldout_images, heldout_labels)
-    reconstruction = graphs.decode(z_mean, heldout_labels)
-    scores = anomaly_scores(heldout_images, z_mean, z_log_var, reconstruction, graphs.reconstruction_loss)
+    z_mean, z_log_var = graphs.encode(data.heldout, data.heldout_labels)
+    reconstruction = graphs.decode(z_mean, data.heldout_labels)
+    scores = anomaly_scores(data.heldout, z_mean, z_log_var, reconstruction, graphs.reconstruction_loss)
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": facts,
-        "calibration": {"samples": calibration_samples, "source": "training split", "seed": seed},
+        "calibration": {"samples": data.calibration_samples, "source": "training split", "seed": seed},
         "anomaly": {
             "score": "negative ELBO at the posterior mean, nats/image",
             "threshold": anomaly_threshold(scores),
             "quantile": ANOMALY_QUANTILE,
-            "heldout_images": int(len(heldout_images)),
+            "heldout_images": int(len(data.heldout)),
         },
         "tools": package_versions(TOOLS),
         "artifacts": [asdict(a) for a in artifacts],

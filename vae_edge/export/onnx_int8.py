@@ -144,15 +144,17 @@ def quantize(float_path: str | Path, out_path: str | Path, feeds: Feeds, setting
     formats = {QuantFormat.QDQ: q.QuantFormat.QDQ, QuantFormat.QOPERATOR: q.QuantFormat.QOperator}
     onnxruntime.set_default_logger_severity(3)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".onnx-int8-", dir=out_path.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=".onnx-int8-", dir=out_path.parent)).resolve()
     try:
         rewritten, prepared = scratch / "rewritten.onnx", scratch / "prepared.onnx"
         model = onnx.load(str(float_path))
         for rewrite in (projections_as_convolutions, subpixel_convolutions, repeats_as_resize):
             rewrite(model)
         onnx.save(model, str(rewritten))
-        with contextlib.chdir(scratch):  # where its shape inference drops its files when it fails, not the user's folder
-            quant_pre_process(str(rewritten), str(prepared), auto_merge=True)  # a Resize by scales names its batch anew
+        # In the scratch folder, where its shape inference drops its files when it fails (not the user's folder);
+        # auto_merge because a Resize by scales names its batch anew.
+        with contextlib.chdir(scratch):
+            quant_pre_process(str(rewritten), str(prepared), auto_merge=True)
         model = onnx.load(str(prepared))
         excluded = stem_nodes(model) + (head_nodes(model) if settings.float_head else [])
         with python_stdout_silenced():
