@@ -9,9 +9,8 @@ from vae_edge.bench.flops import count_flops
 from vae_edge.bench.harness import derive, plan_subjects, planned_keys
 from vae_edge.bench.stats import summarize
 from vae_edge.bench.worker import timed_runs
-from vae_edge.bundle import Bundle, Cell
+from vae_edge.bundle import Bundle, Cell, ModelSource
 from vae_edge.errors import BadInputError
-from vae_edge.model.source import ModelSource
 from vae_edge.registry import DEFAULT_STATIC_BATCH, KERAS, KERAS_MODES, PIPELINE, Format, Graph, Mode, SourceKind, Target
 
 

@@ -1,17 +1,20 @@
-"""Reading an export bundle: its manifest, its artifacts and their checksums, and its bench results.
+"""Reading an export bundle: its manifest, its artifacts and their checksums, where its model came from,
+and its bench results.
 
 TensorFlow-free and engine-free: the runtime, verification, benchmarks and `info` read
 bundles through this module and open artifacts with `vae_edge.runtime.engines`. The
 manifest format is documented in `export/README.md`.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
-from vae_edge.registry import Format, Graph, Mode, ReconstructionLoss, Target
+from vae_edge.errors import BadInputError, IntegrityError, MissingFileError, first_line
+from vae_edge.registry import Format, Graph, Mode, ReconstructionLoss, SourceKind, Target
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -117,6 +120,45 @@ def manifest_problem(manifest) -> str | None:
                 f"artifacts[{index}] names an unknown format, mode or graph ({entry['format']}/{entry['graph']}/{entry['mode']})"
             )
     return None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a bundle's Keras graphs came from and how they were read, as the manifest records it."""
+
+    kind: SourceKind
+    paths: tuple[str, ...] = ()  # resolved paths of the .keras file(s)
+    sha256: tuple[str, ...] = ()
+    custom_objects: tuple[str, ...] = ()  # the modules that were imported for the user's own layers
+    likelihood: str | None = None  # as the user stated it (None: inferred)
+    decoder_output: str | None = None
+    encoder_outputs: tuple[str, ...] | None = None
+
+    def as_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> ModelSource:
+        """The inverse of `as_dict`."""
+        try:
+            return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
+        except TypeError as error:
+            raise BadInputError(f"the manifest's model.source is not one vae-edge writes ({first_line(error)})") from None
+
+    @classmethod
+    def from_manifest(cls, model: dict) -> ModelSource:
+        """The source a manifest's `model` section records; bundles from before `source` name one .keras."""
+        recorded = model.get("source")
+        if isinstance(recorded, dict):
+            return cls.from_dict(recorded)
+        if model.get("source_model"):
+            return cls(SourceKind.VAE_EDGE, (model["source_model"],), (model.get("source_sha256") or "",))
+        return cls(SourceKind.IN_MEMORY)
+
+
+def module_spec(module: str) -> str:
+    """A `--custom-objects` module as the manifest records it: a .py file by its absolute path, a dotted name as is."""
+    return str(Path(module).resolve()) if module.endswith(".py") else module
 
 
 class Bundle:

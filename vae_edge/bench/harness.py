@@ -15,9 +15,8 @@ from pathlib import Path
 
 from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
-from vae_edge.bundle import Bundle, Cell
+from vae_edge.bundle import Bundle, Cell, ModelSource, module_spec
 from vae_edge.errors import BadInputError
-from vae_edge.model.source import ModelSource
 from vae_edge.provenance import git_commit
 from vae_edge.registry import (
     APPS,
@@ -237,7 +236,8 @@ def baseline_source(bundle: Bundle, model_path: Path | None, custom_objects: tup
     if source.kind == SourceKind.IN_MEMORY or not all(Path(path).is_file() for path in source.paths):
         notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
         return None
-    missing = [module for module in source.custom_objects if module not in custom_objects]
+    given = {module_spec(module) for module in custom_objects}
+    missing = [module for module in source.custom_objects if module_spec(module) not in given]
     if missing:
         notes.append(f"no Keras baseline: the model's layers need --custom-objects {' '.join(missing)}")
         return None

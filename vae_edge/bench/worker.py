@@ -119,7 +119,8 @@ def _open_keras_subject(subject: dict, model_info: dict):
     """The Keras model called eagerly, or through one `tf.function` with a dynamic batch."""
     import tensorflow as tf
 
-    from vae_edge.model.source import ModelSource, reload_graphs
+    from vae_edge.bundle import ModelSource
+    from vae_edge.model.source import reload_graphs
 
     model = reload_graphs(ModelSource.from_dict(subject["source"]), subject["custom_objects"], log=lambda message: None)
     graph = subject["graph"]

@@ -119,7 +119,8 @@ def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objec
         report = rejudge_saved(bundle_dir, tolerances, log=click.echo)
         ctx.exit(0 if report.passed else 1)
     require_tensorflow_backend("verify")
-    from vae_edge.model.source import ModelSource, load_graphs, reload_graphs
+    from vae_edge.bundle import ModelSource
+    from vae_edge.model.source import load_graphs, reload_graphs
     from vae_edge.verify import verify_bundle
 
     contract = contract_of(likelihood, decoder_output, encoder_outputs)

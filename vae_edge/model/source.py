@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vae_edge.bundle import sha256_of
-from vae_edge.errors import BadInputError, first_line
+from vae_edge.bundle import ModelSource, module_spec, sha256_of
+from vae_edge.errors import BadInputError
 from vae_edge.labels import one_hot
 from vae_edge.model.loading import FLOAT32, float32_model, import_custom_objects, layers_of, load_keras, source_precision
 from vae_edge.registry import (
@@ -43,40 +43,6 @@ ROLE_PATTERNS = {
     LatentRole.LOG_VAR: re.compile(r"log_?var|logvar|log_variance"),
     LatentRole.SAMPLE: re.compile(r"sampl|^z$|(^|_)z($|_\d)"),
 }
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a bundle's Keras graphs came from and how they were read, as the manifest records it."""
-
-    kind: SourceKind
-    paths: tuple[str, ...] = ()  # resolved paths of the .keras file(s)
-    sha256: tuple[str, ...] = ()
-    custom_objects: tuple[str, ...] = ()  # the modules that were imported for the user's own layers
-    likelihood: str | None = None  # as the user stated it (None: inferred)
-    decoder_output: str | None = None
-    encoder_outputs: tuple[str, ...] | None = None
-
-    def as_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, recorded: dict) -> ModelSource:
-        """The inverse of `as_dict`."""
-        try:
-            return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()})
-        except TypeError as error:
-            raise BadInputError(f"the manifest's model.source is not one vae-edge writes ({first_line(error)})") from None
-
-    @classmethod
-    def from_manifest(cls, model: dict) -> ModelSource:
-        """The source a manifest's `model` section records; bundles from before `source` name one .keras."""
-        recorded = model.get("source")
-        if isinstance(recorded, dict):
-            return cls.from_dict(recorded)
-        if model.get("source_model"):
-            return cls(SourceKind.VAE_EDGE, (model["source_model"],), (model.get("source_sha256") or "",))
-        return cls(SourceKind.IN_MEMORY)
 
 
 @dataclass
@@ -365,7 +331,7 @@ def load_graphs(model_path=None, *, encoder_path=None, decoder_path=None, custom
 
     def source(kind: SourceKind) -> ModelSource:
         return ModelSource(kind, tuple(str(p.resolve()) for p in paths), tuple(sha256_of(p) for p in paths),
-                           tuple(custom_objects), **contract)
+                           tuple(module_spec(m) for m in custom_objects), **contract)
 
     if model_path is not None and isinstance(loaded[0], VAE):
         if any(value is not None for value in contract.values()):
@@ -389,7 +355,8 @@ def reload_graphs(source: ModelSource, custom_objects: Sequence[str] = (), log: 
     if source.kind == SourceKind.IN_MEMORY:
         raise BadInputError("this bundle was exported from Keras models in memory; pass the model files "
                             "(--model, or --encoder and --decoder), or re-judge its saved outputs with --rejudge")
-    missing = [module for module in source.custom_objects if module not in custom_objects]
+    given = {module_spec(module) for module in custom_objects}
+    missing = [module for module in source.custom_objects if module_spec(module) not in given]
     if missing:
         raise BadInputError(f"this bundle's model needs its custom layers from {', '.join(missing)} (recorded in the "
                             f"manifest); pass --custom-objects {' --custom-objects '.join(missing)} to import them")
