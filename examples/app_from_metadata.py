@@ -115,7 +115,10 @@ def decode(path: Path, fields: dict, z: np.ndarray, label: int | None = None) ->
         rows = z[start : start + batch]
         padded = np.concatenate([rows, np.zeros((batch - len(rows), rows.shape[1]), np.float32)])  # a fixed batch
         chunks.append(dequantize(run(padded), out_spec)[: len(rows)])
-    return np.concatenate(chunks)
+    images = np.concatenate(chunks)
+    if out_spec["name"] == "reconstruction_logits":  # an int8-io decoder returns logits: the sigmoid gives pixels
+        images = 1.0 / (1.0 + np.exp(-images))
+    return images
 
 
 def save_grid(images: np.ndarray, path: Path) -> None:

@@ -299,6 +299,15 @@ def test_example_app_needs_only_the_file(bundle_dir, tmp_path, name):
     from PIL import Image
 
     assert Image.open(out).size == (3 * 28, 2 * 28)  # 5 samples in a 3 x 2 grid
+    spec = importlib.util.spec_from_file_location("app_from_metadata", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    fields = example.read_fields(lone)
+    images = example.decode(lone, fields, example.prior(5, fields["latent_size"], 42))
+    from vae_edge.runtime import EdgeVAE
+
+    runtime = EdgeVAE.load(bundle_dir, backend=artifact["format"], mode=artifact["mode"]).sample(5, seed=42)
+    np.testing.assert_allclose(images, runtime, atol=1e-5)  # the same pixels as the runtime (int8-io: after the sigmoid)
     bare = tmp_path / "bare.onnx"
     onnx.save(tf2onnx_resize((7, 7), (14, 14)), str(bare))
     refused = subprocess.run([sys.executable, str(EXAMPLE), str(bare), "-o", str(out)],

@@ -1,4 +1,4 @@
-"""TFLite's integer modes keep the model's accuracy (issue #25), the per-layer diagnosis of integer
+"""TFLite's integer modes keep the model's accuracy, the per-layer diagnosis of integer
 files, and the posterior statistics that judge z_log_var.
 
 `small` after one epoch on 1,000 digits is the issue's model: its decoder has learnt the dark

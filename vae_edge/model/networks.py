@@ -10,7 +10,7 @@ The decoder mirrors the encoder (`DecoderLayout.MIRROR`): its residual blocks ru
 encoder's scales and widths in reverse, and full resolution holds only the output
 convolution, as the encoder's holds only its stem. Blocks at full resolution too
 (`FULL_RESOLUTION`, the layout of files saved before it) cost 2x to 2.9x the training time on a
-2-core CPU for 1-2 nats of test -ELBO (benchmarks/README.md, "The decoder's layout").
+2-core CPU for 1-2 nats of test -ELBO (CHANGELOG.md, 2026-11-26 (b)).
 
 A conditional network (`num_classes` > 0) takes a one-hot `label` as a second input. The
 decoder concatenates it with z before the projection, so it steers every stage that draws;

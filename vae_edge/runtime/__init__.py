@@ -1,7 +1,7 @@
 """Run an export bundle without TensorFlow: numpy plus ai-edge-litert or onnxruntime.
 
     from vae_edge.runtime import EdgeVAE
-    vae = EdgeVAE.load("export/my-model")      # LiteRT, the most compact verified mode
+    vae = EdgeVAE.load("export/my-model")      # LiteRT, the fastest (or most compact) mode verified for this CPU
     images = vae.sample(16, seed=0)             # (16, H, W, C) float32 in [0, 1]
     vae.is_anomaly(images)                      # against the threshold stored at export
 """

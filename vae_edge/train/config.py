@@ -21,7 +21,7 @@ class Budget:
 # for seeds 0 and 1, 14 epochs 115.8 and 116.8), and TensorFlow's different random draws cost about
 # a nat, so 14. An accelerator trains longer at the peak measured there: 90 epochs gave 102.4 to 102.9
 # nats over three seeds, where 60 gave 102.7 to 104.6, too near the goal of 105. From
-# benchmarks/results/demo_recipes-h200-jax*.md and `make demo` (benchmarks/README.md).
+# benchmarks/results/demo_recipes-h200-jax*.md and `make demo` (docs/training.md).
 CPU_BUDGET = Budget(epochs=14, learning_rate=6e-3)
 ACCELERATOR_BUDGET = Budget(epochs=90, learning_rate=2e-3)
 
