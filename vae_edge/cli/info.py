@@ -127,14 +127,18 @@ def describe_bundle(bundle: Bundle) -> list[str]:
     anomaly, tools = manifest["anomaly"], manifest.get("tools")
     quantile = anomaly.get("quantile")
     parameters = model.get("parameters")
+    what = (f"{model['variant']} VAE" if model.get("variant") else
+            f"Keras VAE ({model.get('encoder_name', '?')} and {model.get('decoder_name', '?')})")
     lines = [
         f"bundle {bundle.folder}",
-        f"  model: {model.get('variant')} VAE, input {tuple(model['input_shape'])}, latent_dim {model['latent_dim']}, "
+        f"  model: {what}, input {tuple(model['input_shape'])}, latent_dim {model['latent_dim']}, "
         + (f"{parameters:,} parameters, " if isinstance(parameters, int) else "")
         + f"trained in {model.get('trained_precision', '?')}",
         f"  anomaly threshold: {anomaly['threshold']:.2f} nats"
         + (f" ({quantile:.0%} of held-out images)" if isinstance(quantile, (int, float)) else ""),
         "  tools: " + (", ".join(f"{k} {v}" for k, v in tools.items()) if isinstance(tools, dict) else "?"),
+        *(f"  left out: {row.get('target')} ({row.get('stage')}): {row.get('reason')}"
+          for row in manifest.get("rejected") or [] if isinstance(row, dict)),
     ]
     for artifact in bundle.artifacts:
         verdict = {True: "verified PASS", False: "verified FAIL"}.get(verified.get(artifact.key), "not verified")

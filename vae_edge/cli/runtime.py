@@ -23,7 +23,8 @@ OUTPUT_SUFFIXES = (".png", ".npy")
 def _engine_options(function):
     function = click.option("--threads", type=click.IntRange(min=1), help="Engine threads. Default: the engine's own.")(function)
     function = click.option("--mode", type=click.Choice(names(MODES)),
-                            help="Quantization mode. Default: the fastest one (where bench.json was measured on this CPU), else the most compact, verified for this CPU.")(function)
+                            help="Quantization mode. Default: the fastest verified for this CPU where bench.json was measured "
+                            "on it, else the most compact verified one.")(function)
     function = click.option("--backend", type=click.Choice(names(RUNTIME_FORMATS)),
                             help=f"Default: {RUNTIME_FORMATS[0]} if its engine is installed.")(function)
     return click.argument("bundle", type=click.Path(path_type=Path))(function)
