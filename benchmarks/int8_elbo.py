@@ -53,7 +53,7 @@ from vae_edge.registry import Mode
 from vae_edge.runtime.engines import open_engine
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 
-MODELS = {  # name: the `vae-edge train` flags it was trained with (a trained demo model, a conditional one and a barely trained one)
+MODELS = {  # name: its `vae-edge train` flags (the demo model, a conditional one, a barely trained one)
     "demo": "--variant small",
     "conditional-8ep": "--variant small --conditional --epochs 8",
     "tiny-1ep": "--variant small --epochs 1 --max-samples 1000",
