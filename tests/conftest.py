@@ -110,9 +110,10 @@ def conditional_bundle(conditional_run, conditional_model, digits, tmp_path_fact
     return out, report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for every browser test (tests/browser_page.py)."""
+    """A headless Chromium for a module's browser tests (tests/browser_page.py); closed with the module, since
+    Playwright's sync API refuses a second start (the bench's browser) while one runs in this thread."""
     from browser_page import require_browser
 
     from vae_edge.web.browser import launch

@@ -19,6 +19,7 @@ from vae_edge.export.bundle_readme import render_bundle_readme
 from vae_edge.export.metadata import describe_file, embed_file, embed_onnx, metadata_fields, read_metadata
 from vae_edge.export.onnx_graph import TF_HALF_PIXEL_FOR_NN, reference_evaluator, standardize_resize
 from vae_edge.prior import SEED_LIMIT, prior_latents, reference_vectors
+from vae_edge.signatures import RECONSTRUCTION_LOGITS
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "app_from_metadata.py"
 CPU = ["CPUExecutionProvider"]
@@ -232,7 +233,7 @@ def test_tflite_metadata_keeps_the_model_runnable(bundle_dir, tmp_path, feeds):
     def decode(file):
         interpreter = Interpreter(model_path=str(file))
         assert list(interpreter.get_signature_list()) == ["decode"]
-        return interpreter.get_signature_runner("decode")(z=np.full((1, 8), 7, np.int8))["reconstruction"]
+        return interpreter.get_signature_runner("decode")(z=np.full((1, 8), 7, np.int8))[RECONSTRUCTION_LOGITS]
 
     np.testing.assert_array_equal(decode(path), decode(bundle_dir / artifact["path"]))
     assert path.stat().st_size - (bundle_dir / artifact["path"]).stat().st_size < 8192

@@ -75,18 +75,15 @@ def test_float32_and_litert_int8_give_this_machines_numbers_on_every_cpu(verifie
 def test_the_vnni_onnx_file_on_the_avx2_profile_is_reported_as_it_is(verified_elsewhere):
     """Full-range int8 weights are for VNNI: on Haswell, VPMADDUBSW saturates, and the report shows it."""
     folder, error = verified_elsewhere
-    host = RunOutputs.load(folder / "verify" / "host.npz")
     haswell = RunOutputs.load(folder / "verify" / "haswell.npz")
     arm = RunOutputs.load(folder / "verify" / "cortex-a53.npz")
     key = Target(Format.ONNX, Mode.INT8).key
-    rows = len(haswell.pipelines[key].reconstruction)
-    moved = np.abs(haswell.pipelines[key].reconstruction - host.pipelines[key].reconstruction[:rows]).max()
-    assert moved > 1e-3  # not the file that was verified here
-    assert np.abs(arm.pipelines[key].reconstruction - host.pipelines[key].reconstruction[:rows]).max() < moved
+    # Full-range weights saturate VPMADDUBSW (AVX2) and not ARM's kernels: the same file, two results (and this
+    # machine gives one of them, whichever class it is).
+    assert np.abs(haswell.pipelines[key].reconstruction - arm.pipelines[key].reconstruction).max() > 1e-3
     report = VerifyReport.from_json(json.loads((folder / "verify.json").read_text()))
     on_haswell = next(p for p in report.cpus["haswell"].pipelines if p.pipeline == key)
-    on_host = next(p for p in report.pipelines if p.pipeline == key)
-    assert on_haswell.negative_elbo != on_host.negative_elbo
+    assert f"{on_haswell.elbo_increase_pct:+.3f}%" in (folder / "verify.md").read_text()  # reported as it is
     if not on_haswell.passed:  # the export then says so, and the runtime will not pick it on AVX2
         assert error is not None and "haswell" in str(error)
 

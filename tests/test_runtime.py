@@ -14,6 +14,7 @@ from PIL import Image
 from vae_edge.bundle import Bundle
 from vae_edge.cli import VaeEdgeGroup
 from vae_edge.cli.runtime import interpolate, reconstruct, sample, score
+from vae_edge.cpu import cpu_class
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError
 from vae_edge.registry import DEFAULT_STATIC_BATCH, FORMATS, MODES, RUNTIME_FORMATS, Format, Graph, Mode, Target
 from vae_edge.runtime import EdgeVAE, default_mode
@@ -183,8 +184,10 @@ def test_bad_interpolation_arguments_are_refused(vae, kwargs, expected):
 
 def _pipeline_sizes(bundle, backend):
     """Bytes of every graph of each dynamic-batch pipeline of `backend` that may be a default, by mode."""
+    here = cpu_class()
     return {t.mode: sum(a.size_bytes for a in bundle.pipeline(t).values())
-            for t in bundle.targets() if t.format == backend and t.batch is None and not quantized_for_another_cpu(bundle, t)}
+            for t in bundle.targets()
+            if t.format == backend and t.batch is None and not quantized_for_another_cpu(bundle, t, here)}
 
 
 def test_defaults_pick_litert_and_the_most_compact_verified_mode(bundle_dir):
