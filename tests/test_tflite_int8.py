@@ -56,13 +56,14 @@ def one_epoch(tmp_path_factory):
     from vae_edge.train import TrainConfig, train
 
     folder = tmp_path_factory.mktemp("one-epoch")
-    vae = load_vae(train(TrainConfig(**ONE_EPOCH), folder / "run", verbose=0).run_dir / "model.keras")
+    run_dir = train(TrainConfig(**ONE_EPOCH), folder / "run", verbose=0).run_dir
+    vae = load_vae(run_dir / "model.keras")
     data = load_dataset("mnist-5k", max_samples=ONE_EPOCH["max_samples"], seed=0)  # the run's own splits
     x = data.train[:CALIBRATION_ROWS]
     z = reparameterize(*vae.encode(x), np.random.default_rng(0))
     rows = {"encode": [{"image": x[i:i + 1]} for i in range(len(x))], "decode": [{"z": z[i:i + 1]} for i in range(len(z))]}
     rows[DECODE_LOGITS] = rows["decode"]
-    return SimpleNamespace(vae=vae, savedmodel=write_signatures(vae, folder / "savedmodel"), rows=rows,
+    return SimpleNamespace(vae=vae, run_dir=run_dir, savedmodel=write_signatures(vae, folder / "savedmodel"), rows=rows,
                            heldout=np.concatenate([data.test, data.val]))  # 200 digits it did not train on
 
 
@@ -219,6 +220,23 @@ def test_barely_trained_model_keeps_its_elbo_in_int8_and_int8_io(one_epoch):
     int8_io = elbo_cost_pct(one_epoch, convert(one_epoch, "encode", Mode.INT8_IO),
                             convert(one_epoch, DECODE_LOGITS, Mode.INT8_IO), logits=True)
     assert abs(int8) < 0.5 and abs(int8_io) < 0.5, (int8, int8_io)
+
+
+@pytest.mark.slow
+def test_the_barely_trained_model_exports_with_default_settings_every_mode_passing(one_epoch, tmp_path):
+    """The issue's case end to end: `vae-edge export MODEL` (every format, mode and fixed shape) writes the whole
+    bundle and every target passes verification, integer ones included."""
+    from click.testing import CliRunner
+
+    from vae_edge.bundle import Bundle
+    from vae_edge.cli import main
+    from vae_edge.registry import targets
+
+    done = CliRunner().invoke(main, ["export", str(one_epoch.run_dir / "model.keras"), "--out", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
+    bundle = Bundle(tmp_path / "b")
+    assert {t.key for t in bundle.targets()} == {t.key for t in targets()} and "rejected" not in bundle.manifest
+    assert all(p["passed"] for p in bundle.manifest["verification"]["pipelines"].values())
 
 
 @pytest.mark.slow
