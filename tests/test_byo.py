@@ -287,3 +287,43 @@ def test_what_a_user_leaves_out_or_gets_wrong_is_named_in_one_line(setup, messag
     before = sorted(tmp_path.rglob("*"))
     _assert_one_line(cli(["export", *args, "--out", tmp_path / "out"]), message)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+SAVE_UNDER_BACKEND = """
+import sys
+import numpy as np
+import keras
+sys.path.insert(0, {tests!r})
+import byo_models
+keras.utils.set_random_seed(0)
+encoder, decoder = byo_models.dense_vae(latent_dim=3)
+encoder.save({out!r} + "/encoder.keras")
+decoder.save({out!r} + "/decoder.keras")
+z = np.linspace(-2, 2, 12, dtype="float32").reshape(4, 3)
+np.save({out!r} + "/decoded.npy", keras.ops.convert_to_numpy(decoder(z, training=False)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("saved_under", ["jax", "torch"])
+def test_models_saved_under_jax_or_pytorch_load_with_their_numbers(saved_under, tmp_path):
+    """A user's .keras files written by Keras on the JAX or PyTorch backend export here on TensorFlow."""
+    import importlib.util
+    import os
+    import subprocess
+
+    if importlib.util.find_spec(saved_under) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{saved_under} is not installed, and CI tests every backend")
+        pytest.skip(f"{saved_under} is not installed")
+    from vae_edge.model.source import load_graphs
+
+    script = SAVE_UNDER_BACKEND.format(tests=str(BYO_MODELS.parent), out=str(tmp_path))
+    env = {**os.environ, "KERAS_BACKEND": saved_under, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    graphs = load_graphs(encoder_path=tmp_path / "encoder.keras", decoder_path=tmp_path / "decoder.keras",
+                         decoder_output="logits", log=lambda message: None)
+    z = np.linspace(-2, 2, 12, dtype="float32").reshape(4, 3)
+    expected = 1.0 / (1.0 + np.exp(-np.load(tmp_path / "decoded.npy").astype(np.float64)))  # the sigmoid export adds
+    np.testing.assert_allclose(graphs.decode(z), expected, atol=1e-5)

@@ -40,6 +40,15 @@ class RunOutputs:
     artifacts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # key (Keras: graph) -> output -> array
     pipelines: dict[str, PipelineOutputs] = field(default_factory=dict)  # target key (Keras: "keras") -> outputs
 
+    def subset(self, rows: dict[str, np.ndarray], images: int) -> "RunOutputs":
+        """These outputs on the first `images` images only: `rows` are the rows of each graph's outputs to keep
+        (see `VerifyInputs.latent_rows`), so that runs on fewer inputs compare with this one row for row."""
+        artifacts = {key: {name: value[rows[key.split("/")[1]]] for name, value in outputs.items()}
+                     for key, outputs in self.artifacts.items()}
+        pipelines = {key: PipelineOutputs(*(getattr(pipeline, name)[:images] for name in ARRAYS))
+                     for key, pipeline in self.pipelines.items()}
+        return RunOutputs(self.runner, self.cpu, images, artifacts, pipelines)
+
     def save(self, path) -> Path:
         arrays = {SEPARATOR.join(("artifact", key, name)): value
                   for key, outputs in self.artifacts.items() for name, value in outputs.items()}

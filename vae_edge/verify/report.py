@@ -97,9 +97,10 @@ def format_table(report: VerifyReport) -> str:
 
 
 def cpu_rows(report: VerifyReport) -> list[list[str]]:
-    """Each pipeline's ELBO cost and verdict on every CPU it was verified on."""
-    reports = [report, *report.cpus.values()]
-    rows = [["pipeline", *(where(r) for r in reports)]]
+    """Each pipeline's ELBO cost and verdict on every CPU it was verified on, and this CPU's on the same (fewer)
+    images as the others, since the ELBO cost of a handful of images moves with which images they are."""
+    reports = [report, *([report.same_rows] if report.same_rows else []), *report.cpus.values()]
+    rows = [["pipeline", *(f"{where(r)}, {r.inputs['images']} images" for r in reports)]]
     results = [{p.pipeline: p for p in r.pipelines} for r in reports]
     for p in report.pipelines:
         cells = []

@@ -63,9 +63,11 @@ class VerifyReport:
     runner: str = "host"
     cpu: dict | None = None  # {"cpu_class", "cpu", "vector_extensions", "emulated"}
     cpus: dict[str, "VerifyReport"] = field(default_factory=dict)
+    same_rows: "VerifyReport | None" = None  # this CPU judged on the rows the other CPUs ran (fewer), beside them
 
     def to_json(self) -> dict:
-        return {**asdict(self), "cpus": {name: report.to_json() for name, report in self.cpus.items()}}
+        return {**asdict(self), "cpus": {name: report.to_json() for name, report in self.cpus.items()},
+                "same_rows": self.same_rows.to_json() if self.same_rows else None}
 
     @classmethod
     def from_json(cls, data: dict) -> "VerifyReport":
@@ -76,4 +78,5 @@ class VerifyReport:
         known = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in data.items() if k in known},
                       "outputs": [check(r) for r in data["outputs"]], "pipelines": pipelines,
-                      "cpus": {name: cls.from_json(report) for name, report in data.get("cpus", {}).items()}})
+                      "cpus": {name: cls.from_json(report) for name, report in data.get("cpus", {}).items()},
+                      "same_rows": cls.from_json(data["same_rows"]) if data.get("same_rows") else None})

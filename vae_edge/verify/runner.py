@@ -69,15 +69,16 @@ def engine_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_cla
 
 def run_bundle(bundle: Bundle, inputs: VerifyInputs, name: str = HOST, emulated: bool = False) -> RunOutputs:
     """Every artifact of the bundle that an installed engine runs, on the inputs, and every such pipeline end to
-    end (files checked first); where TensorFlow is missing (a TF-free install, an emulated CPU), the SavedModel
-    is left out."""
+    end (files checked first); where TensorFlow is missing (a TF-free install, an emulated ARM core), and on any
+    emulated CPU (it stands for a device, which runs the runtime's formats), the SavedModel is left out."""
     bundle.check_all()
     class_names = tuple(bundle.model.get("class_names") or ())
     loss = bundle.model["reconstruction_loss"]
     run = RunOutputs(name, where(emulated), len(inputs.images))
     engines = {}
     for artifact in bundle.artifacts:
-        if not installed(FORMATS[Format(artifact.format)].engine):
+        info = FORMATS[Format(artifact.format)]
+        if not installed(info.engine) or (emulated and not info.runtime):  # an emulated CPU stands for a device
             continue
         engine = engines[artifact.key] = open_artifact(bundle, artifact, check=False)
         run.artifacts[artifact.key] = engine.run(inputs.feeds(Graph(artifact.graph), len(class_names)))
