@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from vae_edge.bundle import Bundle
+from vae_edge.bundle import MANIFEST, Bundle
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError
 from vae_edge.export.metadata import KEY, embed_tflite, metadata_fields, read_metadata
@@ -242,6 +242,32 @@ def test_resume_checks_only_the_stages_that_finished(tmp_path):
                     restart=False)  # accepted
     with pytest.raises(BadInputError, match="finished train stage"):
         check_resumable(folder, RunConfig(train=TrainConfig(epochs=2)), restart=False)
+
+
+def test_resume_reads_a_run_folder_written_before_export_settings_were_one_object(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.train.mkdir(parents=True)
+    folder.model.write_bytes(b"trained")
+    folder.bundle.mkdir(parents=True)
+    (folder.bundle / "verify.json").write_text(json.dumps({"passed": True}))
+    (folder.bundle / MANIFEST).write_text(json.dumps({"artifacts": {}}))
+    old = asdict(RunConfig(train=TrainConfig(epochs=1, seed=3)))
+    export = old.pop("export")
+    old.update({key: export[key] for key in ("formats", "modes", "static_batch", "calibration_samples")})
+    folder.config.write_text(json.dumps(old))
+    assert folder.done("export")
+    check_resumable(folder, RunConfig(train=TrainConfig(epochs=1, seed=3), export=ExportOptions(seed=3)),
+                    restart=False)  # accepted: the old layout means the same settings
+    with pytest.raises(BadInputError, match="finished export stage"):
+        check_resumable(folder, RunConfig(train=TrainConfig(epochs=1, seed=3),
+                                          export=ExportOptions(seed=3, static_batch=4)), restart=False)
+
+
+def test_an_export_cut_short_counts_as_not_done(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.bundle.mkdir(parents=True)
+    (folder.bundle / "verify.json").write_text('{"passed": tr')
+    assert not folder.done("export")
 
 
 def test_runtime_api_edges_name_the_argument(bundle_dir):

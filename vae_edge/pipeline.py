@@ -48,8 +48,8 @@ class RunConfig:
 
 
 _EXPORT_SETTINGS = ("train", "export")
-# Run folders written before the export options were one object kept them at the top level.
-_FORMER_KEYS = {name: f"export.{name}" for name in ("formats", "modes", "static_batch", "calibration_samples")}
+# Run folders written before the export options were one object kept four of them at the top level.
+_FORMER_EXPORT_KEYS = ("formats", "modes", "static_batch", "calibration_samples")
 # The settings each stage's output depends on, its upstream stages' included: resuming checks only
 # the stages that finished, so a run that failed can be resumed with corrected settings.
 STAGE_SETTINGS = {
@@ -84,7 +84,7 @@ def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None
     if restart or not folder.config.exists():
         return
     wanted = _flatten(json.loads(json.dumps(asdict(config))))
-    saved = {_FORMER_KEYS.get(key, key): value for key, value in _flatten(json.loads(folder.config.read_text())).items()}
+    saved = _flatten(saved_settings(json.loads(folder.config.read_text())))
     for stage in STAGES:
         if not folder.done(stage):
             continue
@@ -96,6 +96,16 @@ def check_resumable(folder: RunFolder, config: RunConfig, restart: bool) -> None
                 f"{folder.root} holds a finished {stage} stage made with other settings ({details}); "
                 "pass --restart to start it over, or choose another --out"
             )
+
+
+def saved_settings(saved: dict) -> dict:
+    """A run folder's settings in today's layout: folders written before `RunConfig.export` kept four export
+    settings at the top level, and exported with the defaults of the rest and the training seed."""
+    if not isinstance(saved, dict) or "export" in saved:
+        return saved
+    defaults = asdict(ExportOptions(seed=saved.get("train", {}).get("seed", 0)))
+    moved = {key: saved.pop(key) for key in _FORMER_EXPORT_KEYS if key in saved}
+    return {**saved, "export": json.loads(json.dumps({**defaults, **moved}))}
 
 
 def check_settings(config: RunConfig) -> None:

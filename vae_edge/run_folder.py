@@ -24,9 +24,12 @@ class RunFolder:
     def done(self, stage: str) -> bool:
         """Whether the stage's output is there; an export counts only when every target was written and verified."""
         if stage == "export":
-            verified, manifest = self.bundle / "verify.json", self.bundle / MANIFEST
-            return (verified.is_file() and json.loads(verified.read_text()).get("passed") is True
-                    and "rejected" not in json.loads(manifest.read_text()))
+            try:
+                verified = json.loads((self.bundle / "verify.json").read_text())
+                manifest = json.loads((self.bundle / MANIFEST).read_text())
+            except (OSError, ValueError):  # missing or cut short: the stage runs again
+                return False
+            return isinstance(verified, dict) and verified.get("passed") is True and "rejected" not in manifest
         marker = {
             "train": self.model, "evaluate": self.evaluation, "bench": self.bench, "samples": self.samples, "report": None,
         }[stage]
