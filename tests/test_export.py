@@ -402,8 +402,26 @@ def test_a_failing_mode_leaves_a_usable_bundle_of_the_rest_and_says_how_to_go_on
     for entry in rejected.values():
         assert all((bundle_copy / "rejected" / path).is_file() for path in entry["artifacts"])
     assert not any(a.mode == Mode.INT8 for a in bundle.artifacts)
+    golden = json.loads((bundle_copy / "golden" / "golden.json").read_text())["files"]
+    assert golden and set(golden) == {a.path for a in bundle.artifacts}  # the golden vectors name the kept files only
     vae = EdgeVAE.load(bundle_copy, backend=Format.TFLITE)
     assert vae.mode == Mode.FLOAT32 and vae.sample(2, seed=0).shape == (2, *trained_model.image_shape)
     assert (bundle_copy / "web" / "index.html").is_file()
     previous = bundle_copy.with_name(f"{bundle_copy.name}.previous")
     assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
+
+
+def test_a_rejected_savedmodel_moves_whole_into_rejected(bundle_copy):
+    from vae_edge.export.exporter import VERIFICATION, Failure, set_aside
+
+    savedmodel = next(t for t in Bundle(bundle_copy).targets() if t.format == Format.SAVEDMODEL)
+    files = sorted(p.relative_to(bundle_copy / "savedmodel") for p in (bundle_copy / "savedmodel").rglob("*"))
+    set_aside(bundle_copy, [Failure(savedmodel, VERIFICATION, "forced")])
+    assert not (bundle_copy / "savedmodel").exists()
+    assert sorted(p.relative_to(bundle_copy / "rejected" / "savedmodel")
+                  for p in (bundle_copy / "rejected" / "savedmodel").rglob("*")) == files
+    bundle = Bundle(bundle_copy)
+    bundle.check_all()
+    assert savedmodel.key not in {t.key for t in bundle.targets()}
+    assert bundle.manifest["rejected"] == [{"target": savedmodel.key, "stage": VERIFICATION, "reason": "forced",
+                                            "folder": "rejected", "artifacts": ["savedmodel"]}]

@@ -268,7 +268,9 @@ def test_saved_outputs_are_judged_again_under_new_tolerances_without_the_model(b
     assert result.exit_code == 0, result.output
     before = (bundle_copy / "verify" / "host.npz").read_bytes()
     strict = CliRunner().invoke(main, ["verify", str(bundle_copy), "--rejudge", "--tolerance", "int8.min_psnr_db=200"])
-    assert strict.exit_code == 1 and "FAIL" in strict.output
+    assert strict.exit_code == 1 and "FAIL: on host" in strict.output
+    verdict = strict.output.strip().splitlines()[-1]
+    assert all(t.key in verdict for t in Bundle(bundle_copy).targets() if t.mode == Mode.INT8), verdict
     report = VerifyReport.from_json(json.loads((bundle_copy / "verify.json").read_text()))
     assert {p.pipeline for p in report.pipelines if not p.passed} == {t.key for t in Bundle(bundle_copy).targets()
                                                                      if t.mode == Mode.INT8}
@@ -292,6 +294,65 @@ def test_outputs_captured_on_another_cpu_are_judged_beside_this_ones(bundle_copy
     assert report.cpus["phone"].inputs["images"] == 8 and report.cpus["phone"].passed
     assert "phone" in (bundle_copy / "verify.md").read_text()
     assert Bundle(bundle_copy).manifest["verification"]["cpus"]["phone"]["passed"]
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["host"], "runner name 'host'"),
+    (["../../elsewhere"], "runner name '../../elsewhere'"),
+    (["phone", "--images", "0"], "'0' is not a positive whole number"),
+])
+def test_the_runner_refuses_a_name_or_count_it_cannot_save_in_one_line(bundle_dir, tmp_path, capsys, argv, problem):
+    from vae_edge.verify.runner import main as runner_main
+
+    out = tmp_path / "out.npz"
+    with pytest.raises(SystemExit) as exited:
+        runner_main([str(bundle_dir), str(bundle_dir / "verify" / "inputs.npz"), str(out), *argv])
+    assert exited.value.code == 2 and not out.exists()
+    error = capsys.readouterr().err.strip()
+    assert problem in error and "Traceback" not in error
+
+
+def _captured_like_host(bundle_copy, tmp_path, change):
+    from vae_edge.verify.outputs import RunOutputs
+
+    run = RunOutputs.load(bundle_copy / "verify" / "host.npz")
+    run.runner = "phone"
+    change(run)
+    return run.save(tmp_path / "phone.npz")
+
+
+def _drop_a_row(run):
+    for pipeline in run.pipelines.values():
+        pipeline.z_mean = pipeline.z_mean[1:]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda run: None, None),
+    (lambda run: setattr(run, "pipelines", {f"tflite/imaginary-{key}": p for key, p in run.pipelines.items()}),
+     "not this bundle's files"),
+    (lambda run: setattr(run, "images", 10**6), "not this bundle's files"),
+    (_drop_a_row, "not one row per image"),
+    (lambda run: setattr(run, "runner", "inputs"), "runner name 'inputs'"),
+])
+def test_captured_outputs_are_checked_against_the_bundle_and_its_inputs(bundle_copy, tmp_path, change, problem):
+    captured = _captured_like_host(bundle_copy, tmp_path, change)
+    before = sorted(path.name for path in (bundle_copy / "verify").iterdir())
+    result = CliRunner().invoke(main, ["verify", str(bundle_copy), "--outputs", str(captured)])
+    if problem is None:  # the host's own outputs under another name: accepted, and judged as passing
+        assert result.exit_code == 0, result.output
+        assert Bundle(bundle_copy).manifest["verification"]["cpus"]["phone"]["passed"]
+        return
+    assert result.exit_code == 2 and problem in result.output, result.output
+    assert sorted(path.name for path in (bundle_copy / "verify").iterdir()) == before
+
+
+def test_verify_refuses_a_bundle_another_process_is_writing(bundle_copy):
+    from vae_edge.fsutil import exclusive_lock
+
+    with exclusive_lock(bundle_copy):
+        result = CliRunner().invoke(main, ["verify", str(bundle_copy), "--rejudge"])
+    assert result.exit_code == 2 and "being written by another vae-edge process" in result.output
+    assert CliRunner().invoke(main, ["verify", str(bundle_copy), "--rejudge"]).exit_code == 0  # released
 
 
 def test_golden_vectors_hold_the_keras_outputs_and_a_tolerance_per_file(bundle_dir, trained_model):

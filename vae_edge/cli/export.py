@@ -15,6 +15,7 @@ from vae_edge.cli.common import (
 )
 from vae_edge.cpu import CpuClass
 from vae_edge.errors import BadInputError
+from vae_edge.fsutil import exclusive_lock
 from vae_edge.quantization import AUTO
 from vae_edge.registry import names
 from vae_edge.train.backend import require_tensorflow_backend
@@ -107,6 +108,7 @@ def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objec
     from vae_edge.verify.verifier import rejudge as rejudge_saved
 
     bundle = Bundle(bundle_dir)
+    ctx.with_resource(exclusive_lock(bundle.folder))  # an export or another verify writing it refuses meanwhile
     if captured or rejudge:
         report = (judge_captured(bundle_dir, captured, tolerances, log=click.echo) if captured
                   else rejudge_saved(bundle_dir, tolerances, log=click.echo))

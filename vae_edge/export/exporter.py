@@ -53,6 +53,7 @@ from vae_edge.registry import (
 )
 from vae_edge.runtime.engines import ORT_OPERATORS_CONFIG, open_engine
 from vae_edge.signatures import IMAGE, GraphSpec, Z, graph_specs, logits_spec
+from vae_edge.verify.golden import forget_files
 from vae_edge.verify.tolerances import resolve
 from vae_edge.verify.verifier import VERIFY_IMAGES, verify_bundle, write_layer_tables
 
@@ -145,17 +146,14 @@ def export_bundle(
         elsewhere = verify_staged(staging, out_dir, graphs, data, options, failures, log, verify_table)
         if failures:
             set_aside(staging, list(failures.values()))
-            if out_dir.is_dir() and (out_dir / MANIFEST).is_file():
-                keep_previous(out_dir)
         write_apps(staging, out_dir, apps, log)
+        if failures and (out_dir / MANIFEST).is_file():
+            keep_previous(out_dir)
     if failures:
-        raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen)))
+        raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen))
+                            + (f"; {failing_elsewhere(elsewhere)}" if elsewhere else ""))
     if elsewhere:
-        raise VerificationFailed(
-            f"wrote {out_dir}, verified on this CPU; on other CPUs some targets fail ("
-            + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in elsewhere.items())
-            + "), which the runtime will not pick on those CPU classes (verify.md); for ONNX int8, export on or for "
-            "that class (--onnx-int8-target)")
+        raise VerificationFailed(f"wrote {out_dir}, verified on this CPU; {failing_elsewhere(elsewhere)}")
     for stale in (f"{out_dir.name}.rejected", f"{out_dir.name}.previous"):  # from earlier exports that failed
         shutil.rmtree(out_dir.with_name(stale), ignore_errors=True)
     return out_dir
@@ -410,35 +408,42 @@ def blocked(target: Target, failures: dict[str, Failure]) -> bool:
 
 
 def set_aside(staging: Path, failures: list[Failure]) -> None:
-    """Move the files of the failing targets into the bundle's `rejected/` folder and out of its manifest,
-    which records each target with the stage it failed at and why; the bundle's README is written again."""
+    """Move the files of the failing targets into the bundle's `rejected/` folder and out of its manifest (which
+    records each target with the stage it failed at and why) and its golden vectors; the README is written again."""
     failing = {failure.target.key: failure for failure in failures}
     manifest = json.loads((staging / MANIFEST).read_text())
     moved: dict[str, list[str]] = {key: [] for key in failing}
-    for target_key in failing:
-        for graph in Graph:
-            relative = artifact_path(failing[target_key].target, graph)
+    for target_key, failure in failing.items():
+        for relative in dict.fromkeys(artifact_path(failure.target, graph) for graph in Graph):  # a folder: once
             source = staging / relative
-            if source.exists() and not FORMATS[failing[target_key].target.format].folder:
-                destination = staging / REJECTED / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(source, destination)
-                config = source.with_suffix(ORT_OPERATORS_CONFIG)
-                if config.exists():
-                    shutil.move(config, destination.with_suffix(ORT_OPERATORS_CONFIG))
-                moved[target_key].append(relative)
+            if not source.exists():
+                continue
+            destination = staging / REJECTED / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(source, destination)
+            config = source.with_suffix(ORT_OPERATORS_CONFIG)
+            if config.exists():
+                shutil.move(config, destination.with_suffix(ORT_OPERATORS_CONFIG))
+            moved[target_key].append(relative)
     manifest["artifacts"] = [e for e in manifest["artifacts"] if Artifact(**e).target.key not in failing]
     manifest["rejected"] = [{"target": key, "stage": f.stage, "reason": f.reason, "folder": REJECTED,
                              "artifacts": moved[key]} for key, f in failing.items()]
     write_json(staging / MANIFEST, manifest)
     write_text(staging / "README.md", render_bundle_readme(manifest))
+    forget_files(staging, {path for paths in moved.values() for path in paths})
 
 
 def keep_previous(out_dir: Path) -> None:
-    """A partial bundle replaces the previous one, which is kept whole beside it."""
-    previous = out_dir.with_name(f"{out_dir.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    shutil.copytree(out_dir, previous, symlinks=True)
+    """A partial bundle replaces the previous one, which is kept whole beside it (written, then renamed)."""
+    with atomic_directory(out_dir.with_name(f"{out_dir.name}.previous"), force=True) as staging:
+        shutil.copytree(out_dir, staging, symlinks=True, dirs_exist_ok=True)
+
+
+def failing_elsewhere(elsewhere: dict[str, list[str]]) -> str:
+    """The targets that pass here but fail on an emulated CPU, which stay in the bundle, and what to do."""
+    return ("on other CPUs some targets fail (" + "; ".join(f"{name}: {', '.join(keys)}" for name, keys in elsewhere.items())
+            + "), which the runtime will not pick on those CPU classes (verify.md); for ONNX int8, export on or for "
+            "that class (--onnx-int8-target)")
 
 
 def partial_message(out_dir: Path, failures: list[Failure], planned: int) -> str:

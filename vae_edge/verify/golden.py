@@ -8,6 +8,7 @@ for a seed, so a port of the prior checks itself on them too. Written at verific
 saved inputs and outputs.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from vae_edge.verify.outputs import RunOutputs
 GOLDEN = "golden"  # the bundle's folder
 ROWS = 4  # images and prior latents: small enough for an app's assets, enough to catch a wrong kernel
 MARGIN = 4.0  # a device's error may be this many times this machine's (other kernels, other rounding)
+DESCRIPTION = "golden.json"
 BYTE_ORDER = "little-endian float32, row-major (C order); int8 files take these floats quantized with their own scale"
 
 
@@ -58,8 +60,17 @@ def write_golden(bundle: Bundle, inputs: VerifyInputs, reference: RunOutputs, ho
     with atomic_directory(bundle.folder / GOLDEN, force=True) as staging:
         for file, value in arrays.items():
             (staging / file).write_bytes(value.tobytes())
-        write_json(staging / "golden.json", described)
+        write_json(staging / DESCRIPTION, described)
     return bundle.folder / GOLDEN
+
+
+def forget_files(folder: Path, paths: set[str]) -> None:
+    """Drop model files that left the bundle (rejected targets) from its golden vectors' tolerances."""
+    description = folder / GOLDEN / DESCRIPTION
+    if description.is_file():
+        described = json.loads(description.read_text())
+        described["files"] = {path: entry for path, entry in described["files"].items() if path not in paths}
+        write_json(description, described)
 
 
 def _one_hot(labels: np.ndarray, bundle: Bundle) -> np.ndarray:

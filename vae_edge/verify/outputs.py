@@ -8,6 +8,7 @@ where the files ran). A runner may have run the first `images` of the inputs onl
 """
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -17,7 +18,18 @@ from vae_edge.errors import BadInputError, MissingFileError
 from vae_edge.fsutil import atomic_file
 
 KERAS = "keras"  # the reference runner's name, and its one pipeline's
+HOST = "host"  # this machine's runner
+RESERVED_NAMES = (KERAS, HOST, "inputs")  # files of the bundle's verify/ folder that other runners' names would replace
+_RUNNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SEPARATOR = "|"  # between the parts of an array's name in the saved file
+
+
+def check_runner_name(name: str) -> str:
+    """A captured runner's name: its outputs are saved as `verify/NAME.npz` and reported under it."""
+    if name in RESERVED_NAMES or not _RUNNER_NAME.fullmatch(name):
+        raise BadInputError(f"runner name {name!r}: name it after the CPU it ran on (letters, digits, '.', '_', '-'; "
+                            f"not {', '.join(RESERVED_NAMES)})")
+    return name
 
 
 @dataclass

@@ -88,12 +88,21 @@ def where(report: VerifyReport) -> str:
 
 
 def format_table(report: VerifyReport) -> str:
-    failing = [p.pipeline for p in report.pipelines if not p.passed]
-    verdict = "PASS: every artifact is within tolerance" if not failing else "FAIL: some artifacts are out of tolerance"
+    """The tables of verify.md as text, and one verdict that names every CPU where something failed."""
     tables = [text_table(table_rows(report)), text_table(pipeline_rows(report))]
     if report.cpus:
         tables.append(text_table(cpu_rows(report)))
+    failing = {where(r): keys for r in (report, *report.cpus.values()) if (keys := _failing(r))}
+    verdict = ("FAIL: " + "; ".join(f"on {cpu}, {', '.join(keys)}" for cpu, keys in failing.items())
+               + " out of tolerance" if failing
+               else "PASS: every artifact is within tolerance" + (" on every CPU" if report.cpus else ""))
     return "\n\n".join([*tables, verdict])
+
+
+def _failing(report: VerifyReport) -> list[str]:
+    """The pipelines and artifacts out of tolerance in one CPU's report."""
+    return list(dict.fromkeys([*(p.pipeline for p in report.pipelines if not p.passed),
+                               *(o.artifact for o in report.outputs if not o.passed)]))
 
 
 def cpu_rows(report: VerifyReport) -> list[list[str]]:

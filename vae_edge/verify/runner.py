@@ -14,14 +14,13 @@ import numpy as np
 from vae_edge.bundle import Bundle
 from vae_edge.cpu import cpu_class, cpu_identity
 from vae_edge.elbo import conditioned, sampled_elbo_terms
+from vae_edge.errors import BadInputError, MissingFileError, VaeEdgeError, first_line
 from vae_edge.labels import label_feed
 from vae_edge.registry import FORMATS, Format, Graph
 from vae_edge.runtime.engines import InferenceEngine, installed, open_artifact
 from vae_edge.signatures import IMAGE, RECONSTRUCTION, Z_LOG_VAR, Z_MEAN, Z
 from vae_edge.verify.inputs import VerifyInputs
-from vae_edge.verify.outputs import PipelineOutputs, RunOutputs
-
-HOST = "host"  # this machine's runner
+from vae_edge.verify.outputs import HOST, PipelineOutputs, RunOutputs, check_runner_name
 
 
 def where(emulated: bool = False) -> dict:
@@ -92,17 +91,28 @@ def run_bundle(bundle: Bundle, inputs: VerifyInputs, name: str = HOST, emulated:
     return run
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
-    parser.add_argument("inputs")
-    parser.add_argument("out")
-    parser.add_argument("name")
-    parser.add_argument("--images", type=int, help="run the first N images only (and as many latents of each kind)")
+    parser.add_argument("inputs", help="the bundle's verify/inputs.npz")
+    parser.add_argument("out", help="where to write the outputs (.npz)")
+    parser.add_argument("name", help="the CPU this runs on, as the report will name it (pixel-7, cortex-a53)")
+    parser.add_argument("--images", type=positive, help="run the first N images only (and as many latents of each kind)")
     parser.add_argument("--emulated", action="store_true", help="this process runs under an emulator")
     args = parser.parse_args(argv)
-    inputs = VerifyInputs.load(args.inputs).subset(args.images)
-    run_bundle(Bundle(args.bundle), inputs, args.name, args.emulated).save(args.out)
+    try:
+        name = check_runner_name(args.name)
+        inputs = VerifyInputs.load(args.inputs).subset(args.images)
+        run_bundle(Bundle(args.bundle), inputs, name, args.emulated).save(args.out)
+    except VaeEdgeError as error:
+        parser.exit(2 if isinstance(error, BadInputError | MissingFileError) else 1,
+                    f"{parser.prog}: error: {first_line(error)}\n")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from vae_edge.registry import Graph
 from vae_edge.verify.comparator import judge_run
 from vae_edge.verify.golden import write_golden
 from vae_edge.verify.inputs import VerifyInputs
-from vae_edge.verify.outputs import KERAS, RunOutputs
+from vae_edge.verify.outputs import HOST, KERAS, RunOutputs, check_runner_name
 from vae_edge.verify.report import format_table, save_picture, verdict_line, write_markdown
 from vae_edge.verify.results import VerifyReport
-from vae_edge.verify.runner import HOST, run_bundle
+from vae_edge.verify.runner import run_bundle
 
 SAVED = "verify"  # the bundle's folder of saved inputs and outputs
 INPUTS = "inputs.npz"
@@ -204,9 +204,26 @@ def judge_captured(bundle_dir, captured: Sequence[Path], tolerances: dict | None
     """Add outputs captured elsewhere (another CPU; `python -m vae_edge.verify.runner` wrote them there) to
     the bundle's saved outputs and judge everything again."""
     bundle = Bundle(bundle_dir)
-    for path in captured:
-        run = RunOutputs.load(path)
-        if run.runner in (KERAS, HOST):
-            raise BadInputError(f"{path}: its runner is named {run.runner!r}; name it after the CPU it ran on")
+    inputs = VerifyInputs.load(_saved(bundle.folder) / INPUTS)
+    runs = [(path, check_captured(bundle, inputs, RunOutputs.load(path), path)) for path in captured]
+    for path, run in runs:  # every file checked before any is kept
         write_bytes(saved_outputs(bundle.folder, run.runner), Path(path).read_bytes())
     return rejudge(bundle_dir, tolerances, log, table)
+
+
+def check_captured(bundle: Bundle, inputs: VerifyInputs, run: RunOutputs, path: Path) -> RunOutputs:
+    """Outputs captured elsewhere, checked to be this bundle's files run on these inputs before they are judged."""
+    try:
+        check_runner_name(run.runner)
+    except BadInputError as error:
+        raise BadInputError(f"{path}: {error}") from None
+    pipelines = {target.key for target in bundle.targets()}
+    artifacts = {artifact.key for artifact in bundle.artifacts}
+    if not 0 < run.images <= len(inputs.images) or not set(run.pipelines) & pipelines \
+            or not set(run.artifacts) <= artifacts:
+        raise BadInputError(f"{path}: not this bundle's files run on its saved inputs; run "
+                            f"`python -m vae_edge.verify.runner {bundle.folder} "
+                            f"{bundle.folder / SAVED / INPUTS} OUT.npz NAME` on the other CPU")
+    if any(len(pipeline.z_mean) != run.images for pipeline in run.pipelines.values()):
+        raise BadInputError(f"{path}: its pipelines' outputs are not one row per image it says it ran; capture it again")
+    return run
