@@ -2,14 +2,12 @@
 browser the browser tests skip outside CI; under CI=true a missing browser or Playwright is a failure."""
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
-
-IN_CI = os.environ.get("CI") == "true"
+from environment import unavailable
 
 
 def require_browser() -> str:
@@ -24,9 +22,7 @@ def require_browser() -> str:
     if problem is None and executable is None:
         problem = f"no Chromium found ({INSTALL_HINT})"
     if problem:
-        if IN_CI:
-            pytest.fail(f"browser tests cannot run under CI: {problem}")
-        pytest.skip(problem)
+        unavailable(problem, "browser tests cannot run under CI")
     return executable
 
 

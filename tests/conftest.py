@@ -120,3 +120,29 @@ def browser():
 
     with launch(require_browser()) as browser:
         yield browser
+
+
+@pytest.fixture(scope="session")
+def environments():
+    """`get(name)`: CPU target `name`'s emulation Environment, set up once (in the cache), or a skip (a failure
+    under CI) saying why not."""
+    import platform
+
+    from environment import unavailable
+
+    from vae_edge.errors import BadInputError
+    from vae_edge.verify import emulation
+
+    prepared = {}
+
+    def get(name: str):
+        if emulation.TARGETS[name].arch == emulation.Arch.X86_64 and platform.machine() != "x86_64":
+            pytest.skip(f"{name} runs this machine's own x86-64 Python")
+        if name not in prepared:
+            try:
+                prepared[name] = emulation.prepare(name)
+            except BadInputError as error:
+                unavailable(f"emulation cannot run: {error}", ".ci/run installs qemu-user-static")
+        return prepared[name]
+
+    return get

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from environment import unavailable
 
 from vae_edge.cli import main
 from vae_edge.errors import BadInputError
 from vae_edge.train import backend
 
 VAE_EDGE = str(Path(sys.executable).with_name("vae-edge"))
-IN_CI = os.environ.get("CI") == "true"
 # The same tiny training run on every backend (and process count) that the tests compare.
 TINY = ["--variant", "micro", "--latent-dim", "4", "--epochs", "2", "--seed", "0"]
 
@@ -40,10 +40,8 @@ def require(module: str) -> None:
     Looks the module up without importing it: torch and jax stay out of this TensorFlow process.
     """
     if importlib.util.find_spec(module) is None:
-        if IN_CI:
-            pytest.fail(f"{module} is not installed under CI (.ci/run installs jax with `make install` and torch with "
-                        "`make install-torch`)")
-        pytest.skip(f"{module} is not installed")
+        unavailable(f"{module} is not installed", ".ci/run installs jax with `make install` and torch with "
+                    "`make install-torch`")
 
 
 def fake_backend_packages(monkeypatch, installed: set[str]) -> None:

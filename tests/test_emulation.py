@@ -9,19 +9,18 @@ under CI=true, whose .ci/run installs qemu-user-static: there they fail. No timi
 """
 
 import os
-import platform
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from environment import unavailable
 
 from vae_edge.cpu import CpuClass, cpu_class, cpu_features
 from vae_edge.errors import BadInputError
 from vae_edge.verify import emulation
 from vae_edge.verify.emulation import TARGETS, Arch, Environment
 
-IN_CI = os.environ.get("CI") == "true"
 K = 64  # the MatMulInteger probe's depth: K/2 pairs of 255 x 127, each over int16's 32767
 EXACT, SATURATED = 255 * 127 * K, 32767 * (K // 2)  # int32 accumulation; VPMADDUBSW's saturated pair sums
 SATURATING = {CpuClass.AVX2, CpuClass.AVX512}  # U8S8 through VPMADDUBSW (vae_edge.quantization)
@@ -137,25 +136,6 @@ def test_instructions_are_named_from_qemus_log(line, arch, name):
 
 # ---- slow: the emulated CPUs themselves ------------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="session")
-def environments():
-    """`get(name)`: the target's Environment, set up once (in the cache), or a skip (a failure under CI) saying why not."""
-    prepared: dict[str, Environment] = {}
-
-    def get(name: str) -> Environment:
-        if TARGETS[name].arch == Arch.X86_64 and platform.machine() != "x86_64":
-            pytest.skip(f"{name} runs this machine's own x86-64 Python")
-        if name not in prepared:
-            try:
-                prepared[name] = emulation.prepare(name)
-            except BadInputError as error:
-                if IN_CI:
-                    pytest.fail(f"emulation cannot run under CI (.ci/run installs qemu-user-static): {error}")
-                pytest.skip(str(error))
-        return prepared[name]
-
-    return get
 
 
 # Run on the host and under each target: every tiny model on its input, outputs into an .npz.
@@ -370,9 +350,7 @@ def test_prepare_sets_up_once_in_a_fresh_cache_and_then_reuses_it(tmp_path, monk
     try:
         first = emulation.prepare("cortex-a53", log=messages.append)
     except BadInputError as error:
-        if IN_CI:
-            raise
-        pytest.skip(str(error))
+        unavailable(str(error), ".ci/run installs qemu-user-static")
     cache = tmp_path / "emulation"
     manifests = {path: path.stat().st_mtime_ns for path in cache.glob("*/manifest.json")}
     assert len(manifests) == 3 and len(messages) == 3  # sysroot, wheels, target: each made once, each said once

@@ -21,7 +21,6 @@ temporary sibling and renamed when complete:
 Haswell runs this machine's own x86-64 Python under `qemu-x86_64-static -cpu Haswell`: no AVX-512.
 """
 
-import compileall
 import importlib.metadata
 import json
 import os
@@ -250,7 +249,9 @@ def _arm64_sysroot(log: Callable[[str], None]) -> Path:
         version = _python_version(staging)
         stdlib = staging / "usr" / "lib" / f"python{version}"
         if version == "%d.%d" % sys.version_info[:2]:  # same bytecode: compile here, in seconds, not each run under qemu
-            compileall.compile_dir(stdlib, quiet=2, ddir=folder / stdlib.relative_to(staging), workers=0)
+            # in a fresh process: its worker pool forks, which a process holding JAX's or TF's threads must not
+            subprocess.run([sys.executable, "-m", "compileall", "-qq", "-j", "0", "-d",
+                            str(folder / stdlib.relative_to(staging)), str(stdlib)], check=False)
         libc = next((re.match(r"libc6_(\d+)\.(\d+)", deb.name) for deb in debs if deb.name.startswith("libc6_")), None)
         write_json(staging / MANIFEST, {
             "packages": [deb.name for deb in debs], "python": version,
