@@ -1,12 +1,13 @@
 """`vae-edge bench`: statistics, FLOPs counting, planning, and a tiny end-to-end run."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from vae_edge.bench.flops import count_flops
-from vae_edge.bench.harness import derive, plan_subjects, planned_keys
+from vae_edge.bench.harness import baseline_source, derive, plan_subjects, planned_keys
 from vae_edge.bench.stats import summarize
 from vae_edge.bench.worker import timed_runs
 from vae_edge.bundle import Bundle, Cell, ModelSource
@@ -162,3 +163,17 @@ def test_cli_refuses_a_filter_that_matches_nothing(bundle_dir):
 
     result = CliRunner().invoke(bench, [str(bundle_dir), "--only", "nothing/*"])
     assert isinstance(result.exception, BadInputError) and "'nothing/*' matches nothing" in str(result.exception)
+
+
+def test_a_baseline_given_with_model_is_read_as_the_export_read_its_model(tmp_path):
+    model_file = tmp_path / "copy.keras"
+    model_file.write_bytes(b"a copy of the model")
+    recorded = ModelSource(SourceKind.ENCODER_DECODER, ("/gone/enc.keras", "/gone/dec.keras"), ("a", "b"),
+                           ("my_layers",), likelihood="gaussian", decoder_output="mean", encoder_outputs=("mu", "lv"))
+    bundle = SimpleNamespace(model={"source": recorded.as_dict()})
+    notes: list[str] = []
+    source = baseline_source(bundle, model_file, ("my_layers",), notes)
+    assert source == ModelSource(SourceKind.SUBMODELS, (str(model_file.resolve()),), (), ("my_layers",),
+                                 "gaussian", "mean", ("mu", "lv")) and not notes
+    assert baseline_source(bundle, model_file, (), notes) is None  # its layers' module not named
+    assert notes == ["no Keras baseline: the model's layers need --custom-objects my_layers"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
@@ -136,6 +137,11 @@ class ModelSource:
 
     def as_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    def missing_modules(self, custom_objects: Sequence[str]) -> list[str]:
+        """The recorded custom-layer modules that `custom_objects` (the caller's --custom-objects) does not name."""
+        given = {module_spec(module) for module in custom_objects}
+        return [module for module in self.custom_objects if module_spec(module) not in given]
 
     @classmethod
     def from_dict(cls, recorded: dict) -> ModelSource:

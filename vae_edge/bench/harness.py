@@ -10,12 +10,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from vae_edge.bench import machine
 from vae_edge.bench.flops import METHOD, count_flops
-from vae_edge.bundle import Bundle, Cell, ModelSource, module_spec
+from vae_edge.bundle import Bundle, Cell, ModelSource
 from vae_edge.errors import BadInputError
 from vae_edge.provenance import git_commit
 from vae_edge.registry import (
@@ -228,16 +228,16 @@ def baseline_source(bundle: Bundle, model_path: Path | None, custom_objects: tup
                     notes: list[str]) -> ModelSource | None:
     """The Keras model to time as the baseline: `model_path`, else the files the manifest names; None (with a
     note saying why) when there is none to load."""
-    if model_path is not None:
+    source = ModelSource.from_manifest(bundle.model)
+    if model_path is not None:  # another file of the same model: read as the export read it (likelihood, outputs)
         if not Path(model_path).is_file():
             raise BadInputError(f"{model_path}: no such Keras model file")
-        return ModelSource(SourceKind.VAE_EDGE, (str(Path(model_path).resolve()),))
-    source = ModelSource.from_manifest(bundle.model)
-    if source.kind == SourceKind.IN_MEMORY or not all(Path(path).is_file() for path in source.paths):
+        one_file = source.kind if source.kind in (SourceKind.VAE_EDGE, SourceKind.SUBMODELS) else SourceKind.SUBMODELS
+        source = replace(source, kind=one_file, paths=(str(Path(model_path).resolve()),), sha256=())
+    elif source.kind == SourceKind.IN_MEMORY or not all(Path(path).is_file() for path in source.paths):
         notes.append("no Keras baseline: the manifest names no existing source model; pass --model")
         return None
-    given = {module_spec(module) for module in custom_objects}
-    missing = [module for module in source.custom_objects if module_spec(module) not in given]
+    missing = source.missing_modules(custom_objects)
     if missing:
         notes.append(f"no Keras baseline: the model's layers need --custom-objects {' '.join(missing)}")
         return None

@@ -86,6 +86,10 @@ let z = floats("decoder.z.f32"), expected = floats("decoder.reconstruction.f32")
 // run each row of z through the decoder, then:
 XCTAssertLessThanOrEqual(zip(actual, expected).map { pair in abs(pair.0 - pair.1) }.max()!, maxAbs)   // from golden.json
 ```
+
+An int8-io file takes the inputs quantized with its own scale and zero point, and its decoder returns
+int8 Bernoulli logits (`reconstruction_logits`): dequantize them with that output's scale and zero
+point and apply the sigmoid before comparing (`max_abs` is on the probabilities).
 """)
 
 

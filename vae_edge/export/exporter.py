@@ -147,8 +147,8 @@ def export_bundle(
         if failures:
             set_aside(staging, list(failures.values()))
         write_apps(staging, out_dir, apps, log)
-        if failures and (out_dir / MANIFEST).is_file():
-            keep_previous(out_dir)
+        if failures and (out_dir / MANIFEST).is_file():  # a partial bundle replaces it: kept whole beside it
+            copy_beside(out_dir, out_dir, "previous")
     if failures:
         raise PartialExport(partial_message(out_dir, list(failures.values()), len(chosen))
                             + (f"; {failing_elsewhere(elsewhere)}" if elsewhere else ""))
@@ -272,6 +272,7 @@ def verify_staged(staging: Path, out_dir: Path, graphs: VaeGraphs, data: ExportD
     """Verify the staged bundle: the targets that fail here join `failures` (when every one fails, the export
     stops and the previous bundle stays); returns the targets failing on each other CPU verified."""
     if not options.verify:
+        log(f"not verified (--no-verify): no file has a verdict yet; run `vae-edge verify {out_dir}` before shipping")
         return {}
     report = verify_bundle(staging, graphs, data.heldout, labels=data.heldout_labels, tolerances=options.tolerances,
                            seed=options.seed, cpus=options.cpus, log=log, table=table)
@@ -376,13 +377,18 @@ def model_labels(graphs: VaeGraphs, calibration_labels, heldout_labels, calibrat
 
 def keep_rejected(staging: Path, out_dir: Path) -> None:
     """Nothing passed: keep the whole bundle beside the previous one for inspection, and leave that as it was."""
-    rejected = out_dir.with_name(f"{out_dir.name}.rejected")
-    shutil.rmtree(rejected, ignore_errors=True)
-    shutil.copytree(staging, rejected)
+    rejected = copy_beside(staging, out_dir, "rejected")
     raise VerificationFailed(
         f"every target failed verification, so {out_dir} was left as it was; the rejected bundle and its verify.md "
         f"are in {rejected}; see how far each is in verify.md, then loosen a tolerance (--tolerance MODE.KEY=VALUE)"
     )
+
+
+def copy_beside(source: Path, out_dir: Path, suffix: str) -> Path:
+    """A copy of `source` as `OUT.suffix` beside the bundle (a rejected or the previous one), written then renamed."""
+    with atomic_directory(out_dir.with_name(f"{out_dir.name}.{suffix}"), force=True) as staging:
+        shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
+    return out_dir.with_name(f"{out_dir.name}.{suffix}")
 
 
 @dataclass
@@ -431,12 +437,6 @@ def set_aside(staging: Path, failures: list[Failure]) -> None:
     write_json(staging / MANIFEST, manifest)
     write_text(staging / "README.md", render_bundle_readme(manifest))
     forget_files(staging, {path for paths in moved.values() for path in paths})
-
-
-def keep_previous(out_dir: Path) -> None:
-    """A partial bundle replaces the previous one, which is kept whole beside it (written, then renamed)."""
-    with atomic_directory(out_dir.with_name(f"{out_dir.name}.previous"), force=True) as staging:
-        shutil.copytree(out_dir, staging, symlinks=True, dirs_exist_ok=True)
 
 
 def failing_elsewhere(elsewhere: dict[str, list[str]]) -> str:

@@ -15,9 +15,9 @@ from vae_edge.signatures import GraphSpec
 
 
 def write_savedmodel(endpoints: list[tuple[object, GraphSpec]], path, batch: int | None = None) -> Path:
-    """Signatures: one per (Keras graph, its GraphSpec), named by the spec (`encode`, `decode`,
-    `decode_logits`), and Keras' `serving_default` (the first one's); inputs and outputs by the specs'
-    names, with batch `batch` (None: dynamic)."""
+    """Signatures: one per (Keras graph, its GraphSpec), named by the spec (`encode`, `decode`; an int8-io
+    decoder's `decode` returns `reconstruction_logits`), and Keras' `serving_default` (the first one's); inputs
+    and outputs by the specs' names, with batch `batch` (None: dynamic)."""
     import keras
     import tensorflow as tf
 

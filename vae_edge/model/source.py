@@ -355,8 +355,7 @@ def reload_graphs(source: ModelSource, custom_objects: Sequence[str] = (), log: 
     if source.kind == SourceKind.IN_MEMORY:
         raise BadInputError("this bundle was exported from Keras models in memory; pass the model files "
                             "(--model, or --encoder and --decoder), or re-judge its saved outputs with --rejudge")
-    given = {module_spec(module) for module in custom_objects}
-    missing = [module for module in source.custom_objects if module_spec(module) not in given]
+    missing = source.missing_modules(custom_objects)
     if missing:
         raise BadInputError(f"this bundle's model needs its custom layers from {', '.join(missing)} (recorded in the "
                             f"manifest); pass --custom-objects {' --custom-objects '.join(missing)} to import them")
