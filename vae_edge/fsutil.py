@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from vae_edge.errors import BadInputError
 
 
@@ -157,6 +159,13 @@ def write_text(path, text: str) -> Path:
     """Write a text file atomically."""
     with atomic_file(path) as partial:
         partial.write_text(text)
+    return Path(path)
+
+
+def write_npz(path, arrays: dict) -> Path:
+    """Write named numpy arrays as a compressed `.npz`, atomically."""
+    with atomic_file(path) as partial, open(partial, "wb") as stream:
+        np.savez_compressed(stream, **arrays)
     return Path(path)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.fsutil import atomic_file
+from vae_edge.fsutil import write_npz
 from vae_edge.labels import label_feed
 from vae_edge.registry import Graph
 from vae_edge.signatures import IMAGE, Z
@@ -50,9 +50,7 @@ class VerifyInputs:
                   "num_prior": np.int64(self.num_prior)}
         arrays.update({name: value for name, value in (("labels", self.labels), ("latent_labels", self.latent_labels))
                        if value is not None})
-        with atomic_file(path) as partial, open(partial, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        return Path(path)
+        return write_npz(path, arrays)
 
     @classmethod
     def load(cls, path) -> "VerifyInputs":

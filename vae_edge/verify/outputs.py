@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.fsutil import atomic_file
+from vae_edge.fsutil import write_npz
 
 KERAS = "keras"  # the reference runner's name, and its one pipeline's
 HOST = "host"  # this machine's runner
@@ -67,9 +67,7 @@ class RunOutputs:
         arrays.update({SEPARATOR.join(("pipeline", key, name)): getattr(pipeline, name)
                        for key, pipeline in self.pipelines.items() for name in ARRAYS})
         arrays["meta"] = np.array(json.dumps({"runner": self.runner, "cpu": self.cpu, "images": self.images}))
-        with atomic_file(path) as partial, open(partial, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        return Path(path)
+        return write_npz(path, arrays)
 
     @classmethod
     def load(cls, path) -> "RunOutputs":
