@@ -319,8 +319,11 @@ def load_graphs(model_path=None, *, encoder_path=None, decoder_path=None, custom
     or of two (`encoder_path`, `decoder_path`), with the source recorded."""
     from vae_edge.model.vae import VAE
 
-    if (model_path is None) == (encoder_path is None and decoder_path is None):
-        raise BadInputError("give a model file, or --encoder and --decoder, not both and not neither")
+    if model_path is None and encoder_path is None and decoder_path is None:
+        raise BadInputError("no model: give a model file, or its two halves with --encoder and --decoder")
+    if model_path is not None and (encoder_path is not None or decoder_path is not None):
+        raise BadInputError(f"{model_path} was taken as the model and --encoder/--decoder give one too: pass one, "
+                            "not both (export writes to --out)")
     if model_path is None and (encoder_path is None or decoder_path is None):
         raise BadInputError("--encoder and --decoder go together: give both files")
     objects = import_custom_objects(custom_objects) if custom_objects else {}
