@@ -82,6 +82,10 @@ def workspace(bundle_dir, trained_run, tmp_path_factory):
     digits = np.random.default_rng(0).integers(0, 256, (60, 28, 28), dtype=np.uint8)
     np.savez(root / "labels-0-1-7.npz", x=digits, y=np.repeat([0, 1, 7], 20))
     np.savez(root / "five-names.npz", x=digits, y=np.repeat([0, 1, 2], 20), class_names=np.array(list("abcde")))
+    np.savez_compressed(root / "whole.npz", x=digits)
+    (root / "cut.npz").write_bytes((root / "whole.npz").read_bytes()[:3000])  # a copy that stopped half way
+    (root / "cut.npy").write_bytes(good.read_bytes()[:1000])
+    (root / "text.npz").write_text("not an array")
     return root
 
 
@@ -133,6 +137,12 @@ BAD_COMMANDS = [  # (args with {root} for the workspace, exit status)
     # conditional data that leaves classes without images (round two: trained or verified without a word)
     (["train", "--conditional", "--dataset", "{root}/labels-0-1-7.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
     (["train", "--conditional", "--dataset", "{root}/five-names.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
+    # array files that are cut short or are not arrays: numpy's and zipfile's exceptions were tracebacks or a pickle hint
+    (["train", "--dataset", "{root}/cut.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
+    (["train", "--dataset", "{root}/text.npz", "--epochs", "1", "--out", "{root}/run2"], 2),
+    (["score", "{root}/bundle", "{root}/cut.npy"], 2),
+    (["verify", "{root}/bundle", "--outputs", "{root}/cut.npz"], 2),
+    (["verify", "{root}/bundle", "--outputs", "{root}/good.npy"], 2),
 ]
 
 

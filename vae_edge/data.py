@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
+from vae_edge.fsutil import read_arrays
 from vae_edge.labels import check_labels
 
 EMBEDDED_DATASET = "mnist-5k"
@@ -266,23 +267,19 @@ IMAGE_KEYS, LABEL_KEYS = ("x", "images", "x_train"), ("y", "labels", "y_train")
 
 def _load_array(path: Path) -> Labelled:
     """A `.npy` of images, or a `.npz` with images (`x`) and optionally labels (`y`) and `class_names`."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise BadInputError(f"{path}: cannot read this array file ({error})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
+    loaded = read_arrays(path)
+    if not isinstance(loaded, dict):
         return Labelled(validate_images(loaded, str(path)))
-    with loaded:
-        keys = list(loaded.keys())
-        key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
-        if key is None:
-            raise BadInputError(f"{path}: holds arrays {keys}; name the images 'x' or 'images'")
-        images = validate_images(loaded[key], str(path))
-        label_key = next((k for k in LABEL_KEYS if k in keys), None)
-        if label_key is None:
-            return Labelled(images)
-        labels = np.asarray(loaded[label_key])
-        names = [str(n) for n in loaded["class_names"]] if "class_names" in keys else None
+    keys = list(loaded)
+    key = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+    if key is None:
+        raise BadInputError(f"{path}: holds arrays {keys}; name the images 'x' or 'images'")
+    images = validate_images(loaded[key], str(path))
+    label_key = next((k for k in LABEL_KEYS if k in keys), None)
+    if label_key is None:
+        return Labelled(images)
+    labels = np.asarray(loaded[label_key])
+    names = [str(n) for n in loaded["class_names"]] if "class_names" in keys else None
     if labels.ndim == 2 and labels.shape[1] == 1:  # Keras' (N, 1) label arrays
         labels = labels[:, 0]
     if names is None:

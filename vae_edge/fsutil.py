@@ -1,4 +1,5 @@
-"""Atomic output folders: build in a temporary sibling, move into place only when complete."""
+"""Files in and out: atomic output folders and files (built in a temporary sibling, moved into place only when
+complete), locks, and array files read back with one-line errors."""
 
 import contextlib
 import fcntl
@@ -7,11 +8,13 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from vae_edge.errors import BadInputError
+from vae_edge.errors import BadInputError, first_line
 
 
 def check_writable(target: Path, force: bool) -> None:
@@ -167,6 +170,31 @@ def write_npz(path, arrays: dict) -> Path:
     with atomic_file(path) as partial, open(partial, "wb") as stream:
         np.savez_compressed(stream, **arrays)
     return Path(path)
+
+
+def read_arrays(path, expected: str = "") -> np.ndarray | dict[str, np.ndarray]:
+    """A `.npy` file's array, or every array of an `.npz` by name, read whole. A file that is neither, or was
+    cut short, is a one-line BadInputError (`not EXPECTED (...)` when the caller says what it should be)
+    instead of numpy's or zipfile's exception; pickles are never loaded."""
+    path = Path(path)
+    problem = f"{path}: not {expected}" if expected else f"{path}: cannot read this array file"
+    try:
+        with open(path, "rb") as stream:
+            is_npy = stream.read(6) == b"\x93NUMPY"
+    except OSError as error:
+        raise as_users(error, path) from None
+    if not is_npy and not zipfile.is_zipfile(path):
+        raise BadInputError(f"{problem} (not a whole .npy or .npz: another format, or cut short)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise BadInputError(f"{problem} ({first_line(error)})") from None
+    except OSError as error:
+        raise as_users(error, path) from None
 
 
 def write_json(path, data) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 
 from vae_edge.data import IMAGE_SUFFIXES, open_image, picture_array, validate_images
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.fsutil import atomic_file
+from vae_edge.fsutil import atomic_file, read_arrays
 from vae_edge.labels import labels_for
 from vae_edge.registry import MODES, RUNTIME_FORMATS, names
 from vae_edge.runtime.edge import INTERPOLATIONS, MAX_TEMPERATURE, EdgeVAE, UnverifiedModeWarning
@@ -57,10 +57,9 @@ def read_images(paths, shape: tuple[int, int, int]) -> tuple[list[str], np.ndarr
         if not path.is_file():
             raise MissingFileError(f"{path}: no such image or .npy file")
         if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as error:
-                raise BadInputError(f"{path}: cannot read this array file ({error})") from None
+            array = read_arrays(path)
+            if isinstance(array, dict):
+                raise BadInputError(f"{path}: holds several arrays (an .npz); save the images alone with np.save")
             if array.shape in (tuple(shape), tuple(shape[:2])):
                 array = array[np.newaxis]  # one image
             array = validate_images(array, str(path))

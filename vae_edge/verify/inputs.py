@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.fsutil import write_npz
+from vae_edge.fsutil import read_arrays, write_npz
 from vae_edge.labels import label_feed
 from vae_edge.registry import Graph
 from vae_edge.signatures import IMAGE, Z
@@ -57,10 +57,11 @@ class VerifyInputs:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"{path}: no saved verification inputs; verify the bundle with its model first")
+        data = read_arrays(path, expected="verification inputs written by vae-edge")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(data["images"], data["latents"], int(data["seed"]), int(data["num_prior"]),
-                           data["labels"] if "labels" in data else None,
-                           data["latent_labels"] if "latent_labels" in data else None)
-        except (KeyError, ValueError, OSError) as error:
+            if not isinstance(data, dict):
+                raise ValueError("one array, not an .npz")
+            return cls(data["images"], data["latents"], int(data["seed"]), int(data["num_prior"]),
+                       data.get("labels"), data.get("latent_labels"))
+        except (KeyError, ValueError, TypeError) as error:
             raise BadInputError(f"{path}: not verification inputs written by vae-edge ({error})") from None

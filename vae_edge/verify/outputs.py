@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_edge.errors import BadInputError, MissingFileError
-from vae_edge.fsutil import write_npz
+from vae_edge.fsutil import read_arrays, write_npz
 
 KERAS = "keras"  # the reference runner's name, and its one pipeline's
 HOST = "host"  # this machine's runner
@@ -74,17 +74,17 @@ class RunOutputs:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"{path}: no saved outputs here")
+        data = read_arrays(path, expected="runner outputs written by vae-edge")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                run = cls(meta["runner"], meta["cpu"], int(meta["images"]))
-                parts: dict[str, dict[str, np.ndarray]] = {}
-                for name in data.files:
-                    if name == "meta":
-                        continue
-                    kind, key, output = name.split(SEPARATOR)
-                    (run.artifacts if kind == "artifact" else parts).setdefault(key, {})[output] = data[name]
+            if not isinstance(data, dict):
+                raise ValueError("one array, not an .npz")
+            meta = json.loads(str(data.pop("meta")))
+            run = cls(meta["runner"], meta["cpu"], int(meta["images"]))
+            parts: dict[str, dict[str, np.ndarray]] = {}
+            for name, value in data.items():
+                kind, key, output = name.split(SEPARATOR)
+                (run.artifacts if kind == "artifact" else parts).setdefault(key, {})[output] = value
             run.pipelines = {key: PipelineOutputs(**arrays) for key, arrays in parts.items()}
-        except (KeyError, ValueError, TypeError, OSError, json.JSONDecodeError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise BadInputError(f"{path}: not runner outputs written by vae-edge ({error})") from None
         return run
