@@ -327,3 +327,24 @@ def test_models_saved_under_jax_or_pytorch_load_with_their_numbers(saved_under, 
     z = np.linspace(-2, 2, 12, dtype="float32").reshape(4, 3)
     expected = 1.0 / (1.0 + np.exp(-np.load(tmp_path / "decoded.npy").astype(np.float64)))  # the sigmoid export adds
     np.testing.assert_allclose(graphs.decode(z), expected, atol=1e-5)
+
+
+def test_a_mixed_precision_model_exports_as_a_float32_copy_and_is_recorded_as_mixed():
+    import byo_models
+    import keras
+
+    from vae_edge.model.loading import layers_of
+    from vae_edge.model.source import vae_graphs
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        encoder, decoder = byo_models.dense_vae(latent_dim=3)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    graphs = vae_graphs(encoder, decoder, decoder_output="logits", log=lambda message: None)
+    assert graphs.facts["trained_precision"] == "mixed_float16"  # as trained, not as the float32 copy
+    assert {layer.dtype_policy.name for model in (graphs.encoder, graphs.decoder) for layer in layers_of(model)} \
+        == {"float32"}
+    weights = {w.path: np.asarray(w.numpy()) for w in encoder.weights + decoder.weights}
+    copied = {w.path: np.asarray(w.numpy()) for w in graphs.encoder.weights + graphs.decoder.weights}
+    assert weights.keys() <= copied.keys() and all(np.array_equal(weights[p], copied[p]) for p in weights)

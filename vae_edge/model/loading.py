@@ -37,11 +37,23 @@ def float32_vae(model: VAE) -> VAE:
     if model.dtype_policy.name == Precision.FLOAT32:
         return model
     twin = VAE.from_config({**model.get_config(), "dtype": Precision.FLOAT32.value})
+    differs = copy_weights(model, twin)
+    if differs:
+        raise ExportError(f"float32 rebuild differs from the trained model at weight {differs}")
+    return twin
+
+
+def copy_weights(model, twin) -> str | None:
+    """Give `twin` (a float32 rebuild of `model`) the model's weights; the path of the first weight that did not
+    come across exactly (another path, or another value in float32), or None."""
+    import keras
+
     twin.set_weights(model.get_weights())
     for source, copy in zip(model.weights, twin.weights, strict=True):
-        if source.path != copy.path or not np.array_equal(np.asarray(source.numpy(), np.float32), copy.numpy()):
-            raise ExportError(f"float32 rebuild differs from the trained model at weight {source.path}")
-    return twin
+        value = np.asarray(keras.ops.convert_to_numpy(source), np.float32)
+        if source.path != copy.path or not np.array_equal(value, keras.ops.convert_to_numpy(copy)):
+            return source.path
+    return None
 
 
 FLOAT32 = Precision.FLOAT32.value
@@ -65,14 +77,11 @@ def float32_model(model):
     """`model` if every layer computes in float32, else a float32 copy with the same weights (checked)."""
     if source_precision(model) == FLOAT32:
         return model
-    import keras
 
-    config = _float32_config(model.get_config())
-    twin = type(model).from_config(config)
-    twin.set_weights(model.get_weights())
-    for source, copy in zip(model.weights, twin.weights, strict=True):
-        if not np.array_equal(np.asarray(keras.ops.convert_to_numpy(source), np.float32), keras.ops.convert_to_numpy(copy)):
-            raise BadInputError(f"the float32 copy of {model.name} differs from it at weight {source.path}")
+    twin = type(model).from_config(_float32_config(model.get_config()))
+    differs = copy_weights(model, twin)
+    if differs:
+        raise BadInputError(f"the float32 copy of {model.name} differs from it at weight {differs}")
     return twin
 
 

@@ -121,7 +121,9 @@ def vae_graphs(encoder, decoder, *, likelihood: str | None = None, decoder_outpu
     """
     likelihood = _choice(likelihood, Likelihood, "likelihood")
     decoder_output = _choice(decoder_output, DecoderOutput, "decoder output")
-    encoder, decoder = float32_model(_functional(encoder, "encoder")), float32_model(_functional(decoder, "decoder"))
+    encoder, decoder = _functional(encoder, "encoder"), _functional(decoder, "decoder")
+    precision = source_precision(encoder, decoder)  # as trained: the copies export reads are float32
+    encoder, decoder = float32_model(encoder), float32_model(decoder)
     image_shape = _image_input(encoder)
     roles = _encoder_roles(encoder, encoder_outputs, log)
     latent_dim = _latent_width(encoder, roles)
@@ -144,7 +146,7 @@ def vae_graphs(encoder, decoder, *, likelihood: str | None = None, decoder_outpu
         "encoder_name": encoder.name,
         "decoder_name": decoder.name,
         "parameters": int(encoder.count_params() + decoder.count_params()),
-        "trained_precision": source_precision(encoder, decoder),
+        "trained_precision": precision,
         "likelihood": str(likelihood),
         "decoder_output": str(decoder_output),
         "encoder_outputs": [str(role) for role in roles],
