@@ -1,6 +1,7 @@
 """`vae-edge bench`: statistics, FLOPs counting, planning, and a tiny end-to-end run."""
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -177,3 +178,15 @@ def test_a_baseline_given_with_model_is_read_as_the_export_read_its_model(tmp_pa
                                  "gaussian", "mean", ("mu", "lv")) and not notes
     assert baseline_source(bundle, model_file, (), notes) is None  # its layers' module not named
     assert notes == ["no Keras baseline: the model's layers need --custom-objects my_layers"]
+
+
+def test_a_model_file_changed_since_the_export_is_no_baseline_and_is_hashed_once(tmp_path):
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes(b"retrained")
+    recorded = ModelSource(SourceKind.VAE_EDGE, (str(model_file),), ("0" * 64,))
+    notes: list[str] = []
+    assert baseline_source(SimpleNamespace(model={"source": recorded.as_dict()}), None, (), notes) is None
+    assert len(notes) == 1 and "model.keras: not the model the bundle was exported from" in notes[0]
+    unchanged = recorded.with_digests()
+    source = baseline_source(SimpleNamespace(model={"source": unchanged.as_dict()}), None, (), notes)
+    assert source == replace(unchanged, sha256=()) and len(notes) == 1  # checked here, not again in every worker

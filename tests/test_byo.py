@@ -3,8 +3,10 @@ VAE with logits out, convolutions with BatchNormalization and bilinear upsamplin
 exported to every format, verified, run by the TensorFlow-free runtime and in the web page; and a model
 that does not fit the contract refused in one line, before anything is written."""
 
+import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -348,3 +350,26 @@ def test_a_mixed_precision_model_exports_as_a_float32_copy_and_is_recorded_as_mi
     weights = {w.path: np.asarray(w.numpy()) for w in encoder.weights + decoder.weights}
     copied = {w.path: np.asarray(w.numpy()) for w in graphs.encoder.weights + graphs.decoder.weights}
     assert weights.keys() <= copied.keys() and all(np.array_equal(weights[p], copied[p]) for p in weights)
+
+
+def test_the_model_files_are_checked_against_the_manifests_digests(tmp_path):
+    import byo_models
+
+    from vae_edge.bundle import ModelSource
+    from vae_edge.errors import BadInputError
+    from vae_edge.model.source import reload_graphs
+
+    encoder, decoder = byo_models.dense_vae(latent_dim=3)
+    paths = (str(tmp_path / "encoder.keras"), str(tmp_path / "decoder.keras"))
+    encoder.save(paths[0])
+    decoder.save(paths[1])
+    exported = ModelSource(SourceKind.ENCODER_DECODER, paths, decoder_output="logits").with_digests()
+    quiet = {"log": lambda message: None}
+    assert reload_graphs(exported, **quiet).source == exported  # the same files: loaded
+    ModelSource(SourceKind.ENCODER_DECODER, paths, ("", "")).check_same_files(exported)  # no digests recorded: passes
+    for recorded in (replace(exported, sha256=(exported.sha256[0], "0" * 64)),  # the decoder was retrained
+                     replace(exported, paths=paths[:1], sha256=exported.sha256[:1])):  # one file recorded, two read
+        with pytest.raises(BadInputError, match="not the model the bundle was exported from"):
+            recorded.check_same_files(exported)
+    with pytest.raises(BadInputError, match="^" + re.escape(f"{paths[1]}: not the model the bundle was exported from")):
+        reload_graphs(replace(exported, sha256=(exported.sha256[0], "0" * 64)), **quiet)

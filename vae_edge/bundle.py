@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 from vae_edge.errors import BadInputError, IntegrityError, MissingFileError, first_line
@@ -137,6 +137,21 @@ class ModelSource:
 
     def as_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    def check_same_files(self, loaded: ModelSource) -> None:
+        """Refuse `loaded` (the model files read now) unless they are the files recorded here, by sha256; files
+        recorded without a digest (older manifests, an export from memory) pass."""
+        if not any(self.sha256):
+            return
+        changed = loaded.paths if len(loaded.sha256) != len(self.sha256) else [
+            path for path, recorded, now in zip(loaded.paths, self.sha256, loaded.sha256) if recorded and recorded != now]
+        if changed:
+            raise BadInputError(f"{', '.join(changed)}: not the model the bundle was exported from (its sha256 "
+                                "differs from the manifest's; was it retrained?); pass the original, or re-export")
+
+    def with_digests(self) -> ModelSource:
+        """This source with the sha256 of its files as they are now (files that are missing keep no digest)."""
+        return replace(self, sha256=tuple(sha256_of(path) if Path(path).is_file() else "" for path in self.paths))
 
     def missing_modules(self, custom_objects: Sequence[str]) -> list[str]:
         """The recorded custom-layer modules that `custom_objects` (the caller's --custom-objects) does not name."""

@@ -241,7 +241,12 @@ def baseline_source(bundle: Bundle, model_path: Path | None, custom_objects: tup
     if missing:
         notes.append(f"no Keras baseline: the model's layers need --custom-objects {' '.join(missing)}")
         return None
-    return source
+    try:  # checked once here: every Keras worker then loads the files without hashing them again
+        source.check_same_files(source.with_digests())
+    except BadInputError as error:
+        notes.append(f"no Keras baseline: {error}")
+        return None
+    return replace(source, sha256=())
 
 
 def run_bench(bundle_dir, settings: BenchSettings, model_path: Path | None = None, log: Callable[[str], None] = print,

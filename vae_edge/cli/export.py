@@ -14,7 +14,6 @@ from vae_edge.cli.common import (
     tolerance_option,
 )
 from vae_edge.cpu import CpuClass
-from vae_edge.errors import BadInputError
 from vae_edge.fsutil import exclusive_lock
 from vae_edge.quantization import AUTO
 from vae_edge.registry import names
@@ -129,10 +128,7 @@ def verify(ctx, bundle_dir, model_path, encoder_path, decoder_path, custom_objec
     if model_path or encoder_path or decoder_path:
         graphs = load_graphs(model_path, encoder_path=encoder_path, decoder_path=decoder_path,
                              custom_objects=custom_objects, **contract, log=click.echo)
-        recorded = ModelSource.from_manifest(bundle.model)
-        if recorded.sha256 and graphs.source.sha256 != recorded.sha256:
-            raise BadInputError(f"that is not the model {bundle_dir} was exported from (its sha256 differs from the "
-                                "manifest's source; was it retrained?); pass the original, or re-export the bundle")
+        ModelSource.from_manifest(bundle.model).check_same_files(graphs.source)
     else:
         graphs = reload_graphs(ModelSource.from_manifest(bundle.model), custom_objects, log=click.echo)
     splits = source_splits(graphs.source, dataset or bundle.model.get("dataset"))

@@ -365,12 +365,12 @@ def reload_graphs(source: ModelSource, custom_objects: Sequence[str] = (), log: 
         raise BadInputError(f"this bundle's model needs its custom layers from {', '.join(missing)} (recorded in the "
                             f"manifest); pass --custom-objects {' --custom-objects '.join(missing)} to import them")
     paths = [Path(p) for p in source.paths]
-    for path, digest in zip(paths, source.sha256):
-        if path.is_file() and digest and sha256_of(path) != digest:
-            raise BadInputError(f"{path} is not the file the bundle was exported from (its sha256 differs from the "
-                                "manifest's; was it retrained?); pass the original, or re-export the bundle")
     contract = {"likelihood": source.likelihood, "decoder_output": source.decoder_output,
                 "encoder_outputs": source.encoder_outputs}
     if source.kind == SourceKind.ENCODER_DECODER:
-        return load_graphs(encoder_path=paths[0], decoder_path=paths[1], custom_objects=custom_objects, **contract, log=log)
-    return load_graphs(paths[0], custom_objects=custom_objects, **contract, log=log)
+        graphs = load_graphs(encoder_path=paths[0], decoder_path=paths[1], custom_objects=custom_objects, **contract,
+                             log=log)
+    else:
+        graphs = load_graphs(paths[0], custom_objects=custom_objects, **contract, log=log)
+    source.check_same_files(graphs.source)  # load_graphs hashed them
+    return graphs
