@@ -68,9 +68,9 @@ def engine_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_cla
 
 def run_bundle(bundle: Bundle, inputs: VerifyInputs, name: str = HOST, emulated: bool = False) -> RunOutputs:
     """Every artifact of the bundle that an installed engine runs, on the inputs, and every such pipeline end to
-    end (files checked first); where TensorFlow is missing (a TF-free install, an emulated ARM core), and on any
-    emulated CPU (it stands for a device, which runs the runtime's formats), the SavedModel is left out."""
-    bundle.check_all()
+    end; where TensorFlow is missing (a TF-free install, an emulated ARM core), and on any emulated CPU (it
+    stands for a device, which runs the runtime's formats), the SavedModel is left out. The files are opened
+    unchecked: the caller checks them against the manifest first (`Bundle.check_all`)."""
     class_names = tuple(bundle.model.get("class_names") or ())
     loss = bundle.model["reconstruction_loss"]
     run = RunOutputs(name, where(emulated), len(inputs.images))
@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         name = check_runner_name(args.name)
         inputs = VerifyInputs.load(args.inputs).subset(args.images)
-        run_bundle(Bundle(args.bundle), inputs, name, args.emulated).save(args.out)
+        bundle = Bundle(args.bundle)
+        bundle.check_all()
+        run_bundle(bundle, inputs, name, args.emulated).save(args.out)
     except VaeEdgeError as error:
         parser.exit(2 if isinstance(error, BadInputError | MissingFileError) else 1,
                     f"{parser.prog}: error: {first_line(error)}\n")
