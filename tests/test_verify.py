@@ -206,19 +206,6 @@ def test_a_report_survives_its_json(bundle_dir):
     assert report.to_json() == data
 
 
-def test_a_pipeline_call_repeated_with_the_same_arrays_runs_the_engine_once():
-    from vae_edge.verify.runner import repeat_last
-
-    calls = []
-    twice = repeat_last(lambda x, labels=None: calls.append(x) or x * 2)
-    images = np.ones((3, 2))
-    first = twice(images)
-    assert twice(images) is first and len(calls) == 1
-    assert np.array_equal(twice(images.copy()), first) and len(calls) == 2  # equal values, another array: run again
-    twice(images, None)
-    assert len(calls) == 3  # other arguments: run again
-
-
 # --- runners apart from the comparator: saved inputs and outputs, judged again -----------------------------------
 
 
