@@ -76,9 +76,11 @@ _POWERS = {  # QuantizationDebugger's direct-compare metrics: (float value, quan
 
 
 def tflite_layer_errors(savedmodel_path, signature: str, mode: Mode, calibration: Calibration,
-                        batches: int = DIAGNOSIS_BATCHES) -> list[LayerError]:
+                        batches: int = DIAGNOSIS_BATCHES, debugger=None) -> list[LayerError]:
     """The per-layer table of `to_tflite(savedmodel_path, signature, mode, calibration)` (`int8` or `int8-io`),
-    quantized as export quantizes it, measured on the first `batches` calibration batches."""
+    quantized as export quantizes it, measured on the first `batches` calibration batches. `debugger` is the
+    calibrated `QuantizationDebugger` an `int8` file was quantized with (`tflite.converted` returns it), so
+    that the model is not converted and calibrated again; without it one is made here."""
     import tensorflow as tf
 
     if mode not in (Mode.INT8, Mode.INT8_IO):
@@ -86,12 +88,13 @@ def tflite_layer_errors(savedmodel_path, signature: str, mode: Mode, calibration
     rows = [{name: np.asarray(value, np.float32) for name, value in row.items()} for _, row in zip(range(batches), calibration())]
     debug_options = tf.lite.experimental.QuantizationDebugOptions
     with quiet():
-        converter = new_converter(savedmodel_path, signature, mode, calibration)
-        if mode == Mode.INT8:
-            debugger = float_head_debugger(converter)
-        else:  # integer from end to end, as the converter writes int8-io
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
-            debugger.options = debug_options(fully_quantize=True)
+        if debugger is None:
+            converter = new_converter(savedmodel_path, signature, mode, calibration)
+            if mode == Mode.INT8:
+                debugger = float_head_debugger(converter)
+            else:  # integer from end to end, as the converter writes int8-io
+                debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+                debugger.options = debug_options(fully_quantize=True)
         debug_model = debugger.get_debug_quantized_model()
         quantized, reference = _Run(debug_model, signature, rows), _Run(debugger.calibrated_model, signature, rows)
         # A second debugger over the same debug model, whose interpreter keeps every tensor for the direct compare.

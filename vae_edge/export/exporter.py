@@ -226,7 +226,7 @@ class Conversions:
             started = time.perf_counter()
             job = self.job(target, graph)
             try:
-                run_converter(job)
+                debugger = run_converter(job)
                 artifact = describe(self.staging, job, graph, self.facts, time.perf_counter() - started)
             except ExportError as error:
                 failures[target.key] = Failure(target, CONVERSION, str(error))
@@ -235,7 +235,7 @@ class Conversions:
             artifacts.append(artifact)
             log(f"[{index:>2}/{len(jobs)}] {artifact.key:<28} {artifact.size_bytes / 1024:>8.1f} KiB  "
                 f"{artifact.export_seconds:5.1f} s")
-            layers[artifact.key] = layer_table(job, log)
+            layers[artifact.key] = layer_table(job, log, debugger)
         shutil.rmtree(self.scratch)
         write_layer_tables(self.staging, {key: rows for key, rows in layers.items() if rows})
         return artifacts, failures
@@ -327,9 +327,10 @@ def returns_logits(graphs: VaeGraphs, target: Target, graph: Graph) -> bool:
 LAYER_BATCHES = 8  # calibration batches the per-layer tables run: a few seconds per integer graph
 
 
-def layer_table(job: ExportJob, log: Callable[[str], None]) -> list[dict] | None:
+def layer_table(job: ExportJob, log: Callable[[str], None], debugger=None) -> list[dict] | None:
     """Where a dynamic-batch integer TFLite or ONNX file loses, layer by layer (`vae_edge.export.diagnosis`),
-    for verify.md; None for other targets, or when the measurement itself fails (the file is not the worse for it)."""
+    for verify.md; None for other targets, or when the measurement itself fails (the file is not the worse for it).
+    `debugger`: what the TFLite converter returned (an `int8` file's calibrated debugger), reused by the diagnosis."""
     target = job.target
     if target.batch is not None or not MODES[target.mode].calibrated or target.format not in (Format.TFLITE, Format.ONNX):
         return None
@@ -339,7 +340,7 @@ def layer_table(job: ExportJob, log: Callable[[str], None]) -> list[dict] | None
     try:
         if target.format == Format.TFLITE:
             rows = tflite_layer_errors(job.savedmodel(None), job.spec.signature, target.mode, job.calibration_batches,
-                                       batches=LAYER_BATCHES)
+                                       batches=LAYER_BATCHES, debugger=debugger)
         else:
             rows = onnx_layer_errors(float_source(job), job.path, job.calibration_batches, batches=LAYER_BATCHES)
     except Exception as error:  # a measurement, not the export: say so and go on
@@ -348,11 +349,11 @@ def layer_table(job: ExportJob, log: Callable[[str], None]) -> list[dict] | None
     return [row.to_json() for row in rows]
 
 
-def run_converter(job: ExportJob) -> None:
-    """The target's converter; whatever a converter library raises becomes one ExportError line
+def run_converter(job: ExportJob):
+    """The target's converter, returning what it returns; whatever a converter library raises becomes one ExportError line
     naming the artifact (a full disk, say, is TensorFlow's ResourceExhaustedError, not an OSError)."""
     try:
-        CONVERTERS[job.target.format](job)
+        return CONVERTERS[job.target.format](job)
     except VaeEdgeError:
         raise
     except Exception as error:

@@ -37,18 +37,29 @@ Calibration = Callable[[], Iterable[Mapping[str, np.ndarray]]]  # batches of {in
 
 
 @register_converter(Format.TFLITE)
-def convert(job: ExportJob) -> None:
-    """Convert the graph's signature of the SavedModel with the target's batch."""
+def convert(job: ExportJob):
+    """Convert the graph's signature of the SavedModel with the target's batch. Returns the `float_head_debugger`
+    an `int8` file was quantized with, which the per-layer diagnosis reuses (None for other modes)."""
     mode, signature = job.target.mode, job.spec.signature
-    job.path.write_bytes(to_tflite(job.savedmodel(job.target.batch), signature, mode, job.calibration_batches))
+    content, debugger = converted(job.savedmodel(job.target.batch), signature, mode, job.calibration_batches)
+    job.path.write_bytes(content)
+    return debugger
 
 
 def to_tflite(savedmodel_path, signature: str, mode: Mode, calibration: Calibration) -> bytes:
     """One signature of a SavedModel as TFLite; `calibration()` lists `{input_name: array}` batches."""
+    return converted(savedmodel_path, signature, mode, calibration)[0]
+
+
+def converted(savedmodel_path, signature: str, mode: Mode, calibration: Calibration):
+    """`to_tflite`'s file, and for `int8` the calibrated `float_head_debugger` it was quantized with (else None)."""
     converter = new_converter(savedmodel_path, signature, mode, calibration)
     try:
         with quiet():
-            return float_head_debugger(converter).get_nondebug_quantized_model() if mode == Mode.INT8 else converter.convert()
+            if mode != Mode.INT8:
+                return converter.convert(), None
+            debugger = float_head_debugger(converter)
+            return debugger.get_nondebug_quantized_model(), debugger
     except Exception as error:  # tf.lite's ConverterError and friends
         ops = flex_ops_from_error(str(error))
         if ops:
