@@ -89,13 +89,13 @@ def new_converter(savedmodel_path, signature: str, mode: Mode, calibration: Cali
     return converter
 
 
-def float_head_debugger(converter, dataset: Callable[[], Iterable[list[np.ndarray]]] | None = None):
+def float_head_debugger(converter):
     """A `QuantizationDebugger` that has calibrated `converter` (an `int8` one) and quantizes all but the
-    float head; `get_nondebug_quantized_model()` is the `int8` file, `dataset` feeds its `run()`.
+    float head; `get_nondebug_quantized_model()` is the `int8` file.
     Call it inside `quiet()`: calibration and the quantizer are chatty."""
     import tensorflow as tf
 
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
     head = head_tensors(debugger.calibrated_model)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=head or None)
     return debugger
