@@ -22,19 +22,19 @@ import csv
 import io
 import math
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vae_edge.errors import BadInputError
-from vae_edge.export.tflite import float_head_debugger, new_converter, quiet
+from vae_edge.export.tflite import Calibration, float_head_debugger, new_converter, quiet
 from vae_edge.registry import Mode
+from vae_edge.runtime.engines import quantize
 
 DIAGNOSIS_BATCHES = 16  # calibration batches run through both models (batch 1 for a dynamic-batch graph)
 MAX_SQNR_DB = 200.0  # an exact tensor (zero noise), so rows stay valid JSON
-Calibration = Callable[[], Iterable[Mapping[str, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _as_input(value: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] != np.int8:
         return np.asarray(value, np.float32)
     scale, zero = detail["quantization"]
-    return np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
+    return quantize(value, {"scale": scale, "zero_point": zero}, np.int8)
 
 
 def _dequantized(value: np.ndarray, detail: dict) -> np.ndarray:
@@ -201,8 +201,10 @@ def onnx_layer_errors(float_onnx_path, int8_onnx_path, calibration: Calibration 
     import onnx
     from onnxruntime.quantization import qdq_loss_debug as debug
 
-    feeds = calibration() if callable(calibration) else calibration
-    rows = [{name: np.asarray(value, np.float32) for name, value in row.items()} for _, row in zip(range(batches), feeds)]
+    from vae_edge.export.onnx_int8 import iter_feeds
+
+    rows = [{name: np.asarray(value, np.float32) for name, value in row.items()}
+            for _, row in zip(range(batches), iter_feeds(calibration))]
     with tempfile.TemporaryDirectory(prefix="vae-edge-diagnosis-") as scratch:
         activations = {}
         for key, path in (("float", float_onnx_path), ("int8", int8_onnx_path)):

@@ -89,14 +89,15 @@ def stem_nodes(model: "onnx.ModelProto") -> list[str]:
     return names
 
 
-def _batches(feeds: Feeds) -> Iterator[Feed]:
+def iter_feeds(feeds: Feeds) -> Iterator[Feed]:
+    """The calibration batches, whether `feeds` lists them or returns them when called."""
     return iter(feeds() if callable(feeds) else feeds)
 
 
 def _checked(feeds: Feeds, input_names: list[str]) -> list[dict[str, np.ndarray]]:
     """The calibration batches as float32, each naming exactly the graph's inputs."""
     batches = []
-    for index, feed in enumerate(_batches(feeds)):
+    for index, feed in enumerate(iter_feeds(feeds)):
         if set(feed) != set(input_names):
             raise BadInputError(
                 f"calibration batch {index} has inputs {sorted(feed)} but the graph takes {sorted(input_names)}; "
