@@ -28,14 +28,18 @@ def where(emulated: bool = False) -> dict:
     return {"cpu_class": str(cpu_class()), **cpu_identity(), "emulated": emulated}
 
 
-def pipeline_outputs(encode: Callable, decode: Callable, inputs: VerifyInputs, reconstruction_loss: str) -> PipelineOutputs:
+def pipeline_outputs(encode: Callable, decode: Callable, inputs: VerifyInputs, reconstruction_loss: str,
+                     posterior: tuple[np.ndarray, np.ndarray] | None = None,
+                     reconstruction: np.ndarray | None = None) -> PipelineOutputs:
     """One pipeline (numpy `encode(x[, labels])`/`decode(z[, labels])`) on the images: its posterior, its
-    reconstruction at the posterior mean, and the per-image ELBO terms at one z drawn with the inputs' seed."""
+    reconstruction at the posterior mean, and the per-image ELBO terms at one z drawn with the inputs' seed.
+    `posterior` (z_mean, z_log_var) and `reconstruction`, where given, are this pipeline's own outputs on the
+    images already computed, and are not run again."""
     encode, decode = conditioned(encode, decode, inputs.labels)
-    z_mean, z_log_var = encode(inputs.images)
+    z_mean, z_log_var = encode(inputs.images) if posterior is None else posterior
     nll, kl = sampled_elbo_terms(inputs.images, z_mean, z_log_var, decode, reconstruction_loss,
                                  np.random.default_rng(inputs.seed))
-    return PipelineOutputs(z_mean, z_log_var, decode(z_mean), nll, kl)
+    return PipelineOutputs(z_mean, z_log_var, decode(z_mean) if reconstruction is None else reconstruction, nll, kl)
 
 
 def engine_functions(encoder: InferenceEngine, decoder: InferenceEngine, num_classes: int = 0):

@@ -50,9 +50,9 @@ def check_graphs_match(bundle: Bundle, graphs) -> None:
 
 
 def make_inputs(graphs, images: np.ndarray, labels: np.ndarray | None, seed: int, num_images: int,
-                num_prior: int) -> VerifyInputs:
+                num_prior: int) -> tuple[VerifyInputs, tuple[np.ndarray, np.ndarray]]:
     """Held-out images (with their classes), and the decoder's latents: prior draws (each class in turn),
-    then the Keras encoder's z_mean of the images."""
+    then the Keras encoder's z_mean of the images; with that encoder's (z_mean, z_log_var) of the images."""
     x = images_for_model(images[:num_images], graphs.image_shape, "verification images")
     y = None
     if graphs.conditional:
@@ -61,10 +61,10 @@ def make_inputs(graphs, images: np.ndarray, labels: np.ndarray | None, seed: int
                                 "use the labelled data set it was trained on")
         y = check_labels(np.asarray(labels)[:num_images], len(x), graphs.num_classes, "verification labels")
         check_every_class(y, graphs.class_names, "the verification images")
-    z_mean, _ = graphs.encode(x, y)
+    z_mean, z_log_var = graphs.encode(x, y)
     latents = np.concatenate([prior_latents(num_prior, graphs.latent_dim, seed), z_mean])
     latent_labels = None if y is None else np.concatenate([cycled(num_prior, graphs.num_classes), y])
-    return VerifyInputs(x, latents, seed, num_prior, y, latent_labels)
+    return VerifyInputs(x, latents, seed, num_prior, y, latent_labels), (z_mean, z_log_var)
 
 
 def verify_bundle(
@@ -94,8 +94,8 @@ def verify_bundle(
     bundle = Bundle(bundle_dir)
     bundle.check_all()
     check_graphs_match(bundle, graphs)
-    inputs = make_inputs(graphs, images, labels, seed, num_images, num_prior)
-    reference = run_keras(graphs, inputs)
+    inputs, posterior = make_inputs(graphs, images, labels, seed, num_images, num_prior)
+    reference = run_keras(graphs, inputs, posterior)
     host = run_bundle(bundle, inputs, HOST)
     for stale in _saved(bundle.folder).glob("*.npz"):  # another verification's inputs and outputs
         stale.unlink()
