@@ -168,7 +168,7 @@ def subpixel_convolutions(model: onnx.ModelProto) -> int:
     constants = _constants(graph)
     shapes = _static_shapes(model)
     producers = {output: node for node in graph.node for output in node.output}
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     rewritten = 0
     for conv in [node for node in graph.node if node.op_type == "Conv"]:
         upsample = producers.get(conv.input[0])
@@ -224,7 +224,7 @@ def projections_as_convolutions(model: onnx.ModelProto) -> int:
     graph = model.graph
     constants = _constants(graph)
     shapes = _static_shapes(model)
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     outputs = _graph_outputs(graph)
     rewritten = 0
     for product in [node for node in graph.node if node.op_type in ("MatMul", "Gemm")]:
@@ -303,7 +303,7 @@ def repeats_as_resize(model: onnx.ModelProto) -> int:
     which onnxruntime moves its layout Transposes through; returns how many were rewritten."""
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     rewritten = 0
     for node in [n for n in graph.node if n.op_type == "DepthToSpace"]:
         repeat = _repeated(node, producers)
@@ -419,7 +419,8 @@ def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> st
     return name
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+def consumers_of(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each tensor, by its name, in graph order."""
     found: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vae_edge.errors import BadInputError, ExportError, MissingFileError, first_line
-from vae_edge.export.onnx_graph import COMPUTE_OPS, projections_as_convolutions, repeats_as_resize, subpixel_convolutions
+from vae_edge.export.onnx_graph import (
+    COMPUTE_OPS,
+    consumers_of,
+    projections_as_convolutions,
+    repeats_as_resize,
+    subpixel_convolutions,
+)
 from vae_edge.logs import python_stdout_silenced
 from vae_edge.quantization import Calibration, IntType, QuantFormat, Settings, choose_settings
 
@@ -72,10 +78,7 @@ def stem_nodes(model: "onnx.ModelProto") -> list[str]:
     """Names of each Conv that reads a graph input (through layout ops only) with at most `FLOAT_STEM_CHANNELS`
     input channels, and of a Relu that alone follows it: the part that stays in float."""
     weights = {tensor.name: tensor.dims for tensor in model.graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = consumers_of(model.graph)
     names: list[str] = []
     pending = [tensor.name for tensor in model.graph.input if tensor.name not in weights]
     while pending:
