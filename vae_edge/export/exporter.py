@@ -146,7 +146,8 @@ def export_bundle(
         elsewhere = verify_staged(staging, out_dir, graphs, data, options, failures, log, verify_table)
         if failures:
             set_aside(staging, list(failures.values()))
-        write_apps(staging, out_dir, apps, log)
+        failing = {failure.target.key for failure in failures.values()}  # what set_aside took out of the manifest
+        write_apps(staging, out_dir, apps, {a.format for a in artifacts if a.target.key not in failing}, log)
         if failures and (out_dir / MANIFEST).is_file():  # a partial bundle replaces it: kept whole beside it
             copy_beside(out_dir, out_dir, "previous")
     if failures:
@@ -285,9 +286,9 @@ def verify_staged(staging: Path, out_dir: Path, graphs: VaeGraphs, data: ExportD
     return {name: keys for name, keys in elsewhere.items() if keys}
 
 
-def write_apps(staging: Path, out_dir: Path, apps: list[App], log: Callable[[str], None]) -> None:
-    """Each app of the bundle, from the files that were kept (none when those of its format failed)."""
-    exported = {Artifact(**entry).format for entry in json.loads((staging / MANIFEST).read_text())["artifacts"]}
+def write_apps(staging: Path, out_dir: Path, apps: list[App], exported: set[str], log: Callable[[str], None]) -> None:
+    """Each app of the bundle, from the files that were kept, of the `exported` formats (none when those of its
+    format failed)."""
     for app in apps:
         if APPS[app].requires not in exported:
             log(f"no {app} app: its {APPS[app].requires} files failed")
