@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,11 @@ class Conversions:
     def scratch(self) -> Path:
         return self.staging / ".scratch"  # inside the staging folder: an interrupted export leaves nothing behind
 
+    @cached_property
+    def specs(self) -> dict[Graph, GraphSpec]:
+        """The encoder's and decoder's named inputs and outputs."""
+        return graph_specs(self.graphs.image_shape, self.graphs.latent_dim, self.graphs.num_classes)
+
     def convert(self, chosen: list[Target], log: Callable[[str], None]) -> tuple[list[Artifact], dict[str, "Failure"]]:
         """Each target's file of each graph; a layer one format cannot take fails that format's targets, not the
         export. The per-layer tables of the integer files go beside the saved verification outputs."""
@@ -243,9 +249,9 @@ class Conversions:
 
     def job(self, target: Target, graph: Graph) -> ExportJob:
         """What the target's converter gets for one graph: a decoder with integer output returns logits."""
-        specs = graph_specs(self.graphs.image_shape, self.graphs.latent_dim, self.graphs.num_classes)
         logits = returns_logits(self.graphs, target, graph)
-        network, spec = logits_endpoint(self.graphs, specs) if logits else (graphs_network(self.graphs, graph), specs[graph])
+        network, spec = (logits_endpoint(self.graphs, self.specs) if logits
+                         else (graphs_network(self.graphs, graph), self.specs[graph]))
         path = self.staging / artifact_path(target, graph)
         path.parent.mkdir(parents=True, exist_ok=True)
         return ExportJob(target=target, spec=spec, network=network, path=path, calibration=self.calibration[graph],
@@ -255,12 +261,11 @@ class Conversions:
     def savedmodel_of(self, logits: bool) -> Callable[[int | None], Path]:
         """Each batch shape's SavedModel of the encoder and decoder, or of the decoder's logits alone, written once
         (the dynamic one of both graphs is also the bundle's)."""
-        specs = graph_specs(self.graphs.image_shape, self.graphs.latent_dim, self.graphs.num_classes)
 
         def savedmodel(batch: int | None) -> Path:
             if (batch, logits) not in self.savedmodels:
-                endpoints = [logits_endpoint(self.graphs, specs)] if logits else [
-                    (self.graphs.encoder, specs[Graph.ENCODER]), (self.graphs.decoder, specs[Graph.DECODER])]
+                endpoints = [logits_endpoint(self.graphs, self.specs)] if logits else [
+                    (self.graphs.encoder, self.specs[Graph.ENCODER]), (self.graphs.decoder, self.specs[Graph.DECODER])]
                 folder = self.scratch / f"savedmodel-{batch}{'-logits' if logits else ''}"
                 self.savedmodels[(batch, logits)] = write_savedmodel(endpoints, folder, batch)
             return self.savedmodels[(batch, logits)]
