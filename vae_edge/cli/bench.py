@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from vae_edge.cli.common import model_option
+from vae_edge.cli.common import custom_objects_option, model_option
 from vae_edge.train.backend import require_tensorflow_backend
 
 
@@ -47,8 +47,7 @@ from vae_edge.train.backend import require_tensorflow_backend
     "'keras/decoder/*', '*/e2e/*' (repeatable).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-@click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE",
-              help="Import this module for the Keras baseline's own layer classes (repeatable).")
+@custom_objects_option("the Keras baseline's own layer classes")
 def bench(bundle_dir, model_path, batch_sizes, threads, warmup, runs, min_seconds, max_seconds, only, seed, custom_objects):
     """Latency, throughput, memory and FLOP/s of every artifact of a bundle against the Keras model.
 

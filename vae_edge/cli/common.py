@@ -7,7 +7,7 @@ import click
 
 from vae_edge.data import load_dataset
 from vae_edge.errors import BadInputError
-from vae_edge.export.options import ExportOptions
+from vae_edge.export.options import DEFAULT_CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, ExportOptions
 from vae_edge.registry import (
     APPS,
     FORMATS,
@@ -41,16 +41,16 @@ def run_splits(model_path: Path, dataset: str | None = None, seed: int | None = 
     )
 
 
-def source_splits(source, dataset: str | None = None, seed: int | None = None, max_samples: int | None = None):
+def source_splits(source, dataset: str | None = None):
     """The images a bundle's model is calibrated and verified on: for a VAE trained by vae-edge, the splits it
     was trained on (unless `dataset` says otherwise); for any other model, `dataset`, which it must name."""
     if source.kind == SourceKind.VAE_EDGE:
-        return run_splits(Path(source.paths[0]), dataset, seed, max_samples)
+        return run_splits(Path(source.paths[0]), dataset)
     if not dataset:
         raise BadInputError("--dataset is required for a model not trained by vae-edge: the images it was trained on "
                             "(mnist-5k, a Keras data set, a folder of images or a .npy/.npz file), for calibration "
                             "and verification")
-    return load_dataset(dataset, seed=seed or 0, max_samples=max_samples)
+    return load_dataset(dataset)
 
 
 def model_source_options(function):
@@ -60,9 +60,7 @@ def model_source_options(function):
                      help="A Keras encoder (.keras): images -> z_mean, z_log_var [, z]. With --decoder, instead of MODEL."),
         click.option("--decoder", "decoder_path", type=click.Path(path_type=Path),
                      help="A Keras decoder (.keras): z -> images (probabilities, logits or Gaussian means)."),
-        click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE",
-                     help="Import this module (a dotted name or a .py file) for the model's own layer classes "
-                     "(repeatable). Keras' safe mode stays on."),
+        custom_objects_option("the model's own layer classes"),
         click.option("--likelihood", type=click.Choice(names(Likelihood)),
                      help="The decoder's likelihood. Default: bernoulli when it ends in a sigmoid."),
         click.option("--decoder-output", type=click.Choice(names(DecoderOutput)),
@@ -74,6 +72,13 @@ def model_source_options(function):
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def custom_objects_option(what: str):
+    """`--custom-objects`: modules to import for a Keras model's own layer classes (`what` they are for)."""
+    return click.option("--custom-objects", "custom_objects", multiple=True, metavar="MODULE",
+                        help=f"Import this module (a dotted name or a .py file) for {what} (repeatable). Keras' safe "
+                        "mode stays on.")
 
 
 def contract_of(likelihood, decoder_output, encoder_outputs) -> dict:
@@ -88,9 +93,14 @@ def model_option(help: str):
 
 
 def export_target_options(function):
-    """`--format`, `--quantize`, `--static-batch` and `--tolerance`: what `export` and `run` write and how
-    they judge it, from the registry, with `ExportOptions`' defaults."""
+    """`--format`, `--quantize`, `--static-batch`, `--calibration-samples` and `--tolerance`: what `export` and
+    `run` write and how they judge it, from the registry, with `ExportOptions`' defaults and bounds."""
     function = tolerance_option(function)
+    function = click.option(
+        "--calibration-samples", type=click.IntRange(min=1),  # the export names the range with the split's size
+        help=f"Real training images for int8 calibration (at least {MIN_CALIBRATION_SAMPLES}). Default: "
+        f"{DEFAULT_CALIBRATION_SAMPLES}, or all when fewer.",
+    )(function)
     function = click.option(
         "--static-batch", default=EXPORT_DEFAULTS.static_batch, show_default=True,
         type=click.IntRange(min=0, max=MAX_STATIC_BATCH),

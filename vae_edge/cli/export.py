@@ -9,6 +9,7 @@ from vae_edge.cli.common import (
     contract_of,
     cpu_option,
     export_target_options,
+    model_option,
     model_source_options,
     source_splits,
     tolerance_option,
@@ -32,10 +33,6 @@ from vae_edge.train.backend import require_tensorflow_backend
     help="The CPU class the ONNX int8 files are for (auto: this machine's); a VNNI file saturates on AVX2.",
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle folder. Default: export/<run or model name>.")
-@click.option(
-    "--calibration-samples", type=click.IntRange(min=1),
-    help="Real training images for int8 calibration. Default: 256, or all when fewer.",
-)
 @click.option("--opset", type=click.IntRange(13, 18), help="ONNX opset. Default: the newest tf2onnx writes.")
 @click.option("--dataset", help="Calibration and verification images. Default: the data a vae-edge model was trained on; "
               "required for any other model.")
@@ -86,8 +83,7 @@ def artifact_table(bundle_dir: Path) -> str:
 
 @click.command()
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path),
-              help="The Keras model. Default: the one the bundle was exported from (its manifest names it).")
+@model_option("The Keras model. Default: the one the bundle was exported from (its manifest names it).")
 @model_source_options
 @click.option("--dataset", help="Held-out images. Default: the data the bundle was verified on at export.")
 @click.option("--seed", default=EXPORT_DEFAULTS.seed, show_default=True, type=int,

@@ -71,8 +71,6 @@ RUN_DEFAULTS = RunConfig()
 @click.option("--seed", default=TRAIN_DEFAULTS.seed, show_default=True, type=int)
 @click.option("--conditional", is_flag=True, help="Condition on the data set's class labels (see `vae-edge train`).")
 @export_target_options
-@click.option("--calibration-samples", type=click.IntRange(min=1),
-              help="Default: 256, or the whole training split when smaller.")
 @click.option("--importance-samples", default=RUN_DEFAULTS.importance_samples, show_default=True,
               type=click.IntRange(min=0), help="Samples per image for the importance-weighted NLL (0 to skip).")
 @click.option(
