@@ -130,17 +130,24 @@ def rejudge(bundle_dir, tolerances: dict | None = None, log: Callable[[str], Non
     """Judge the outputs saved by the last verification again, under `tolerances`; runs nothing."""
     bundle = Bundle(bundle_dir)
     inputs = VerifyInputs.load(_saved(bundle.folder) / INPUTS)
+    return publish(bundle, inputs, *_reference_and_host(bundle), tolerances, log, table)
+
+
+def _reference_and_host(bundle: Bundle) -> tuple[RunOutputs, RunOutputs]:
+    """The Keras and this machine's outputs saved by the last verification."""
     reference, host = (RunOutputs.load(saved_outputs(bundle.folder, name)) for name in (KERAS, HOST))
-    return publish(bundle, inputs, reference, host, tolerances, log, table)
+    return reference, host
 
 
 def publish(bundle: Bundle, inputs: VerifyInputs, reference: RunOutputs, host: RunOutputs, tolerances: dict | None,
-            log: Callable[[str], None], table: bool) -> VerifyReport:
-    """Judge the host's outputs (and every other CPU's saved beside them), write the reports and the manifest."""
+            log: Callable[[str], None], table: bool, loaded: dict[str, RunOutputs] | None = None) -> VerifyReport:
+    """Judge the host's outputs (and every other CPU's saved beside them), write the reports and the manifest.
+    `loaded`: other CPUs' saved outputs already in memory, by runner name, not read again."""
+    loaded = loaded or {}
     report = judge_run(bundle, inputs, reference, host, tolerances)
     for path in sorted((bundle.folder / SAVED).glob("*.npz")):
         if path.stem not in (KERAS, HOST, Path(INPUTS).stem):
-            other = RunOutputs.load(path)
+            other = loaded[path.stem] if path.stem in loaded else RunOutputs.load(path)
             report.cpus[other.runner] = judge_run(bundle, inputs, reference, other, tolerances)
     if report.cpus:
         report.passed = report.passed and all(other.passed for other in report.cpus.values())
@@ -208,7 +215,8 @@ def judge_captured(bundle_dir, captured: Sequence[Path], tolerances: dict | None
     runs = [(path, check_captured(bundle, inputs, RunOutputs.load(path), path)) for path in captured]
     for path, run in runs:  # every file checked before any is kept
         write_bytes(saved_outputs(bundle.folder, run.runner), Path(path).read_bytes())
-    return rejudge(bundle_dir, tolerances, log, table)
+    return publish(bundle, inputs, *_reference_and_host(bundle), tolerances, log, table,
+                   {run.runner: run for _, run in runs})
 
 
 def check_captured(bundle: Bundle, inputs: VerifyInputs, run: RunOutputs, path: Path) -> RunOutputs:
