@@ -66,8 +66,7 @@ class VerifyReport:
     same_rows: "VerifyReport | None" = None  # this CPU judged on the rows the other CPUs ran (fewer), beside them
 
     def to_json(self) -> dict:
-        return {**asdict(self), "cpus": {name: report.to_json() for name, report in self.cpus.items()},
-                "same_rows": self.same_rows.to_json() if self.same_rows else None}
+        return asdict(self)  # recurses into the other CPUs' reports and same_rows
 
     @classmethod
     def from_json(cls, data: dict) -> "VerifyReport":
