@@ -3,7 +3,7 @@
 import os
 import platform
 
-from vae_edge.cpu import VECTOR_EXTENSIONS, cpuinfo, flags, model_name
+from vae_edge.cpu import cpu_identity, cpuinfo, flags
 from vae_edge.provenance import package_versions
 
 PACKAGES = ("numpy", "ai-edge-litert", "onnxruntime", "onnx", "tensorflow-cpu", "tensorflow", "keras")
@@ -35,9 +35,8 @@ def describe() -> dict:
     cpu_flags = flags()
     mhz = float(info["cpu MHz"]) if "cpu MHz" in info else None
     return {
-        "cpu": model_name(),
+        **cpu_identity(),  # "cpu" and "vector_extensions": what `runtime.edge.measured_latency` matches
         "cpu_mhz": mhz,
-        "vector_extensions": sorted(cpu_flags & VECTOR_EXTENSIONS),
         "fp32_lanes": fp32_lanes(cpu_flags),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
