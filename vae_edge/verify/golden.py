@@ -16,7 +16,6 @@ import numpy as np
 from vae_edge.bundle import Bundle
 from vae_edge.fsutil import atomic_directory, write_json
 from vae_edge.registry import FORMATS, MODES, Format, Graph
-from vae_edge.signatures import IMAGE, LABEL, Z
 from vae_edge.verify.inputs import VerifyInputs
 from vae_edge.verify.outputs import RunOutputs
 
@@ -32,10 +31,8 @@ def write_golden(bundle: Bundle, inputs: VerifyInputs, reference: RunOutputs, ho
     difference this machine measured with the tolerance a device should meet."""
     prior = min(ROWS, inputs.num_prior)
     rows = {Graph.ENCODER.value: np.arange(min(ROWS, len(inputs.images))), Graph.DECODER.value: np.arange(prior)}
-    feeds = {Graph.ENCODER.value: {IMAGE: inputs.images}, Graph.DECODER.value: {Z: inputs.latents}}
-    if inputs.labels is not None:
-        feeds[Graph.ENCODER.value][LABEL] = _one_hot(inputs.labels, bundle)
-        feeds[Graph.DECODER.value][LABEL] = _one_hot(inputs.latent_labels, bundle)
+    num_classes = len(bundle.model.get("class_names") or ())
+    feeds = {graph.value: inputs.feeds(graph, num_classes) for graph in (Graph.ENCODER, Graph.DECODER)}
     arrays, described = {}, {"byte_order": BYTE_ORDER, "prior_seed": inputs.seed, "graphs": {}, "files": {}}
     for graph, picked in rows.items():
         entry = {"inputs": {}, "outputs": {}}
@@ -72,8 +69,3 @@ def forget_files(folder: Path, paths: set[str]) -> None:
         described["files"] = {path: entry for path, entry in described["files"].items() if path not in paths}
         write_json(description, described)
 
-
-def _one_hot(labels: np.ndarray, bundle: Bundle) -> np.ndarray:
-    from vae_edge.labels import one_hot
-
-    return one_hot(labels, len(bundle.model["class_names"]))
